@@ -1,0 +1,40 @@
+import os
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+# The real datasets of this project's machines; tests that need them skip where it is absent.
+SHARED_DATA = os.environ.get("CNN_GAN_SHARED_DATA",
+                             os.path.join(ROOT, "..", "shared", "data"))
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def cifar_dir():
+    path = os.path.join(SHARED_DATA, "cifar10")
+    if not os.path.isdir(os.path.join(path, "train")):
+        pytest.skip(f"no CIFAR-10 copy at {path} (set CNN_GAN_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    """One decode cache for the whole session, so CIFAR-10 is decoded once."""
+    return str(tmp_path_factory.mktemp("cache"))
+
+
+def run_cli(main, argv, capsys):
+    """Run a script's main as the command line would: (exit code, stdout, stderr)."""
+    from utils import run_main
+
+    try:
+        run_main(main, argv)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err

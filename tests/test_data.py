@@ -1,0 +1,191 @@
+import os
+from urllib.error import URLError
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.v2 as T
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
+
+import data
+from data import (Augment, Batches, DataError, adjust_hue, color_jitter, jitter_strengths,
+                  load_dataset, load_folder, resized_crop)
+
+
+def test_crop_equals_torchvision_resized_crop():
+    torch.manual_seed(0)
+    x = torch.rand(8, 3, 32, 32)
+    side = torch.tensor([27, 28, 29, 30, 31, 32, 27, 30])
+    top = torch.tensor([0, 4, 3, 1, 0, 0, 5, 2])
+    left = torch.tensor([5, 0, 2, 2, 1, 0, 0, 1])
+    ours = resized_crop(x, top, left, side, 32)
+    ref = torch.stack([TF.resized_crop(x[i], top[i].item(), left[i].item(), side[i].item(),
+                                       side[i].item(), [32, 32], antialias=True)
+                       for i in range(8)])
+    assert torch.allclose(ours, ref, atol=1e-6)
+
+
+def test_color_jitter_equals_torchvision_in_any_order():
+    torch.manual_seed(1)
+    x = torch.rand(12, 3, 16, 16)
+    factors = torch.rand(12, 4) * 0.4 + 0.8
+    factors[:, 3] -= 1.0  # hue shifts in [-0.2, 0.2]
+    order = torch.rand(12, 4).argsort(1)
+    fns = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue]
+    ref = []
+    for i in range(12):
+        img = x[i]
+        for k in order[i].tolist():
+            img = fns[k](img, factors[i, k].item())
+        ref.append(img)
+    assert torch.allclose(color_jitter(x, factors, order), torch.stack(ref), atol=1e-5)
+    shift = torch.linspace(-0.5, 0.5, 12)
+    ref = torch.stack([TF.adjust_hue(x[i], shift[i].item()) for i in range(12)])
+    assert torch.allclose(adjust_hue(x, shift), ref, atol=1e-5)
+
+
+def test_augment_draws_from_the_assignments_ranges():
+    """Crops, jitter factors and flips come from the ranges of the assignment's transforms."""
+    strengths = (0.08, 0.05, 0.12, 0.03)
+    n = 20000
+    p = Augment(strengths, flip=True).sample(n, torch.Generator().manual_seed(0))
+    # torchvision's RandomResizedCrop(32, scale=(0.7, 1.0), ratio=(1, 1)) draws, for reference
+    crop = T.RandomResizedCrop(32, scale=(0.7, 1.0), ratio=(1.0, 1.0))
+    torch.manual_seed(0)
+    ref = [crop.make_params([torch.zeros(3, 32, 32)]) for _ in range(3000)]
+    ref_sides = torch.tensor([r["height"] for r in ref])
+    assert set(p.size.unique().tolist()) == set(ref_sides.unique().tolist()) == set(range(27, 33))
+    assert (p.top >= 0).all() and (p.top + p.size <= 32).all()
+    assert (p.left >= 0).all() and (p.left + p.size <= 32).all()
+    # same side distribution (within sampling noise) as torchvision's
+    ours_hist = torch.bincount(p.size, minlength=33)[27:].float() / n
+    ref_hist = torch.bincount(ref_sides, minlength=33)[27:].float() / len(ref)
+    assert (ours_hist - ref_hist).abs().max() < 0.04
+    # ColorJitter(b, c, s, h): factors uniform in [1-b, 1+b] ... and hue in [-h, h]
+    b, c, s, h = strengths
+    lo = torch.tensor([1 - b, 1 - c, 1 - s, -h])
+    hi = torch.tensor([1 + b, 1 + c, 1 + s, h])
+    assert (p.factors >= lo).all() and (p.factors <= hi).all()
+    assert ((p.factors.min(0).values - lo) < 0.01).all() and ((hi - p.factors.max(0).values) < 0.01).all()
+    assert (p.order.sort(1).values == torch.arange(4)).all()  # each row a permutation
+    assert abs(p.flip.float().mean().item() - 0.5) < 0.02
+    assert not Augment(strengths, flip=False).sample(100, torch.Generator()).flip.any()
+
+
+def test_jitter_strengths_are_small_nonnegative_and_seeded():
+    a, b = jitter_strengths(0), jitter_strengths(1)
+    assert a == jitter_strengths(0) and a != b
+    assert all(0 <= v < 0.5 for v in a + b)
+
+
+def test_augment_keeps_range_and_changes_images():
+    x = torch.rand(16, 3, 32, 32)
+    y = Augment((0.1, 0.1, 0.1, 0.05))(x, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+    assert not torch.allclose(x, y)
+
+
+def _toy(n=40):
+    x = torch.arange(n, dtype=torch.uint8)[:, None, None, None].expand(n, 3, 32, 32).contiguous()
+    return x, torch.arange(n) % 10
+
+
+def test_batches_shuffle_drop_last_and_rebuild_any_batch():
+    x, y = _toy(40)
+    b = Batches(x, y, 16, "cpu", seed=3, shuffle=True, drop_last=True,
+                augment=Augment((0.1, 0.1, 0.1, 0.1)))
+    assert len(b) == 2
+    first = list(b.epoch(0))
+    assert all(xb.shape == (16, 3, 32, 32) for xb, _ in first)
+    assert all(xb.min() >= -1 and xb.max() <= 1 for xb, _ in first)
+    again = list(b.epoch(0))
+    assert all(torch.equal(a[0], c[0]) and torch.equal(a[1], c[1]) for a, c in zip(first, again))
+    # a run resumed at batch 1 sees exactly the batch an uninterrupted run sees
+    tail = list(b.epoch(0, start=1))
+    assert len(tail) == 1 and torch.equal(tail[0][0], first[1][0])
+    assert not torch.equal(list(b.epoch(1))[0][1], first[0][1])  # new order each epoch
+    plain = Batches(x, y, 16, "cpu")
+    assert len(plain) == 3 and torch.equal(torch.cat([yb for _, yb in plain.epoch(0)]), y)
+    assert torch.allclose(next(plain.epoch(0))[0][1], torch.full((3, 32, 32), 1 / 127.5 - 1))
+
+
+def test_batches_split_between_ranks():
+    x, y = _toy(40)
+    seen = [torch.cat([yb for _, yb in Batches(x, torch.arange(40), 5, "cpu", shuffle=True,
+                                                 rank=r, world_size=2).epoch(0)])
+            for r in range(2)]
+    assert len(seen[0]) == len(seen[1]) == 20
+    assert sorted(torch.cat(seen).tolist()) == list(range(40))
+
+
+def test_digits_dataset():
+    d = load_dataset("digits", "unused")
+    assert d.train_x.shape == (1500, 3, 32, 32) and d.test_x.shape == (297, 3, 32, 32)
+    assert d.train_x.dtype == torch.uint8 and d.num_classes == 10 and not d.flip
+    assert torch.equal(d.train_y, load_dataset("digits", "unused").train_y)
+    assert set(d.train_y.tolist()) == set(range(10))
+    s = load_dataset("digits", "unused", subset=100, seed=1)
+    assert s.train_x.shape[0] == 100
+    with pytest.raises(DataError, match="larger"):
+        load_dataset("digits", "unused", subset=5000)
+
+
+def _write_folder(root, classes=("cat", "dog"), per_class=3, size=32):
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in classes:
+            os.makedirs(os.path.join(root, split, c), exist_ok=True)
+            for i in range(per_class):
+                arr = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+                Image.fromarray(arr).save(os.path.join(root, split, c, f"{i}.png"))
+
+
+def test_image_folder_labels_by_folder_and_caches(tmp_path, monkeypatch):
+    root, cache = str(tmp_path / "imgs"), str(tmp_path / "cache")
+    _write_folder(root)
+    d = load_folder(root, cache)
+    assert d.classes == ("cat", "dog")
+    assert d.train_x.shape == (6, 3, 32, 32) and d.train_y.tolist() == [0, 0, 0, 1, 1, 1]
+    expected = np.asarray(Image.open(os.path.join(root, "train", "dog", "1.png")))
+    assert np.array_equal(d.train_x[4].permute(1, 2, 0).numpy(), expected)
+    assert len(os.listdir(cache)) == 1
+    # the second load reads the cache, decoding nothing, and gives identical arrays
+    monkeypatch.setattr(data, "_decode_folder", lambda *a: pytest.fail("decoded again"))
+    d2 = load_folder(root, cache)
+    for k in ("train_x", "train_y", "test_x", "test_y"):
+        assert torch.equal(getattr(d, k), getattr(d2, k))
+    assert d2.classes == d.classes
+
+
+def test_image_folder_errors(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_dataset("folder", str(tmp_path / "nope"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="empty"):
+        load_dataset("folder", str(tmp_path / "empty"))
+    _write_folder(str(tmp_path / "big"), size=40)
+    with pytest.raises(DataError, match="32x32"):
+        load_folder(str(tmp_path / "big"), str(tmp_path / "c"))
+    with pytest.raises(DataError, match="unknown dataset"):
+        load_dataset("imagenet", str(tmp_path))
+
+
+def test_cifar10_without_network_says_where_to_point(tmp_path, monkeypatch):
+    import torchvision
+
+    def offline(*a, **k):
+        raise URLError("no network")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    with pytest.raises(DataError, match="--data_dir"):
+        load_dataset("cifar10", str(tmp_path))
+
+
+def test_cifar10_from_png_copy(cifar_dir, cache_dir):
+    d = load_dataset("cifar10", cifar_dir, cache_dir)
+    assert d.train_x.shape == (50000, 3, 32, 32) and d.test_x.shape == (10000, 3, 32, 32)
+    assert torch.bincount(d.test_y).tolist() == [1000] * 10
+    mean = d.test_x.float().mean(dim=(0, 2, 3)) / 255  # the published test-set means
+    assert torch.allclose(mean, torch.tensor([0.4942, 0.4851, 0.4504]), atol=2e-3)

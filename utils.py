@@ -1,0 +1,346 @@
+"""What the scripts share: flags, device, seeding, the Adam guard, checkpoints, logs, pictures."""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+from data import DataError
+
+
+class UserError(Exception):
+    """A mistake a user can fix (a bad flag, a missing file); printed as one line, exit 2."""
+
+
+USER_ERRORS = (UserError, DataError)
+
+
+# ----------------------------------------------------------------------------- command line
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line and accepts --a-b for every --a_b."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = list(sys.argv[1:] if args is None else args)
+        known = self._option_string_actions
+        for i, arg in enumerate(args):
+            if arg == "--":
+                break
+            name, eq, value = arg.partition("=")
+            snake = name.replace("-", "_")
+            if name.startswith("--") and name not in known and "--" + snake[2:] in known:
+                args[i] = "--" + snake[2:] + eq + value
+        return super().parse_known_args(args, namespace)
+
+
+def add_shared_flags(parser, *, epochs, lr, batch_size, width=196, dataset="cifar10"):
+    """The flags every training script shares; each script passes the assignment's defaults."""
+    g = parser.add_argument_group("shared flags (the same in every script)")
+    g.add_argument("--dataset", default=dataset, help="dataset by name: cifar10, folder, digits")
+    g.add_argument("--data_dir", default="./data",
+                   help="where the dataset lives (cifar10 is downloaded here when missing; "
+                        "for folder: the folder holding train/ and test/)")
+    g.add_argument("--cache_dir", default=None,
+                   help="where decoded image folders are cached (default ~/.cache/cnn_gan)")
+    g.add_argument("--out_dir", default=".", help="where models, checkpoints, logs and pictures go")
+    g.add_argument("--epochs", type=int, default=epochs, help="training epochs")
+    g.add_argument("--batch_size", type=int, default=batch_size, help="images per step")
+    g.add_argument("--lr", type=float, default=lr, help="Adam learning rate")
+    g.add_argument("--width", type=int, default=width,
+                   help="channels of every hidden layer (196; 128 is the assignment's cheaper option)")
+    g.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
+    g.add_argument("--seed", type=int, default=0, help="seed of every random draw of the run")
+    g.add_argument("--resume", nargs="?", const="yes", default="no",
+                   help="continue from the checkpoint in --out_dir (or the path given); "
+                        "'auto' resumes when a checkpoint exists and starts fresh otherwise")
+    g.add_argument("--overwrite", action="store_true",
+                   help="start fresh even though --out_dir holds a checkpoint of an earlier run")
+    g.add_argument("--subset", type=int, default=None, help="train on the first N images only")
+    g.add_argument("--adam_step_cap", type=int, default=1024,
+                   help="the assignment's Adam overflow guard: a step count that reaches this is "
+                        "set back to cap-24 (0 turns it off)")
+    g.add_argument("--log_every", type=int, default=50, help="print and log one line every N steps")
+    return g
+
+
+def check_positive(args, *names):
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            raise UserError(f"--{name} must be positive, got {value}")
+
+
+def check_shared_flags(args):
+    from data import DATASETS
+
+    if args.dataset not in DATASETS:
+        raise UserError(f"unknown dataset '{args.dataset}'; choose one of {', '.join(DATASETS)}")
+    check_positive(args, "epochs", "batch_size", "lr", "width", "subset", "log_every")
+    if args.adam_step_cap < 0:
+        raise UserError("--adam_step_cap must be 0 (off) or a positive step count")
+    if not math.isfinite(args.lr):
+        raise UserError(f"--lr must be a finite number, got {args.lr}")
+
+
+def run_main(main, argv=None):
+    """Run a script's main; a user's mistake becomes one line on stderr and exit code 2."""
+    try:
+        return main(argv)
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted; the last checkpoint is kept", file=sys.stderr)
+        sys.exit(130)
+
+
+# ----------------------------------------------------------------------------- device, seeds
+
+def resolve_device(name):
+    """'auto' -> cuda when available, else cpu; a CUDA device that is not there is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s)")
+    return device
+
+
+def seed_everything(seed):
+    """Seed the global generators (model initialisation); the data has generators of its own."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+# ----------------------------------------------------------------------------- Adam guard
+
+def adam_step_guard(optimizer, cap=1024, reset=None):
+    """The assignment's guard against Adam's step count growing without bound.
+
+    Any parameter whose step has reached `cap` is set back to `reset` (default cap - 24, the
+    assignment's 1024 -> 1000; at least 1). Current PyTorch keeps the step as a tensor (on the CPU, or on
+    the GPU for fused/capturable Adam); it is changed in place, with no host-device sync.
+    """
+    if not cap:
+        return
+    reset = max(1, cap - 24) if reset is None else reset
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            step = optimizer.state.get(p, {}).get("step")
+            if step is None:
+                continue
+            if torch.is_tensor(step):
+                step.copy_(torch.where(step >= cap, torch.full_like(step, reset), step))
+            elif step >= cap:
+                optimizer.state[p]["step"] = reset
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def atomic_save(obj, path):
+    """torch.save to a temporary file in the same folder, then rename: never a half file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_checkpoint(path, kind=None):
+    """torch.load with weights_only=True; a missing, corrupt or foreign file is a UserError."""
+    if not os.path.isfile(path):
+        raise UserError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # zip errors, EOF, unpickling refusals: all unusable files
+        raise UserError(f"{path} is not a readable checkpoint (corrupt, truncated or not made "
+                        f"by this project: {type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or "kind" not in ckpt:
+        raise UserError(f"{path} was not written by this project's scripts")
+    if kind is not None and ckpt["kind"] not in ((kind,) if isinstance(kind, str) else kind):
+        raise UserError(f"{path} holds a '{ckpt['kind']}' checkpoint, not '{kind}'")
+    return ckpt
+
+
+def load_state(module, state, path, what="model"):
+    """load_state_dict with a clear error when the shapes belong to another architecture."""
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError) as e:
+        first = str(e).strip().splitlines()
+        raise UserError(f"{path}: the saved {what} does not fit this architecture "
+                        f"({first[1].strip() if len(first) > 1 else first[0]})") from None
+
+
+def resolve_resume(args, ckpt_path):
+    """The checkpoint to resume from, or None for a fresh start; refuses to overwrite a run."""
+    mode = args.resume
+    if mode in ("no", None):
+        if os.path.exists(ckpt_path) and not args.overwrite:
+            raise UserError(f"{ckpt_path} holds an earlier run: pass --resume to continue it, or "
+                            "--overwrite (or another --out_dir) to start again")
+        return None
+    if mode == "auto":
+        return ckpt_path if os.path.exists(ckpt_path) else None
+    path = ckpt_path if mode == "yes" else mode
+    if not os.path.exists(path):
+        raise UserError(f"--resume: no checkpoint at {path}")
+    return path
+
+
+# Settings that may differ between a run and its resumption (they change nothing computed).
+RESUMABLE_CHANGES = {"device", "data_dir", "cache_dir", "resume", "overwrite", "out_dir",
+                     "log_every", "progress"}
+
+
+def check_same_settings(saved, current, path):
+    diff = [f"--{k} {saved.get(k)!r} -> {current.get(k)!r}" for k in sorted(set(saved) | set(current))
+            if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k)]
+    if diff:
+        raise UserError(f"{path} was trained with other settings ({'; '.join(diff)}): resume "
+                        "with the original flags, or start a new run in another --out_dir")
+
+
+def settings(args):
+    """The resolved flags as a plain dict (what is printed, saved and stored in checkpoints)."""
+    return {k: v for k, v in sorted(vars(args).items()) if not callable(v)}
+
+
+def write_settings(args, path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(settings(args), f, indent=2)
+        f.write("\n")
+
+
+# ----------------------------------------------------------------------------- logs
+
+class JsonLog:
+    """Append one JSON object per line; the file survives restarts (resume appends)."""
+
+    def __init__(self, path):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.path = path
+
+    def write(self, **record):
+        record.setdefault("time", round(time.time(), 3))
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def read_log(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def progress(iterable, total, desc):
+    """A tqdm bar on a terminal; nothing in a batch log (the compact lines say enough there)."""
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, leave=False, disable=None, dynamic_ncols=True)
+
+
+def info(message):
+    """Human-readable progress goes to stderr; stdout carries only the final JSON line."""
+    print(message, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- pictures
+
+def to_unit(images):
+    """Images in [-1, 1] (B, C, H, W) -> float [0, 1] on the CPU."""
+    return images.detach().float().cpu().add(1).div(2).clamp(0, 1)
+
+
+def save_grid(images, path, nrow=10, title=None):
+    """Save images (B, C, H, W) in [0, 1] as a grid PNG, nrow images per row, row-major."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images = images.detach().float().cpu().clamp(0, 1)
+    n = images.shape[0]
+    rows = math.ceil(n / nrow)
+    fig, axes = plt.subplots(rows, nrow, figsize=(nrow, rows + (0.4 if title else 0)),
+                             squeeze=False, gridspec_kw=dict(wspace=0.03, hspace=0.03))
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(images[i].permute(1, 2, 0).numpy(), interpolation="nearest")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, bbox_inches="tight", dpi=80)
+    plt.close(fig)
+
+
+def plot_curves(records, keys, path, title, xkey="epoch"):
+    """One panel per key against xkey, from a list of log records."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in keys if any(k in r for r in records)]
+    if not keys:
+        return
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        pts = [(r[xkey], r[key]) for r in records if key in r and xkey in r]
+        ax.plot(*zip(*pts))
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel(xkey, fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- model files
+
+def save_model(path, model, name, settings_dict, metrics=None):
+    """A model file: weights, the architecture's name and arguments, the run's settings."""
+    atomic_save({"kind": "model", "arch": name, "arch_args": dict(model.arch),
+                 "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                 "settings": settings_dict, "metrics": metrics or {}}, path)
+
+
+def load_model(path, arch, made_by):
+    """Rebuild a model saved by save_model; `made_by` names the script for the error message."""
+    from models import ARCHITECTURES
+
+    if not os.path.isfile(path):
+        raise UserError(f"model file {path} not found: {made_by} writes it")
+    ckpt = load_checkpoint(path, kind="model")
+    if ckpt.get("arch") != arch:
+        raise UserError(f"{path} holds a {ckpt.get('arch')}, not a {arch}")
+    try:
+        model = ARCHITECTURES[arch](**ckpt["arch_args"])
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{path}: cannot rebuild the {arch} ({e})") from None
+    load_state(model, ckpt["model"], path, arch)
+    return model.eval(), ckpt
