@@ -18,11 +18,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from data import Augment, Batches, jitter_strengths, load_dataset
+from data import load_dataset
 from models import Discriminator
 from utils import (ArgumentParser, JsonLog, UserError, adam_step_guard, add_shared_flags,
-                   atomic_save, check_same_settings, check_shared_flags, info, load_checkpoint,
-                   load_state, plot_curves, progress, resolve_device, resolve_resume,
+                   atomic_save, check_same_settings, check_shared_flags, evaluate, info,
+                   load_checkpoint, load_state, make_loaders, plot_curves, progress, resolve_device, resolve_resume,
                    run_main, save_model, seed_everything, settings, write_settings)
 
 CHECKPOINT, MODEL_FILE, LOG, CONFIG = ("baseline.ckpt", "cifar10.model", "baseline_log.jsonl",
@@ -72,37 +72,11 @@ def train_one_epoch(model, optimizer, batches, epoch, *, start=0, step_cap=1024,
     return (loss_sum / n).item(), (100 * correct / n).item()
 
 
-@torch.inference_mode()
-def evaluate(model, batches):
-    """Accuracy (%) and mean cross-entropy of fc10 over every batch of the loader."""
-    model.eval()
-    dev = batches.device
-    loss_sum, correct, seen = (torch.zeros((), device=dev) for _ in range(3))
-    for x, y in batches.epoch(0):
-        _, logits = model(x)
-        loss_sum += F.cross_entropy(logits, y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
-        seen += len(y)
-    n = seen.clamp(min=1)
-    return (100 * correct / n).item(), (loss_sum / n).item()
-
-
 def save_checkpoint(path, model, optimizer, epoch, config, history, seconds):
     """Everything --resume needs, as state dicts and plain data."""
     atomic_save({"kind": "baseline", "epoch": epoch, "model": model.state_dict(),
                  "optimizer": optimizer.state_dict(), "settings": config, "history": history,
                  "seconds": seconds}, path)
-
-
-def make_loaders(args, data, device):
-    aug = Augment(jitter_strengths(args.seed), flip=data.flip)
-    train = Batches(data.train_x, data.train_y, args.batch_size, device, seed=args.seed,
-                    shuffle=True, drop_last=True, augment=aug)
-    test = Batches(data.test_x, data.test_y, max(args.batch_size, 256), device)
-    if len(train) == 0:
-        raise UserError(f"--batch_size {args.batch_size} is larger than the {len(data.train_y)} "
-                        "training images: no full batch to train on")
-    return train, test
 
 
 def main(argv=None):
@@ -152,8 +126,9 @@ def main(argv=None):
         info(f"epoch {epoch + 1}/{args.epochs} train acc {train_acc:.2f} test acc {test_acc:.2f} "
              f"({dt:.1f}s)")
         save_checkpoint(ckpt_path, model, optimizer, epoch + 1, config, history, seconds)
-        plot_curves(history, ["train_loss", "test_loss", "train_acc", "test_acc"],
-                    os.path.join(args.out_dir, "baseline_curves.png"), "baseline")
+        plot_curves(history, [("cross-entropy", ["train_loss", "test_loss"]),
+                              ("accuracy (%)", ["train_acc", "test_acc"])],
+                    os.path.join(args.out_dir, "baseline_curves.png"), "baseline classifier")
 
     final = history[-1] if history else {}
     metrics = dict(test_acc=final.get("test_acc"), train_acc=final.get("train_acc"),

@@ -38,3 +38,29 @@ def run_cli(main, argv, capsys):
         code = e.code
     out, err = capsys.readouterr()
     return code, out, err
+
+
+@pytest.fixture(scope="session")
+def digits_baseline(tmp_path_factory):
+    """A small classifier trained on real digits: (model file path, final figures)."""
+    import json
+
+    import train_baseline
+
+    out = tmp_path_factory.mktemp("digits_baseline")
+    metrics = train_baseline.main(["--dataset", "digits", "--width", "16", "--batch_size", "64",
+                                   "--lr", "2e-3", "--epochs", "8", "--out_dir", str(out),
+                                   "--log_every", "1000"])
+    return str(out / "cifar10.model"), metrics
+
+
+@pytest.fixture(scope="session")
+def digits_gan(tmp_path_factory):
+    """A small ACGAN trained on digits (about a minute): its output folder and final figures."""
+    import train_gan
+
+    out = tmp_path_factory.mktemp("digits_gan")
+    metrics = train_gan.main(["--dataset", "digits", "--width", "16", "--batch_size", "32",
+                              "--lr", "3e-3", "--epochs", "12", "--out_dir", str(out),
+                              "--log_every", "1000"])
+    return out, metrics
