@@ -24,6 +24,7 @@ DEMO_FLAGS = --dataset digits --width 32 --lr 1e-3 --batch_size 64 --out_dir $(D
 demo: install
 	$(BIN)/python train_baseline.py $(DEMO_FLAGS) --epochs 15
 	$(BIN)/python train_gan.py $(DEMO_FLAGS) --epochs 20
+	$(BIN)/python visualize.py all --run_dir $(DEMO)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -134,7 +134,8 @@ def main(argv=None):
     metrics = dict(test_acc=final.get("test_acc"), train_acc=final.get("train_acc"),
                    epochs=args.epochs, seconds=round(seconds, 1))
     model_path = os.path.join(args.out_dir, MODEL_FILE)
-    save_model(model_path, model, "discriminator", config, metrics)
+    save_model(model_path, model, "discriminator", config, metrics, data.classes,
+               "train_baseline.py")
     print(json.dumps(dict(script="train_baseline", dataset=data.name, model=model_path, **metrics)),
           flush=True)
     return metrics

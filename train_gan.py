@@ -267,7 +267,7 @@ def main(argv=None):
     paths = {}
     for name, module in (("generator", G), ("discriminator", D)):
         paths[name] = os.path.join(args.out_dir, f"{name}.model")
-        save_model(paths[name], module, name, config, metrics)
+        save_model(paths[name], module, name, config, metrics, data.classes, "train_gan.py")
     print(json.dumps(dict(script="train_gan", dataset=data.name, **paths, **metrics)), flush=True)
     return metrics
 

@@ -360,11 +360,13 @@ def evaluate(model, batches):
 
 # ----------------------------------------------------------------------------- model files
 
-def save_model(path, model, name, settings_dict, metrics=None):
-    """A model file: weights, the architecture's name and arguments, the run's settings."""
+def save_model(path, model, name, settings_dict, metrics=None, classes=None, made_by=None):
+    """A model file: weights, the architecture's name and arguments, the run's settings,
+    its final figures, the class names of its dataset and the script that trained it."""
     atomic_save({"kind": "model", "arch": name, "arch_args": dict(model.arch),
                  "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                 "settings": settings_dict, "metrics": metrics or {}}, path)
+                 "settings": settings_dict, "metrics": metrics or {},
+                 "classes": list(classes or []), "made_by": made_by}, path)
 
 
 def load_model(path, arch, made_by):
