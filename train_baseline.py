@@ -20,10 +20,9 @@ import torch.nn.functional as F
 
 from data import load_dataset
 from models import Discriminator
-from utils import (ArgumentParser, JsonLog, UserError, adam_step_guard, add_shared_flags,
-                   atomic_save, check_same_settings, check_shared_flags, evaluate, info,
-                   load_checkpoint, load_state, make_loaders, plot_curves, progress, resolve_device, resolve_resume,
-                   run_main, save_model, seed_everything, settings, write_settings)
+from utils import (ArgumentParser, Stopped, adam_step_guard, add_shared_flags, add_speed_flags,
+                   atomic_save, evaluate, info, load_state, make_loaders, open_run, plot_curves,
+                   progress, run_main, save_model, seed_everything)
 
 CHECKPOINT, MODEL_FILE, LOG, CONFIG = ("baseline.ckpt", "cifar10.model", "baseline_log.jsonl",
                                        "baseline_config.json")
@@ -32,6 +31,7 @@ CHECKPOINT, MODEL_FILE, LOG, CONFIG = ("baseline.ckpt", "cifar10.model", "baseli
 def build_parser():
     p = ArgumentParser(description=__doc__.split("\n\n")[0])
     add_shared_flags(p, epochs=100, lr=1e-4, batch_size=128)
+    add_speed_flags(p)
     return p
 
 
@@ -44,100 +44,136 @@ def lr_at(epoch, base_lr, epochs):
     return base_lr
 
 
-def train_one_epoch(model, optimizer, batches, epoch, *, start=0, step_cap=1024, log_every=50,
-                    log=None):
-    """One pass of cross-entropy on fc10; returns the epoch's mean loss and accuracy (%)."""
-    model.train()
-    dev = batches.device
-    loss_sum, correct, seen = (torch.zeros((), device=dev) for _ in range(3))
-    steps = len(batches)
-    for i, (x, y) in enumerate(progress(batches.epoch(epoch, start), steps - start,
-                                        f"epoch {epoch}"), start):
+def train_step(model, optimizer, x, y, runtime, step_cap=1024):
+    """One Adam step of cross-entropy on fc10; returns (loss, correct predictions) as tensors."""
+    with runtime.autocast():
         _, logits = model(x)
-        loss = F.cross_entropy(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        adam_step_guard(optimizer, step_cap)
+    loss = F.cross_entropy(logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    adam_step_guard(optimizer, step_cap)
+    return loss.detach(), (logits.detach().argmax(1) == y).sum()
+
+
+def train_one_epoch(model, optimizer, batches, epoch, runtime, *, start=0, sums=None,
+                    stop=None, step_cap=1024, log_every=50, log=None):
+    """Train from batch `start` of the epoch to its end, or until stop(step) says so.
+
+    sums carries (loss sum, correct, images) of the batches before `start` (a run resumed
+    mid-epoch). Returns (next batch index, sums): the epoch is complete when the index equals
+    len(batches).
+    """
+    model.train()
+    dev, steps = batches.device, len(batches)
+    sums = torch.zeros(3, device=dev) if sums is None else sums.to(dev)
+    i = start
+    for i, (x, y) in enumerate(progress(batches.epoch(epoch, start), steps - start,
+                                        f"epoch {epoch + 1}"), start):
+        loss, hits = train_step(model, optimizer, x, y, runtime, step_cap)
         # Running sums stay on the device: no host sync until a line is printed.
-        loss_sum += loss.detach() * len(y)
-        correct += (logits.argmax(1) == y).sum()
-        seen += len(y)
+        sums += torch.stack([loss * len(y), hits.float(), torch.tensor(len(y), device=dev)])
         if log is not None and (i + 1) % log_every == 0:
-            rec = dict(epoch=epoch, step=i + 1, loss=round((loss_sum / seen).item(), 4),
-                       acc=round((100 * correct / seen).item(), 2))
-            info(f"epoch {epoch} step {i + 1}/{steps} loss {rec['loss']:.4f} acc {rec['acc']:.2f}")
-            log.write(event="step", **rec)
-    n = seen.clamp(min=1)
-    return (loss_sum / n).item(), (100 * correct / n).item()
+            loss_mean, acc = (sums[0] / sums[2]).item(), (100 * sums[1] / sums[2]).item()
+            info(f"epoch {epoch + 1} step {i + 1}/{steps} loss {loss_mean:.4f} acc {acc:.2f}")
+            log.write(event="step", epoch=epoch + 1, step=i + 1, loss=round(loss_mean, 4),
+                      acc=round(acc, 2))
+        if stop is not None and i + 1 < steps and stop(i, dev):
+            return i + 1, sums
+    return steps, sums
 
 
-def save_checkpoint(path, model, optimizer, epoch, config, history, seconds):
-    """Everything --resume needs, as state dicts and plain data."""
-    atomic_save({"kind": "baseline", "epoch": epoch, "model": model.state_dict(),
-                 "optimizer": optimizer.state_dict(), "settings": config, "history": history,
-                 "seconds": seconds}, path)
+def save_checkpoint(path, model, optimizer, epoch, step, sums, config, history, seconds):
+    """Everything --resume needs, as state dicts and plain data.
+
+    epoch counts completed epochs; step > 0 marks a checkpoint written mid-epoch (on a
+    signal), with the running sums of that epoch so far.
+    """
+    atomic_save({"kind": "baseline", "epoch": epoch, "step": step,
+                 "partial": None if sums is None else sums.detach().cpu(),
+                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "settings": config, "history": history, "seconds": seconds}, path)
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    check_shared_flags(args)
-    device = resolve_device(args.device)
-    config = settings(args)
-    ckpt_path = os.path.join(args.out_dir, CHECKPOINT)
-    resume_from = resolve_resume(args, ckpt_path)
-    ckpt = load_checkpoint(resume_from, kind="baseline") if resume_from else None
-    if ckpt:
-        check_same_settings(ckpt["settings"], config, resume_from)
+def run(args):
+    """Train as the flags say; returns (final figures, trained model)."""
+    r = open_run(args, "baseline", CHECKPOINT, LOG, CONFIG)
+    try:
+        return _train(args, r)
+    finally:
+        r.close()
 
+
+def _train(args, r):
+    rt, dist = r.runtime, r.dist
     data = load_dataset(args.dataset, args.data_dir, args.cache_dir, args.subset, args.seed)
-    train, test = make_loaders(args, data, device)
+    train, test = make_loaders(args, data, rt, dist)
     seed_everything(args.seed)
-    model = Discriminator(args.width, data.num_classes).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    start_epoch, history, seconds = 0, [], 0.0
-    if ckpt:
-        load_state(model, ckpt["model"], resume_from)
-        load_state(optimizer, ckpt["optimizer"], resume_from, "optimizer state")
-        start_epoch, history, seconds = ckpt["epoch"], ckpt["history"], ckpt["seconds"]
-        info(f"resuming {resume_from} after epoch {start_epoch}")
-
-    info("settings: " + json.dumps(config))
-    write_settings(args, os.path.join(args.out_dir, CONFIG))
-    log = JsonLog(os.path.join(args.out_dir, LOG))
-    info(f"{data.name}: {len(data.train_y)} training, {len(data.test_y)} test images; "
-         f"{len(train)} steps per epoch on {device}")
+    model = rt.module(Discriminator(args.width, data.num_classes))
+    optimizer = rt.adam(model.parameters(), lr=args.lr)
+    start_epoch, start_step, partial = r.position()
+    history, seconds = [], 0.0
+    if r.ckpt:
+        load_state(model, r.ckpt["model"], r.resume_from)
+        load_state(optimizer, r.ckpt["optimizer"], r.resume_from, "optimizer state")
+        history, seconds = r.ckpt["history"], r.ckpt["seconds"]
+    # What the step runs through: DDP for several processes, compiled on the fast path.
+    # It shares the parameters with `model`, which is what gets saved.
+    fast = rt.compiled(dist.wrap(model, rt.device))
+    r.begin()
+    r.say(f"{data.name}: {len(data.train_y)} training, {len(data.test_y)} test images; "
+          f"{len(train)} steps per epoch on {rt.device}")
     for epoch in range(start_epoch, args.epochs):
         t0 = time.time()
         for group in optimizer.param_groups:
             group["lr"] = lr_at(epoch, args.lr, args.epochs)
-        train_loss, train_acc = train_one_epoch(model, optimizer, train, epoch,
-                                                step_cap=args.adam_step_cap,
-                                                log_every=args.log_every, log=log)
-        test_acc, test_loss = evaluate(model, test)
+        step, sums = train_one_epoch(fast, optimizer, train, epoch, rt, start=start_step,
+                                     sums=partial, stop=r.stop, step_cap=args.adam_step_cap,
+                                     log_every=args.log_every, log=r.log)
+        seconds += time.time() - t0
+        start_step, partial = 0, None
+        if step < len(train):  # stopped on a signal
+            if dist.is_main:
+                save_checkpoint(r.ckpt_path, model, optimizer, epoch, step, sums, r.config,
+                                history, seconds)
+            raise Stopped(f"stopped at epoch {epoch + 1}, step {step}; resume with --resume "
+                          f"(checkpoint {r.ckpt_path})")
+        sums = dist.all_sum(sums)
+        train_loss, train_acc = (sums[0] / sums[2]).item(), (100 * sums[1] / sums[2]).item()
+        if not dist.is_main:
+            continue
+        test_acc, test_loss = evaluate(model, test, rt)
         dt = time.time() - t0
-        seconds += dt
         rec = dict(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"],
                    train_loss=round(train_loss, 4), train_acc=round(train_acc, 2),
                    test_loss=round(test_loss, 4), test_acc=round(test_acc, 2),
                    seconds=round(dt, 2))
         history.append(rec)
-        log.write(event="epoch", **rec)
+        r.log.write(event="epoch", **rec)
         info(f"epoch {epoch + 1}/{args.epochs} train acc {train_acc:.2f} test acc {test_acc:.2f} "
              f"({dt:.1f}s)")
-        save_checkpoint(ckpt_path, model, optimizer, epoch + 1, config, history, seconds)
+        save_checkpoint(r.ckpt_path, model, optimizer, epoch + 1, 0, None, r.config, history,
+                        seconds)
         plot_curves(history, [("cross-entropy", ["train_loss", "test_loss"]),
                               ("accuracy (%)", ["train_acc", "test_acc"])],
                     os.path.join(args.out_dir, "baseline_curves.png"), "baseline classifier")
 
     final = history[-1] if history else {}
     metrics = dict(test_acc=final.get("test_acc"), train_acc=final.get("train_acc"),
-                   epochs=args.epochs, seconds=round(seconds, 1))
-    model_path = os.path.join(args.out_dir, MODEL_FILE)
-    save_model(model_path, model, "discriminator", config, metrics, data.classes,
-               "train_baseline.py")
-    print(json.dumps(dict(script="train_baseline", dataset=data.name, model=model_path, **metrics)),
-          flush=True)
+                   epochs=args.epochs, seconds=round(seconds, 1),
+                   model=os.path.join(args.out_dir, MODEL_FILE))
+    if dist.is_main:
+        save_model(metrics["model"], model, "discriminator", r.config, metrics, data.classes,
+                   "train_baseline.py")
+    return metrics, model
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    metrics, _ = run(args)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(dict(script="train_baseline", dataset=args.dataset, **metrics)),
+              flush=True)
     return metrics
 
 

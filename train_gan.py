@@ -20,6 +20,7 @@ gan_curves.png. The last line on stdout is JSON with the final figures.
 import json
 import os
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -27,28 +28,25 @@ from data import load_dataset, make_generator
 from losses import (auxiliary_class_loss, gradient_penalty, wgan_critic_loss,
                     wgan_generator_loss)
 from models import Discriminator, Generator
-from utils import (ArgumentParser, JsonLog, UserError, adam_step_guard, add_shared_flags,
-                   atomic_save, check_positive, check_same_settings, check_shared_flags,
-                   evaluate, info, load_checkpoint, load_state, make_loaders, plot_curves,
-                   progress, resolve_device, resolve_resume, run_main, save_grid, save_model,
-                   seed_everything, settings, to_unit, write_settings)
+from utils import (ArgumentParser, Dist, Diverged, Runtime, Stopped, UserError,
+                   adam_step_guard, add_shared_flags, add_speed_flags, atomic_save,
+                   check_positive, evaluate, info, load_state, make_loaders, open_run,
+                   plot_curves, progress, run_main, save_grid, save_model, seed_everything,
+                   to_unit)
 
 CHECKPOINT, LOG, CONFIG = "gan.ckpt", "gan_log.jsonl", "gan_config.json"
+PLAIN = Runtime(torch.device("cpu"))  # fp32, eager: the steps' default
 # What the discriminator step reports, in the order the assignment prints them.
 D_STATS = ("gp", "d_fake", "d_real", "real_class", "fake_class", "real_acc")
-EXIT_DIVERGED = 3
 GAN_PANELS = [("critic score", ["d_real", "d_fake"]), ("Wasserstein estimate", ["w_dist"]),
               ("gradient penalty", ["gp"]), ("class cross-entropy", ["real_class", "fake_class"]),
               ("generator loss", ["g_loss"]), ("accuracy (%)", ["real_acc", "test_acc"])]
 
 
-class Diverged(Exception):
-    """A loss became NaN or infinite."""
-
-
 def build_parser():
     p = ArgumentParser(description=__doc__.split("\n\n")[0])
     add_shared_flags(p, epochs=200, lr=1e-4, batch_size=128)
+    add_speed_flags(p)
     g = p.add_argument_group("GAN")
     g.add_argument("--gen_train", type=int, default=1,
                    help="train the generator every N discriminator steps")
@@ -57,6 +55,9 @@ def build_parser():
                    help="noise values per image; the first num_classes are the one-hot class")
     g.add_argument("--beta1", type=float, default=0.0, help="Adam beta1 of both networks")
     g.add_argument("--beta2", type=float, default=0.9, help="Adam beta2 of both networks")
+    g.add_argument("--sync_bn", action="store_true",
+                   help="with several GPUs: the generator's BatchNorm uses the statistics of "
+                        "the global batch (SyncBatchNorm)")
     return p
 
 
@@ -84,33 +85,60 @@ def fixed_noise(num_classes, latent_dim, seed, device, per_class=10):
 
 # ----------------------------------------------------------------------------- steps
 
-def generator_step(G, D, opt_g, z, labels, step_cap=1024):
+@dataclass
+class GanNets:
+    """The two networks and the callables the training steps run them through.
+
+    G and D are the plain modules (saved, evaluated, and used for the gradient penalty, whose
+    double backward cannot go through torch.compile). G_train and D_train are what the steps
+    train through (compiled and/or wrapped for several processes); D_frozen is the critic the
+    generator step looks through, and G_fake makes the critic's fakes without a graph.
+    """
+    G: torch.nn.Module
+    D: torch.nn.Module
+    G_train: object = None
+    D_train: object = None
+    D_frozen: object = None
+    G_fake: object = None
+
+    def __post_init__(self):
+        for name, default in (("G_train", self.G), ("D_train", self.D), ("D_frozen", self.D),
+                              ("G_fake", self.G)):
+            if getattr(self, name) is None:
+                setattr(self, name, default)
+
+
+def generator_step(nets, opt_g, z, labels, runtime=PLAIN, step_cap=1024):
     """One generator update through a frozen discriminator; returns the loss (a tensor)."""
-    D.requires_grad_(False)  # the critic's weights collect no gradient here
+    nets.D.requires_grad_(False)  # the critic's weights collect no gradient here
     try:
-        scores, logits = D(G(z))
-        loss = wgan_generator_loss(scores) + auxiliary_class_loss(logits, labels)
+        with runtime.autocast():
+            scores, logits = nets.D_frozen(nets.G_train(z))
+        loss = wgan_generator_loss(scores.float()) + auxiliary_class_loss(logits.float(), labels)
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
         opt_g.step()
         adam_step_guard(opt_g, step_cap)
     finally:
-        D.requires_grad_(True)
+        nets.D.requires_grad_(True)
     return loss.detach()
 
 
-def discriminator_step(G, D, opt_d, real, real_labels, z, fake_labels, alpha, gp_weight=10.0,
-                       step_cap=1024):
+def discriminator_step(nets, opt_d, real, real_labels, z, fake_labels, alpha, gp_weight=10.0,
+                       runtime=PLAIN, step_cap=1024):
     """One critic/classifier update; returns (loss, stats tensor in the order of D_STATS)."""
-    with torch.no_grad():
-        fake = G(z)  # the generator is not trained here
     n = len(real)
-    # Real and fake in one pass: LayerNorm is per sample, so this equals two passes.
-    scores, logits = D(torch.cat([real, fake]))
+    with runtime.autocast():
+        with torch.no_grad():
+            fake = nets.G_fake(z)  # the generator is not trained here
+        # Real and fake in one pass: LayerNorm is per sample, so this equals two passes.
+        scores, logits = nets.D_train(torch.cat([real, fake.to(real.dtype)]))
+        # The penalty's double backward runs through the plain module, outside torch.compile.
+        gp = gradient_penalty(lambda x: nets.D(x)[0], real, fake, alpha, gp_weight)
+    scores, logits, gp = scores.float(), logits.float(), gp.float()
     real_scores, fake_scores = scores[:n], scores[n:]
     real_class = auxiliary_class_loss(logits[:n], real_labels)
     fake_class = auxiliary_class_loss(logits[n:], fake_labels)
-    gp = gradient_penalty(lambda x: D(x)[0], real, fake, alpha, gp_weight)
     loss = wgan_critic_loss(real_scores, fake_scores) + real_class + fake_class + gp
     opt_d.zero_grad(set_to_none=True)
     loss.backward()
@@ -121,51 +149,72 @@ def discriminator_step(G, D, opt_d, real, real_labels, z, fake_labels, alpha, gp
     return loss.detach(), stats.detach()
 
 
-def train_gan_epoch(G, D, opt_g, opt_d, batches, epoch, args, *, start=0, log=None):
-    """One epoch of ACGAN + WGAN-GP; returns the epoch's means of D_STATS (and g_loss).
+def gan_iteration(nets, opt_g, opt_d, real, real_labels, step, args, runtime, gen):
+    """A full iteration: the generator step (every args.gen_train) and the critic step.
+
+    All draws (the noise, the classes, the interpolation weights) come from `gen`.
+    Returns (generator loss or 0, critic loss, critic stats).
+    """
+    dev, n = real.device, len(real)
+    z_d, fake_labels = sample_noise(n, args.latent_dim, nets.D.num_classes, gen)
+    alpha = torch.rand(n, generator=gen, device=dev)
+    loss_g = torch.zeros((), device=dev)
+    if step % args.gen_train == 0:
+        z_g, g_labels = sample_noise(n, args.latent_dim, nets.D.num_classes, gen)
+        loss_g = generator_step(nets, opt_g, z_g, g_labels, runtime, args.adam_step_cap)
+    loss_d, stats = discriminator_step(nets, opt_d, real, real_labels, z_d, fake_labels, alpha,
+                                       args.gp_weight, runtime, args.adam_step_cap)
+    return loss_g, loss_d, stats
+
+
+def train_gan_epoch(nets, opt_g, opt_d, batches, epoch, args, runtime=PLAIN, *, start=0,
+                    sums=None, stop=None, dist=None, log=None):
+    """Train from batch `start` of the epoch to its end, or until stop(step) says so.
 
     The random draws of step i come from a generator seeded by (seed, epoch, i, rank), so a
-    run resumed at any step draws what an uninterrupted run would. Losses are checked for NaN
-    on the device and read back only every --log_every steps (and at the end of the epoch).
+    run resumed at any step draws what an uninterrupted run would. sums carries the running
+    sums of the steps before `start` (D_STATS, the generator loss, generator steps, steps).
+    Losses are checked for NaN on the device and read back only every --log_every steps, at
+    the end of the epoch and before stopping. Returns (next batch index, sums).
     """
-    G.train()
-    D.train()
-    dev, rank = batches.device, batches.rank
-    num_classes, steps = D.num_classes, len(batches)
-    sums = torch.zeros(len(D_STATS) + 1, device=dev)  # D_STATS, then the generator loss
-    g_steps = torch.zeros((), device=dev)
-    first_bad = torch.full((), -1, dtype=torch.long, device=dev)
-    done = 0
+    nets.G.train()
+    nets.D.train()
+    dist = dist or Dist()
+    dev, steps = batches.device, len(batches)
+    sums = torch.zeros(len(D_STATS) + 3, device=dev) if sums is None else sums.to(dev)
+    first_bad = torch.full((), -1.0, device=dev)
     for i, (real, real_labels) in enumerate(progress(batches.epoch(epoch, start), steps - start,
-                                                     f"epoch {epoch}"), start):
-        gen = make_generator(dev, args.seed, "gan", epoch, i, rank)
-        z_d, fake_labels = sample_noise(len(real), args.latent_dim, num_classes, gen)
-        alpha = torch.rand(len(real), generator=gen, device=dev)
-        loss_g = torch.zeros((), device=dev)
-        if i % args.gen_train == 0:
-            z_g, g_labels = sample_noise(len(real), args.latent_dim, num_classes, gen)
-            loss_g = generator_step(G, D, opt_g, z_g, g_labels, args.adam_step_cap)
-            g_steps += 1
-        loss_d, stats = discriminator_step(G, D, opt_d, real, real_labels, z_d, fake_labels,
-                                           alpha, args.gp_weight, args.adam_step_cap)
-        sums += torch.cat([stats, loss_g[None]])
+                                                     f"epoch {epoch + 1}"), start):
+        gen = make_generator(dev, args.seed, "gan", epoch, i, batches.rank)
+        loss_g, loss_d, stats = gan_iteration(nets, opt_g, opt_d, real, real_labels, i, args,
+                                              runtime, gen)
+        g_step = float(i % args.gen_train == 0)
+        sums += torch.cat([stats, torch.stack([loss_g, torch.tensor(g_step, device=dev),
+                                               torch.tensor(1.0, device=dev)])])
         bad = ~torch.isfinite(loss_d + loss_g)
         first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, i), first_bad)
-        done += 1
-        if (i + 1) % args.log_every == 0 or i + 1 == steps:
-            if first_bad.item() >= 0:
+        stopping = stop is not None and i + 1 < steps and stop(i, dev)
+        if (i + 1) % args.log_every == 0 or i + 1 == steps or stopping:
+            # one rank's NaN reaches every rank's weights: all stop together
+            bad_step = int(dist.all_max(first_bad.clone()).item())
+            if bad_step >= 0:
                 raise Diverged(f"a loss became NaN or infinite at epoch {epoch + 1}, "
-                               f"step {first_bad.item() + 1}")
-            means = _means(sums, done, g_steps)
+                               f"step {bad_step + 1}")
             if log is not None and (i + 1) % args.log_every == 0:
+                means = epoch_means(sums)
                 info(f"epoch {epoch + 1} step {i + 1}/{steps} " +
                      " ".join(f"{k} {v:.3f}" for k, v in means.items()))
                 log.write(event="step", epoch=epoch + 1, step=i + 1, **means)
-    return _means(sums, max(done, 1), g_steps)
+        if stopping:
+            return i + 1, sums
+    return steps, sums
 
 
-def _means(sums, n, g_steps):
-    values = (sums[:-1] / n).tolist() + [(sums[-1] / g_steps.clamp(min=1)).item()]
+def epoch_means(sums):
+    """The running sums of train_gan_epoch as means: D_STATS per step, g_loss per G step."""
+    s = sums.tolist()
+    n, g_steps = max(s[-1], 1.0), max(s[-2], 1.0)
+    values = [v / n for v in s[:len(D_STATS)]] + [s[len(D_STATS)] / g_steps]
     return {k: round(v, 4) for k, v in zip(D_STATS + ("g_loss",), values)}
 
 
@@ -182,93 +231,130 @@ def save_samples(G, z, path):
     return images
 
 
-def save_checkpoint(path, G, D, opt_g, opt_d, epoch, step, config, history, seconds):
+def save_checkpoint(path, nets, opt_g, opt_d, epoch, step, sums, config, history, seconds):
     """Both networks and optimizers, where training stands, and the run's settings.
 
-    The random state is not stored: every draw derives from (seed, epoch, step).
+    epoch counts completed epochs; step > 0 marks a checkpoint written mid-epoch (on a
+    signal), with the running sums of that epoch so far. No random state is stored: every
+    draw derives from (seed, epoch, step, rank).
     """
-    atomic_save({"kind": "gan", "epoch": epoch, "step": step, "generator": G.state_dict(),
-                 "discriminator": D.state_dict(), "opt_g": opt_g.state_dict(),
-                 "opt_d": opt_d.state_dict(), "settings": config, "history": history,
-                 "seconds": seconds}, path)
+    atomic_save({"kind": "gan", "epoch": epoch, "step": step,
+                 "partial": None if sums is None else sums.detach().cpu(),
+                 "generator": nets.G.state_dict(), "discriminator": nets.D.state_dict(),
+                 "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "settings": config,
+                 "history": history, "seconds": seconds}, path)
 
 
-def build_gan(args, num_classes, device):
+def build_gan(args, num_classes, runtime, dist=None):
+    """The networks (initialised from the seed), their training callables and optimizers.
+
+    With several processes G_train and D_train are wrapped in DistributedDataParallel, so
+    each backward averages the gradients of all processes; the generator step looks through
+    the plain critic (frozen, nothing to average) and the penalty's double backward goes
+    through the plain module into the same single backward of the critic's loss.
+    """
     if args.latent_dim < num_classes:
         raise UserError(f"--latent_dim {args.latent_dim} cannot hold the one-hot class of "
                         f"{num_classes} classes")
+    dist = dist or Dist()
     seed_everything(args.seed)
-    G = Generator(args.latent_dim, args.width).to(device)
-    D = Discriminator(args.width, num_classes).to(device)
+    G = Generator(args.latent_dim, args.width)
+    if getattr(args, "sync_bn", False):
+        G = torch.nn.SyncBatchNorm.convert_sync_batchnorm(G)
+    G = runtime.module(G)
+    D = runtime.module(Discriminator(args.width, num_classes))
+    fast_g, fast_d = runtime.compiled(G), runtime.compiled(D)
+    nets = GanNets(G, D, G_train=runtime.compiled(dist.wrap(G, runtime.device)),
+                   D_train=runtime.compiled(dist.wrap(D, runtime.device)), D_frozen=fast_d,
+                   G_fake=fast_g)
     betas = (args.beta1, args.beta2)
-    opt_g = torch.optim.Adam(G.parameters(), lr=args.lr, betas=betas)
-    opt_d = torch.optim.Adam(D.parameters(), lr=args.lr, betas=betas)
-    return G, D, opt_g, opt_d
+    return (nets, runtime.adam(G.parameters(), args.lr, betas),
+            runtime.adam(D.parameters(), args.lr, betas))
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    check_shared_flags(args)
+def run(args):
+    """Train as the flags say; returns (final figures, GanNets)."""
     check_positive(args, "gen_train", "latent_dim")
     if args.gp_weight < 0 or not (0 <= args.beta1 < 1 and 0 <= args.beta2 < 1):
         raise UserError("--gp_weight must be >= 0 and the Adam betas in [0, 1)")
-    device = resolve_device(args.device)
-    config = settings(args)
-    ckpt_path = os.path.join(args.out_dir, CHECKPOINT)
-    resume_from = resolve_resume(args, ckpt_path)
-    ckpt = load_checkpoint(resume_from, kind="gan") if resume_from else None
-    if ckpt:
-        check_same_settings(ckpt["settings"], config, resume_from)
+    r = open_run(args, "gan", CHECKPOINT, LOG, CONFIG)
+    try:
+        if args.sync_bn and r.runtime.device.type != "cuda":
+            raise UserError("--sync_bn needs CUDA (SyncBatchNorm has no CPU kernels)")
+        return _train(args, r)
+    finally:
+        r.close()
 
+
+def _train(args, r):
+    rt, dist = r.runtime, r.dist
     data = load_dataset(args.dataset, args.data_dir, args.cache_dir, args.subset, args.seed)
-    train, test = make_loaders(args, data, device)
-    G, D, opt_g, opt_d = build_gan(args, data.num_classes, device)
-    start_epoch, history, seconds = 0, [], 0.0
-    if ckpt:
-        for module, key in ((G, "generator"), (D, "discriminator"), (opt_g, "opt_g"),
+    train, test = make_loaders(args, data, rt, dist)
+    nets, opt_g, opt_d = build_gan(args, data.num_classes, rt, dist)
+    start_epoch, start_step, partial = r.position()
+    history, seconds = [], 0.0
+    if r.ckpt:
+        for module, key in ((nets.G, "generator"), (nets.D, "discriminator"), (opt_g, "opt_g"),
                             (opt_d, "opt_d")):
-            load_state(module, ckpt[key], resume_from, key)
-        start_epoch, history, seconds = ckpt["epoch"], ckpt["history"], ckpt["seconds"]
-        info(f"resuming {resume_from} after epoch {start_epoch}")
-
-    info("settings: " + json.dumps(config))
-    write_settings(args, os.path.join(args.out_dir, CONFIG))
-    log = JsonLog(os.path.join(args.out_dir, LOG))
-    z_fixed, _ = fixed_noise(data.num_classes, args.latent_dim, args.seed, device)
-    info(f"{data.name}: {len(data.train_y)} training images, {len(train)} steps per epoch on "
-         f"{device}; samples in {os.path.join(args.out_dir, 'output')}")
+            load_state(module, r.ckpt[key], r.resume_from, key)
+        history, seconds = r.ckpt["history"], r.ckpt["seconds"]
+    r.begin()
+    z_fixed, _ = fixed_noise(data.num_classes, args.latent_dim, args.seed, rt.device)
+    r.say(f"{data.name}: {len(data.train_y)} training images, {len(train)} steps per epoch on "
+          f"{rt.device}; samples in {os.path.join(args.out_dir, 'output')}")
     for epoch in range(start_epoch, args.epochs):
         t0 = time.time()
         try:
-            means = train_gan_epoch(G, D, opt_g, opt_d, train, epoch, args, log=log)
+            step, sums = train_gan_epoch(nets, opt_g, opt_d, train, epoch, args, rt,
+                                         start=start_step, sums=partial, stop=r.stop, dist=dist,
+                                         log=r.log)
         except Diverged as e:
             kept = (f"the last good checkpoint (after epoch {history[-1]['epoch']}) is kept at "
-                    f"{ckpt_path}" if history else "no checkpoint had been written yet")
-            info(f"error: {e}; training stopped and {kept}")
-            log.write(event="diverged", message=str(e))
-            raise SystemExit(EXIT_DIVERGED)
-        test_acc, _ = evaluate(D, test)
+                    f"{r.ckpt_path}" if history else "no checkpoint had been written yet")
+            if r.log is not None:
+                r.log.write(event="diverged", message=str(e))
+            raise Diverged(f"{e}; training stopped and {kept}") from None
+        seconds += time.time() - t0
+        start_step, partial = 0, None
+        if step < len(train):  # stopped on a signal
+            if dist.is_main:
+                save_checkpoint(r.ckpt_path, nets, opt_g, opt_d, epoch, step, sums, r.config,
+                                history, seconds)
+            raise Stopped(f"stopped at epoch {epoch + 1}, step {step}; resume with --resume "
+                          f"(checkpoint {r.ckpt_path})")
+        means = epoch_means(dist.all_sum(sums))
+        if not dist.is_main:
+            continue
+        test_acc, _ = evaluate(nets.D, test, rt)
         dt = time.time() - t0
-        seconds += dt
         rec = dict(epoch=epoch + 1, test_acc=round(test_acc, 2), seconds=round(dt, 2),
                    images_per_s=round(len(train) * args.batch_size / dt, 1), **means,
                    w_dist=round(means["d_real"] - means["d_fake"], 4))
         history.append(rec)
-        log.write(event="epoch", **rec)
+        r.log.write(event="epoch", **rec)
         info(f"epoch {epoch + 1}/{args.epochs} test acc {test_acc:.2f} real acc "
              f"{means['real_acc']:.2f} gp {means['gp']:.3f} ({dt:.1f}s)")
-        save_samples(G, z_fixed, os.path.join(args.out_dir, "output", f"{epoch:03d}.png"))
-        save_checkpoint(ckpt_path, G, D, opt_g, opt_d, epoch + 1, 0, config, history, seconds)
+        save_samples(nets.G, z_fixed, os.path.join(args.out_dir, "output", f"{epoch:03d}.png"))
+        save_checkpoint(r.ckpt_path, nets, opt_g, opt_d, epoch + 1, 0, None, r.config, history,
+                        seconds)
         plot_curves(history, GAN_PANELS, os.path.join(args.out_dir, "gan_curves.png"),
                     "ACGAN + WGAN-GP, epoch means")
 
     final = history[-1] if history else {}
     metrics = dict(test_acc=final.get("test_acc"), epochs=args.epochs, seconds=round(seconds, 1))
-    paths = {}
-    for name, module in (("generator", G), ("discriminator", D)):
-        paths[name] = os.path.join(args.out_dir, f"{name}.model")
-        save_model(paths[name], module, name, config, metrics, data.classes, "train_gan.py")
-    print(json.dumps(dict(script="train_gan", dataset=data.name, **paths, **metrics)), flush=True)
+    for name, module in (("generator", nets.G), ("discriminator", nets.D)):
+        metrics[name] = os.path.join(args.out_dir, f"{name}.model")
+        if dist.is_main:
+            save_model(metrics[name], module, name, r.config, metrics, data.classes,
+                       "train_gan.py")
+    return metrics, nets
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    metrics, _ = run(args)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(dict(script="train_gan", dataset=args.dataset, **metrics)), flush=True)
     return metrics
 
 

@@ -1,10 +1,12 @@
 """What the scripts share: flags, device, seeding, the Adam guard, checkpoints, logs, pictures."""
 import argparse
+import contextlib
 import json
 import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -13,8 +15,23 @@ import torch.nn.functional as F
 from data import DataError
 
 
+EXIT_USER_ERROR = 2
+EXIT_STOPPED = 75  # stopped on a signal with a checkpoint to resume from (EX_TEMPFAIL)
+
+
 class UserError(Exception):
     """A mistake a user can fix (a bad flag, a missing file); printed as one line, exit 2."""
+
+
+class Stopped(Exception):
+    """Training stopped on a signal after writing a checkpoint to resume from (exit 75)."""
+
+
+class Diverged(Exception):
+    """A loss became NaN or infinite; the last good checkpoint is kept (exit 3)."""
+
+
+EXIT_DIVERGED = 3
 
 
 USER_ERRORS = (UserError, DataError)
@@ -96,10 +113,115 @@ def run_main(main, argv=None):
         return main(argv)
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_USER_ERROR)
+    except Stopped as e:
+        print(str(e), file=sys.stderr)
+        sys.exit(EXIT_STOPPED)
+    except Diverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(EXIT_DIVERGED)
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint is kept", file=sys.stderr)
         sys.exit(130)
+
+
+# ----------------------------------------------------------------------------- processes
+
+@dataclass
+class Dist:
+    """Where this process stands among those torchrun started (one process: rank 0 of 1)."""
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self):
+        return self.world_size > 1
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+    def all_max(self, tensor):
+        """The largest value over every process (in place); a no-op for one process."""
+        if self.enabled:
+            torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+        return tensor
+
+    def all_sum(self, tensor):
+        if self.enabled:
+            torch.distributed.all_reduce(tensor)
+        return tensor
+
+    def wrap(self, module, device):
+        """DistributedDataParallel around a module when there are several processes."""
+        if not self.enabled:
+            return module
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [device.index] if device.type == "cuda" else None
+        return DDP(module, device_ids=ids)
+
+    def per_rank_batch(self, batch_size):
+        if batch_size % self.world_size:
+            raise UserError(f"--batch_size {batch_size} is the global batch and must divide "
+                            f"among the {self.world_size} processes")
+        return batch_size // self.world_size
+
+
+def init_distributed(device_arg):
+    """Join the process group torchrun set up (its RANK/WORLD_SIZE/LOCAL_RANK variables):
+    NCCL on GPUs, gloo on the CPU. Without torchrun: a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_arg != "cpu" and torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(local)
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
+    return Dist(rank, world, local)
+
+
+class StopSignal:
+    """Set by SIGTERM or SIGUSR1 (what SLURM sends before the walltime with --signal).
+
+    The trainers ask after every step; with several processes the ranks agree (one all-reduce
+    every `every` steps), so all of them stop after the same step.
+    """
+
+    SIGNALS = ("SIGTERM", "SIGUSR1")
+
+    def __init__(self, dist=None, every=10):
+        import signal
+
+        self.dist, self.every, self.received = dist or Dist(), every, None
+        for name in self.SIGNALS:
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), self._handle)
+
+    def _handle(self, signum, frame):
+        import signal
+
+        if self.received is None:
+            info(f"received {signal.Signals(signum).name}: stopping after this step")
+        self.received = signum
+
+    def __call__(self, step, device=None):
+        if not self.dist.enabled:
+            return self.received is not None
+        if (step + 1) % self.every:
+            return False
+        flag = torch.tensor(float(self.received is not None), device=device)
+        return bool(self.dist.all_max(flag).item())
+
+    def restore(self):
+        import signal
+
+        for name in self.SIGNALS:
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), signal.SIG_DFL)
 
 
 # ----------------------------------------------------------------------------- device, seeds
@@ -117,6 +239,78 @@ def resolve_device(name):
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
         raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s)")
     return device
+
+
+SPEED_FLAGS = {
+    "amp": "bf16 autocast of the networks (losses and LayerNorm stay fp32)",
+    "compile": "torch.compile the networks' forward and backward passes (the gradient "
+               "penalty's double backward runs eagerly)",
+    "channels_last": "channels_last memory format for the networks and their inputs",
+    "fused_adam": "fused Adam kernels (the step-overflow guard still applies)",
+    "data_on_device": "hold the whole dataset on the GPU as uint8 and augment it there",
+}
+
+
+def add_speed_flags(parser, names=tuple(SPEED_FLAGS)):
+    g = parser.add_argument_group("speed (auto: on for CUDA, off for the CPU; each can be turned "
+                                  "off alone)")
+    for name in names:
+        g.add_argument(f"--{name}", choices=("auto", "on", "off"), default="auto",
+                       help=SPEED_FLAGS[name])
+
+
+@dataclass
+class Runtime:
+    """Device, precision, memory format and compilation: decided here, once, for every script.
+
+    The CPU path is plain fp32 and eager unless a flag turns something on; on CUDA every
+    speed-up is on unless a flag turns it off.
+    """
+    device: torch.device
+    amp: bool = False
+    compile: bool = False
+    channels_last: bool = False
+    fused_adam: bool = False
+    data_on_device: bool = False
+    compile_backend: str = "inductor"
+
+    @classmethod
+    def from_args(cls, args, dist=None):
+        device = resolve_device(args.device)
+        if dist is not None and dist.enabled and device.type == "cuda":
+            device = torch.device("cuda", dist.local_rank)  # one GPU per process
+        on_gpu = device.type == "cuda"
+        pick = {k: (on_gpu if getattr(args, k, "auto") == "auto" else getattr(args, k) == "on")
+                for k in SPEED_FLAGS}
+        if on_gpu:
+            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its kernels
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        return cls(device, **pick)
+
+    @property
+    def memory_format(self):
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def autocast(self):
+        if not self.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def module(self, model):
+        """The model on the device in the chosen memory format (parameters stay fp32)."""
+        return model.to(self.device, memory_format=self.memory_format)
+
+    def compiled(self, model):
+        """A compiled wrapper sharing the model's parameters (save the model, not this)."""
+        return torch.compile(model, backend=self.compile_backend) if self.compile else model
+
+    def adam(self, params, lr, betas=(0.9, 0.999)):
+        kind = dict(fused=True) if self.fused_adam else {}
+        return torch.optim.Adam(params, lr=lr, betas=tuple(float(b) for b in betas), **kind)
+
+    def describe(self):
+        return dict(device=str(self.device), **{k: getattr(self, k) for k in SPEED_FLAGS})
 
 
 def seed_everything(seed):
@@ -209,7 +403,8 @@ def resolve_resume(args, ckpt_path):
 
 # Settings that may differ between a run and its resumption (they change nothing computed).
 RESUMABLE_CHANGES = {"device", "data_dir", "cache_dir", "resume", "overwrite", "out_dir",
-                     "log_every", "progress"}
+                     "log_every", "amp", "compile", "channels_last", "fused_adam",
+                     "data_on_device"}
 
 
 def check_same_settings(saved, current, path):
@@ -230,6 +425,71 @@ def write_settings(args, path):
     with open(path, "w") as f:
         json.dump(settings(args), f, indent=2)
         f.write("\n")
+
+
+@dataclass
+class Run:
+    """What a training script sets up before it touches data or models."""
+    args: object
+    dist: Dist
+    runtime: Runtime
+    config: dict
+    ckpt_path: str
+    resume_from: str = None
+    ckpt: dict = None
+    files: tuple = ()
+    log: object = None  # the JSON-lines log; None on every rank but 0
+    stop: object = None
+
+    def begin(self):
+        """Once the data and models are ready: print and save the settings, open the log and
+        listen for the stop signals. Nothing is written before this."""
+        config_name, log_name = self.files
+        if self.dist.is_main:
+            info("settings: " + json.dumps(self.config))
+            info("runtime: " + json.dumps(dict(self.runtime.describe(),
+                                                processes=self.dist.world_size)))
+            write_settings(self.args, os.path.join(self.args.out_dir, config_name))
+            self.log = JsonLog(os.path.join(self.args.out_dir, log_name))
+        self.stop = StopSignal(self.dist)
+        if self.ckpt:
+            self.say(f"resuming {self.resume_from} at epoch {self.ckpt['epoch'] + 1}, "
+                     f"step {self.ckpt.get('step', 0)}")
+
+    def say(self, message):
+        if self.dist.is_main:
+            info(message)
+
+    def position(self):
+        """(epoch, step, partial sums) to start from: (0, 0, None) for a fresh run."""
+        if not self.ckpt:
+            return 0, 0, None
+        return self.ckpt["epoch"], self.ckpt.get("step", 0), self.ckpt.get("partial")
+
+    def close(self):
+        if self.stop is not None:
+            self.stop.restore()
+        if self.dist.enabled and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def open_run(args, kind, ckpt_name, log_name, config_name):
+    """Check the flags, join the processes, pick the device and the checkpoint to resume.
+
+    Nothing is written here: Run.begin() does that once the data and models are ready too,
+    so bad input leaves old files alone.
+    """
+    check_shared_flags(args)
+    dist = init_distributed(args.device)
+    runtime = Runtime.from_args(args, dist)
+    config = settings(args)
+    ckpt_path = os.path.join(args.out_dir, ckpt_name)
+    resume_from = resolve_resume(args, ckpt_path)
+    ckpt = load_checkpoint(resume_from, kind=kind) if resume_from else None
+    if ckpt:
+        check_same_settings(ckpt["settings"], config, resume_from)
+    return Run(args, dist, runtime, config, ckpt_path, resume_from, ckpt,
+               files=(config_name, log_name))
 
 
 # ----------------------------------------------------------------------------- logs
@@ -327,14 +587,22 @@ def plot_curves(records, panels, path, title, xkey="epoch", ncols=3):
 
 # ----------------------------------------------------------------------------- evaluation
 
-def make_loaders(args, data, device, rank=0, world_size=1):
-    """The training batches (augmented, shuffled, last partial batch dropped) and test batches."""
+def make_loaders(args, data, runtime, dist=None):
+    """The training batches (augmented, shuffled, last partial batch dropped) and test batches.
+
+    --batch_size is the global batch: with N processes each takes batch_size / N images of
+    its own share of the data, so the steps per epoch and the learning rate stay as they are.
+    """
     from data import Augment, Batches, jitter_strengths
 
+    dist = dist or Dist()
     aug = Augment(jitter_strengths(args.seed), flip=data.flip)
-    train = Batches(data.train_x, data.train_y, args.batch_size, device, seed=args.seed,
-                    shuffle=True, drop_last=True, augment=aug, rank=rank, world_size=world_size)
-    test = Batches(data.test_x, data.test_y, max(args.batch_size, 256), device)
+    common = dict(device=runtime.device, on_device=runtime.data_on_device,
+                  memory_format=runtime.memory_format)
+    train = Batches(data.train_x, data.train_y, dist.per_rank_batch(args.batch_size),
+                    seed=args.seed, shuffle=True, drop_last=True, augment=aug, rank=dist.rank,
+                    world_size=dist.world_size, **common)
+    test = Batches(data.test_x, data.test_y, max(args.batch_size, 256), **common)
     if len(train) == 0:
         raise UserError(f"--batch_size {args.batch_size} is larger than the {len(data.train_y)} "
                         "training images: no full batch to train on")
@@ -342,14 +610,17 @@ def make_loaders(args, data, device, rank=0, world_size=1):
 
 
 @torch.inference_mode()
-def evaluate(model, batches):
+def evaluate(model, batches, runtime=None):
     """Accuracy (%) and mean cross-entropy of the class logits over every batch of the loader."""
     was_training = model.training
     model.eval()
     dev = batches.device
     loss_sum, correct, seen = (torch.zeros((), device=dev) for _ in range(3))
+    autocast = runtime.autocast if runtime else contextlib.nullcontext
     for x, y in batches.epoch(0):
-        _, logits = model(x)
+        with autocast():
+            _, logits = model(x)
+        logits = logits.float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 
 from data import load_dataset, make_generator, to_float
 from train_gan import class_noise
-from utils import (ArgumentParser, UserError, check_positive, info, load_model,
-                   resolve_device, run_main, save_grid, to_unit)
+from utils import (ArgumentParser, Runtime, UserError, add_speed_flags, check_positive, info,
+                   load_model, run_main, save_grid, to_unit)
 
 FIGURES = ("perturb", "max-class", "max-features", "samples", "report", "all")
 MODELS = {"baseline": ("cifar10.model", "train_baseline.py"),
@@ -75,6 +75,7 @@ def build_parser():
     g.add_argument("--n_per_class", type=int, default=10, help="samples per class")
     g.add_argument("--interp_steps", type=int, default=10,
                    help="images in each class's interpolation row")
+    add_speed_flags(p, ("amp", "channels_last"))
     return p
 
 
@@ -98,24 +99,31 @@ def input_gradient(model, x, target):
 @torch.no_grad()
 def classify(model, x, y, alt):
     """Accuracy (%) on y, how often (%) alt is predicted, and the mean probability of alt."""
-    logits = model(x)[1]
+    logits = model(x)[1].float()
     pred = logits.argmax(1)
     p_alt = logits.softmax(1).gather(1, alt[:, None]).mean()
     return ((pred == y).float().mean().item() * 100, (pred == alt).float().mean().item() * 100,
             p_alt.item())
 
 
-def perturb(model, x, y, gain, num_classes=10):
+def perturb(model, x, y, gain, num_classes=10, grad=None):
     """Move each pixel gain levels against the sign of the gradient toward label y+1.
 
     Returns the gradient, the altered images (clamped to [-1, 1]) and the figures before/after.
+    A gradient computed before (for the same x) can be passed in.
     """
     alt = (y + 1) % num_classes
-    grad = input_gradient(model, x, alt)
+    grad = input_gradient(model, x, alt) if grad is None else grad
     altered = (x - gain * LEVEL * grad.sign()).clamp(-1, 1)
     before, after = classify(model, x, y, alt), classify(model, altered, y, alt)
     return grad, altered, dict(acc_before=before[0], acc_after=after[0], alt_before=before[1],
                                alt_after=after[1], p_alt_before=before[2], p_alt_after=after[2])
+
+
+def gain_curve(model, x, y, grad, max_gain, num_classes=10):
+    """The perturbation's figures at gains 0..max_gain, from one gradient."""
+    return [dict(gain=k, **perturb(model, x, y, float(k), num_classes, grad)[2])
+            for k in range(max_gain + 1)]
 
 
 def ascend(objective, x0, steps=200, lr=0.1, weight_decay=0.001, jitter=0, blur_every=0,
@@ -134,7 +142,7 @@ def ascend(objective, x0, steps=200, lr=0.1, weight_decay=0.001, jitter=0, blur_
         if jitter:
             dx, dy = torch.randint(-jitter, jitter + 1, (2,), generator=generator).tolist()
         xs = torch.roll(x, (dy, dx), (2, 3)).requires_grad_(True)
-        (grad,) = torch.autograd.grad(objective(xs).sum(), xs)
+        (grad,) = torch.autograd.grad(objective(xs).float().sum(), xs)
         grad = torch.roll(grad, (-dy, -dx), (2, 3))
         x = x + lr * grad - weight_decay * x * x.abs()
         if blur_every and (step + 1) % blur_every == 0:
@@ -145,11 +153,11 @@ def ascend(objective, x0, steps=200, lr=0.1, weight_decay=0.001, jitter=0, blur_
 
 
 def own_class_logit(model):
-    return lambda x: model(x)[1].diagonal()  # image i's logit of class i
+    return lambda x: model(x)[1].diagonal().float()  # image i's logit of class i
 
 
 def own_feature(model, layer):
-    return lambda x: model.features(x, layer).diagonal()  # image i's feature i
+    return lambda x: model.features(x, layer).diagonal().float()  # image i's feature i
 
 
 def max_class(model, mean_image, num_classes, **ascent):
@@ -231,7 +239,8 @@ class Context:
 
     def __init__(self, args):
         self.args = args
-        self.device = resolve_device(args.device)
+        self.runtime = Runtime.from_args(args)
+        self.device = self.runtime.device
         self.run_dir = args.run_dir
         self.out_dir = args.out_dir or os.path.join(args.run_dir, "visualization")
         self.paths = {"baseline": args.baseline_model or os.path.join(args.run_dir, MODELS["baseline"][0]),
@@ -247,7 +256,7 @@ class Context:
                              else ("discriminator", MODELS[name][1]))
             model, ckpt = load_model(self.paths[name], arch, made_by)
             model.requires_grad_(False)  # only the input is optimised here
-            self._models[name] = (model.to(self.device), ckpt)
+            self._models[name] = (self.runtime.module(model), ckpt)
         return self._models[name]
 
     def classes(self, name):
@@ -263,7 +272,8 @@ class Context:
             data_dir = self.args.data_dir or trained.get("data_dir", "./data")
             data = load_dataset(dataset, data_dir, self.args.cache_dir)
             x, y = pick_test_batch(data, self.args.batch_size, self.args.seed)
-            self._batch = (x.to(self.device), y.to(self.device))
+            self._batch = (x.to(self.device, memory_format=self.runtime.memory_format),
+                           y.to(self.device))
         return self._batch
 
     def out(self, name):
@@ -292,13 +302,13 @@ def run_perturb(ctx):
     for name in ctx.names:
         model, _ = ctx.model(name)
         num_classes = len(ctx.classes(name))
-        grad, altered, figures = perturb(model, x, y, args.gain, num_classes)
+        with ctx.runtime.autocast():
+            grad, altered, figures = perturb(model, x, y, args.gain, num_classes)
+            curve = gain_curve(model, x, y, grad, args.max_gain, num_classes)
         g = grad.detach()
         save_grid((g - g.min()) / (g.max() - g.min()).clamp(min=1e-12),
                   ctx.out(f"gradient_image_{name}.png"))
         save_grid(to_unit(altered), ctx.out(f"altered_images_{name}{suffix(args, 'gain')}.png"))
-        curve = [dict(gain=k, **perturb(model, x, y, float(k), num_classes)[2])
-                 for k in range(args.max_gain + 1)]
         plot_gain_curve(curve, ctx.out(f"perturb_gain_{name}.png"), name)
         info(f"perturb {name}: accuracy {figures['acc_before']:.1f}% -> {figures['acc_after']:.1f}% "
              f"at gain {args.gain:g}; predicted label+1 {figures['alt_before']:.1f}% -> "
@@ -336,7 +346,9 @@ def run_max_class(ctx):
         model, _ = ctx.model(name)
         classes = ctx.classes(name)
         g = make_generator("cpu", args.seed, "jitter", name)
-        images, start, end, pred = max_class(model, mean, len(classes), **ascent_options(args, g))
+        with ctx.runtime.autocast():
+            images, start, end, pred = max_class(model, mean, len(classes),
+                                                 **ascent_options(args, g))
         save_grid(to_unit(images), ctx.out(f"max_class_{name}{tag}.png"), nrow=len(classes))
         hits = (pred == torch.arange(len(classes), device=pred.device)).tolist()
         for c, (s, e, ok) in enumerate(zip(start.tolist(), end.tolist(), hits)):
@@ -357,8 +369,9 @@ def run_max_features(ctx):
         for layer in args.layers:
             t0 = time.time()
             g = make_generator("cpu", args.seed, "jitter", name, layer)
-            images, start, end = max_features(model, mean, layer, args.n_features,
-                                              **ascent_options(args, g))
+            with ctx.runtime.autocast():
+                images, start, end = max_features(model, mean, layer, args.n_features,
+                                                  **ascent_options(args, g))
             save_grid(to_unit(images), ctx.out(f"max_features_{name}_layer{layer}{tag}.png"))
             raised = (end > start).float().mean().item() * 100
             info(f"max-features {name} layer {layer}: mean feature {start.mean():.3f} -> "
@@ -374,10 +387,13 @@ def run_samples(ctx):
     G.eval()
     classes = ctx.classes("generator")
     chosen = class_indices(args.classes, classes)
-    images, labels = generate(G, chosen, args.n_per_class, len(classes), args.seed, ctx.device)
+    with ctx.runtime.autocast():
+        images, labels = generate(G, chosen, args.n_per_class, len(classes), args.seed,
+                                  ctx.device)
+        rows = interpolations(G, chosen, args.interp_steps, len(classes), args.seed, ctx.device)
+    images = images.float()
     tag = suffix(args, "classes", "n_per_class") + f"_seed{args.seed}"
     save_grid(to_unit(images), ctx.out(f"samples{tag}.png"), nrow=len(chosen))
-    rows = interpolations(G, chosen, args.interp_steps, len(classes), args.seed, ctx.device)
     save_grid(to_unit(rows), ctx.out(f"interpolation{tag}.png"), nrow=args.interp_steps)
     result = dict(classes=[classes[c] for c in chosen], n_per_class=args.n_per_class)
     if os.path.exists(ctx.paths["baseline"]):  # an outside judge: does the baseline agree?

@@ -43,7 +43,6 @@ def run_cli(main, argv, capsys):
 @pytest.fixture(scope="session")
 def digits_baseline(tmp_path_factory):
     """A small classifier trained on real digits: (model file path, final figures)."""
-    import json
 
     import train_baseline
 

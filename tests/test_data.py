@@ -4,7 +4,6 @@ from urllib.error import URLError
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 import torchvision.transforms.v2 as T
 import torchvision.transforms.v2.functional as TF
 from PIL import Image

@@ -11,9 +11,9 @@ import train_gan
 from conftest import run_cli
 from losses import gradient_penalty, interpolate
 from models import Discriminator, Generator
-from train_gan import (class_noise, discriminator_step, fixed_noise, generator_step,
+from train_gan import (GanNets, discriminator_step, fixed_noise, generator_step,
                        sample_noise, save_samples)
-from utils import load_model
+from utils import EXIT_DIVERGED, load_model
 
 TINY = ["--dataset", "digits", "--width", "8", "--batch_size", "32", "--lr", "2e-3",
         "--log_every", "1000"]
@@ -96,7 +96,7 @@ def test_generator_step_leaves_the_discriminator_alone():
     d_before = {k: v.clone() for k, v in D.state_dict().items()}
     g_before = {k: v.clone() for k, v in G.state_dict().items()}
     z, y = sample_noise(16, 100, 10, torch.Generator().manual_seed(0))
-    loss = generator_step(G, D, opt_g, z, y)
+    loss = generator_step(GanNets(G, D), opt_g, z, y)
     assert torch.isfinite(loss)
     assert all(p.grad is None for p in D.parameters())  # no gradient collected
     assert all(p.requires_grad for p in D.parameters())  # and trainable again afterwards
@@ -111,7 +111,7 @@ def test_discriminator_step_leaves_the_generator_alone():
     gen = torch.Generator().manual_seed(0)
     real, y = torch.rand(16, 3, 32, 32) * 2 - 1, torch.randint(0, 10, (16,))
     z, fy = sample_noise(16, 100, 10, gen)
-    loss, stats = discriminator_step(G, D, opt_d, real, y, z, fy, torch.rand(16))
+    loss, stats = discriminator_step(GanNets(G, D), opt_d, real, y, z, fy, torch.rand(16))
     assert torch.isfinite(loss) and stats.shape == (6,)
     assert all(p.grad is None for p in G.parameters())
     assert all(torch.equal(a, b) for a, b in zip(g_params, G.parameters()))
@@ -180,7 +180,7 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, capsys,
     out = tmp_path / "run"
     code, _, err = run_cli(train_gan.main, TINY + ["--subset", "128", "--epochs", "3",
                                                    "--out_dir", str(out)], capsys)
-    assert code == train_gan.EXIT_DIVERGED
+    assert code == EXIT_DIVERGED
     assert "epoch 2, step 2" in err and "after epoch 1" in err and "Traceback" not in err
     ckpt = torch.load(out / "gan.ckpt", weights_only=True)
     assert ckpt["epoch"] == 1

@@ -1,0 +1,290 @@
+"""Speed of the fast path against the original code's way of running, side by side.
+
+    python bench.py                                  # on a GPU node: the figures to quote
+    python bench.py --device cpu --width 32 --steps 3 --warmup 1   # a quick look on a CPU
+    python bench.py --which gan --compile off        # one part, one speed-up turned off
+
+For the baseline training step, the full GAN iteration (generator step, critic step with the
+gradient penalty) and each visualisation, it prints images/s, milliseconds per step and peak
+memory of
+  fast:     this project's path with the speed flags as given (auto: all on for CUDA, off on
+            the CPU): the dataset held on the device as uint8 and augmented there in batches,
+            bf16 autocast, channels_last, fused Adam, torch.compile;
+  original: the 2018 code's way: fp32, eager, a DataLoader with per-image PIL transforms and
+            --original_workers worker processes,
+and their ratio, with the device named. The images are random uint8 tensors of CIFAR-10's
+shape unless --data_dir names a CIFAR-10 copy: speed does not depend on their content.
+Peak memory is the GPU's allocator peak on CUDA, the process's resident peak on the CPU
+(DataLoader workers not included). The last line on stdout is JSON with every figure.
+"""
+import json
+import time
+from types import SimpleNamespace
+
+import torch
+
+from data import Augment, Batches, ImageData, jitter_strengths, load_dataset
+from models import Discriminator
+from train_baseline import train_step
+from train_gan import build_gan, gan_iteration
+from utils import (ArgumentParser, Runtime, UserError, add_speed_flags, check_positive, info,
+                   run_main)
+from visualize import ascend, own_class_logit, own_feature, perturb
+
+
+def build_parser():
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
+    p.add_argument("--which", choices=("all", "baseline", "gan", "visualize"), default="all",
+                   help="what to measure")
+    p.add_argument("--width", type=int, default=196, help="channels of every hidden layer")
+    p.add_argument("--batch_size", type=int, default=128, help="images per training step")
+    p.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
+    p.add_argument("--warmup", type=int, default=10,
+                   help="untimed steps first (compilation, cuDNN autotuning, worker start-up)")
+    p.add_argument("--original_workers", type=int, default=2,
+                   help="DataLoader workers of the original-style path (the assignment's 2)")
+    p.add_argument("--data_dir", default=None,
+                   help="a CIFAR-10 copy to read images from (default: random images)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random images and draws")
+    add_speed_flags(p)
+    return p
+
+
+# ----------------------------------------------------------------------------- measuring
+
+def reset_peak(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        try:  # Linux: writing 5 resets the resident-set high-water mark of this process
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            pass
+
+
+def peak_mib(device):
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def timed(step, device, steps, warmup, images_per_step):
+    """Run step() warmup + steps times; figures of the timed part."""
+    for _ in range(warmup):
+        step()
+    reset_peak(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    dt = (time.perf_counter() - t0) / steps
+    return dict(ms_per_step=round(dt * 1000, 2), images_per_s=round(images_per_step / dt, 1),
+                peak_mib=round(peak_mib(device), 1))
+
+
+# ----------------------------------------------------------------------------- the data paths
+
+class PilDataset(torch.utils.data.Dataset):
+    """The original pipeline: each image through PIL and torchvision's transforms."""
+
+    def __init__(self, images, labels, transform):
+        self.images = images.permute(0, 2, 3, 1).numpy()  # (N, H, W, C) for PIL
+        self.labels, self.transform = labels, transform
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[i])), self.labels[i]
+
+
+def original_batches(data, batch_size, workers, seed, device):
+    """An endless iterator of batches the 2018 way, moved to the device."""
+    import torchvision.transforms as T
+
+    b, c, s, h = jitter_strengths(seed)
+    transform = T.Compose([
+        T.RandomResizedCrop(32, scale=(0.7, 1.0), ratio=(1.0, 1.0)),
+        T.ColorJitter(brightness=b, contrast=c, saturation=s, hue=h),
+        T.RandomHorizontalFlip(),
+        T.ToTensor(),
+        T.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    ])
+    loader = torch.utils.data.DataLoader(
+        PilDataset(data.train_x, data.train_y, transform), batch_size=batch_size, shuffle=True,
+        num_workers=workers, drop_last=True, persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(seed))
+    while True:
+        for x, y in loader:
+            yield x.to(device), y.to(device)
+
+
+def fast_batches(data, batch_size, seed, runtime):
+    """An endless iterator of this project's batches (on-device uint8, batched augmentation)."""
+    train = Batches(data.train_x, data.train_y, batch_size, runtime.device, seed=seed,
+                    shuffle=True, drop_last=True, augment=Augment(jitter_strengths(seed)),
+                    on_device=runtime.data_on_device, memory_format=runtime.memory_format)
+    epoch = 0
+    while True:
+        yield from train.epoch(epoch)
+        epoch += 1
+
+
+def bench_data(args, n):
+    if args.data_dir:
+        return load_dataset("cifar10", args.data_dir)
+    g = torch.Generator().manual_seed(args.seed)
+    x = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
+    y = torch.randint(0, 10, (n,), generator=g)
+    return ImageData("random", x, y, x[:256], y[:256], tuple(map(str, range(10))), flip=True)
+
+
+# ----------------------------------------------------------------------------- the measurements
+
+def bench_baseline(args, data, runtime, plain):
+    out = {}
+    for name, rt, batches in (
+            ("fast", runtime, lambda: fast_batches(data, args.batch_size, args.seed, runtime)),
+            ("original", plain, lambda: original_batches(data, args.batch_size,
+                                                         args.original_workers, args.seed,
+                                                         plain.device))):
+        torch.manual_seed(args.seed)
+        model = rt.module(Discriminator(args.width))
+        opt = rt.adam(model.parameters(), lr=1e-4)
+        fast = rt.compiled(model)
+        it = batches()
+
+        def step():
+            x, y = next(it)
+            train_step(fast, opt, x, y, rt)
+
+        out[name] = timed(step, rt.device, args.steps, args.warmup, args.batch_size)
+    return out
+
+
+def bench_gan(args, data, runtime, plain):
+    out = {}
+    gan_args = SimpleNamespace(latent_dim=100, width=args.width, seed=args.seed, lr=1e-4,
+                               beta1=0.0, beta2=0.9, gen_train=1, gp_weight=10.0,
+                               adam_step_cap=1024)
+    for name, rt, batches in (
+            ("fast", runtime, lambda: fast_batches(data, args.batch_size, args.seed, runtime)),
+            ("original", plain, lambda: original_batches(data, args.batch_size,
+                                                         args.original_workers, args.seed,
+                                                         plain.device))):
+        nets, opt_g, opt_d = build_gan(gan_args, 10, rt)
+        it = batches()
+        gen = torch.Generator(device=rt.device).manual_seed(args.seed)
+        state = {"i": 0}
+
+        def step():
+            real, labels = next(it)
+            gan_iteration(nets, opt_g, opt_d, real, labels, state["i"], gan_args, rt, gen)
+            state["i"] += 1
+
+        out[name] = timed(step, rt.device, args.steps, args.warmup, args.batch_size)
+    return out
+
+
+def bench_visualize(args, data, runtime, plain):
+    """Each figure's unit of work: one perturbation of 100 images, one ascent step of max-class
+    (10 images) and of max-features at layer 8 (100 images)."""
+    out = {}
+    x100 = data.test_x[:100].float().div(127.5).sub(1)
+    y100 = data.test_y[:100]
+    for name, rt in (("fast", runtime), ("original", plain)):
+        torch.manual_seed(args.seed)
+        model = rt.module(Discriminator(args.width)).eval().requires_grad_(False)
+        x = x100.to(rt.device, memory_format=rt.memory_format)
+        y = y100.to(rt.device)
+
+        def with_amp(objective):
+            def run(z):
+                with rt.autocast():
+                    return objective(z).float()
+            return run
+
+        cls = with_amp(own_class_logit(model))
+        feat = with_amp(own_feature(model, 8))
+        jobs = {
+            "perturb": (lambda: perturb_amp(model, x, y, rt), len(x)),
+            "max_class_step": (lambda: ascend(cls, x[:10], steps=1), 10),
+            "max_features_step": (lambda: ascend(feat, x, steps=1), len(x)),
+        }
+        for job, (fn, n) in jobs.items():
+            out.setdefault(job, {})[name] = timed(fn, rt.device, args.steps, args.warmup, n)
+    return out
+
+
+def perturb_amp(model, x, y, runtime):
+    with runtime.autocast():
+        return perturb(model, x, y, 8.0)
+
+
+def ratio(fast, original):
+    return round(fast["images_per_s"] / original["images_per_s"], 2)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    check_positive(args, "width", "batch_size", "steps")
+    if args.warmup < 0 or args.original_workers < 0:
+        raise UserError("--warmup and --original_workers cannot be negative")
+    runtime = Runtime.from_args(args)
+    plain = Runtime(runtime.device)  # fp32, eager, nothing on the device ahead of time
+    device_name = (torch.cuda.get_device_name(runtime.device) if runtime.device.type == "cuda"
+                   else f"CPU ({torch.get_num_threads()} threads)")
+    n = max(1024, (args.steps + args.warmup + 2) * args.batch_size)
+    data = bench_data(args, n)
+    info(f"device: {device_name}; fast path: {json.dumps(runtime.describe())}")
+    results = dict(device=device_name, torch=torch.__version__, width=args.width,
+                   batch_size=args.batch_size, fast_path=runtime.describe(),
+                   images="CIFAR-10" if args.data_dir else "random uint8, CIFAR-10 shape")
+    parts = {"baseline": bench_baseline, "gan": bench_gan, "visualize": bench_visualize}
+    rows = []
+    for part, fn in parts.items():
+        if args.which not in ("all", part):
+            continue
+        res = fn(args, data, runtime, plain)
+        groups = res.items() if part == "visualize" else [(f"{part}_step" if part == "baseline"
+                                                           else "gan_iteration", res)]
+        for job, figs in groups:
+            figs["speedup"] = ratio(figs["fast"], figs["original"])
+            results[job] = figs
+            rows.append((job, figs))
+            info(f"{job:18s} fast {figs['fast']['images_per_s']:>9.1f} img/s "
+                 f"{figs['fast']['ms_per_step']:>8.2f} ms {figs['fast']['peak_mib']:>8.1f} MiB | "
+                 f"original {figs['original']['images_per_s']:>9.1f} img/s "
+                 f"{figs['original']['ms_per_step']:>8.2f} ms "
+                 f"{figs['original']['peak_mib']:>8.1f} MiB | x{figs['speedup']}")
+    print("\n| measurement | fast img/s | fast ms/step | fast peak MiB | original img/s | "
+          "original ms/step | original peak MiB | speed-up |", flush=True)
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for job, f in rows:
+        print(f"| {job} | {f['fast']['images_per_s']} | {f['fast']['ms_per_step']} | "
+              f"{f['fast']['peak_mib']} | {f['original']['images_per_s']} | "
+              f"{f['original']['ms_per_step']} | {f['original']['peak_mib']} | "
+              f"x{f['speedup']} |")
+    print(f"\n{device_name}, torch {torch.__version__}, width {args.width}, batch "
+          f"{args.batch_size}, {results['images']}\n")
+    print(json.dumps(results), flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,96 @@
+"""The fast path computes what the plain path computes (checked on the CPU here)."""
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import bench
+import train_baseline
+from conftest import run_cli
+from train_baseline import train_step
+from train_gan import build_gan, gan_iteration
+from utils import Runtime
+
+GAN_ARGS = SimpleNamespace(latent_dim=100, width=8, seed=0, lr=1e-3, beta1=0.0, beta2=0.9,
+                           gen_train=1, gp_weight=10.0, adam_step_cap=1024)
+
+
+def test_runtime_is_plain_on_cpu_unless_asked():
+    flags = dict(device="cpu", amp="auto", compile="auto", channels_last="auto",
+                 fused_adam="auto", data_on_device="auto")
+    rt = Runtime.from_args(SimpleNamespace(**flags))
+    assert rt.device == torch.device("cpu")
+    assert not any(rt.describe()[k] for k in ("amp", "compile", "channels_last", "fused_adam",
+                                              "data_on_device"))
+    rt = Runtime.from_args(SimpleNamespace(**{**flags, "amp": "on", "channels_last": "on"}))
+    assert rt.amp and rt.channels_last and not rt.compile
+    with rt.autocast():
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+
+
+def test_compiled_gan_iteration_matches_eager():
+    """torch.compile cannot differentiate twice: the penalty goes through the plain module.
+    A compiled iteration (inductor) gives the eager iteration's losses, penalty and gradients,
+    the penalty's second-order term included. (Weights after Adam are not compared: with
+    beta1 = 0 a first step moves each weight by lr * sign(grad), and rounding flips the sign
+    of gradients that are nearly zero.)"""
+    results = []
+    for rt in (Runtime(torch.device("cpu")), Runtime(torch.device("cpu"), compile=True)):
+        nets, opt_g, opt_d = build_gan(GAN_ARGS, 10, rt)
+        gen = torch.Generator().manual_seed(1)
+        real, labels = torch.rand(8, 3, 32, 32, generator=gen) * 2 - 1, torch.arange(8)
+        out = gan_iteration(nets, opt_g, opt_d, real, labels, 0, GAN_ARGS, rt,
+                            torch.Generator().manual_seed(2))
+        grads = [torch.cat([p.grad.flatten() for p in m.parameters()]) for m in (nets.G, nets.D)]
+        results.append((out, grads))
+    ((lg1, ld1, s1), (gg1, gd1)), ((lg2, ld2, s2), (gg2, gd2)) = results
+    assert torch.allclose(lg1, lg2, rtol=1e-4) and torch.allclose(ld1, ld2, rtol=1e-4)
+    assert torch.allclose(s1, s2, rtol=1e-4, atol=1e-5)  # s[0] is the gradient penalty
+    assert torch.allclose(gg1, gg2, rtol=1e-3, atol=1e-5 * gg1.abs().max())
+    assert torch.allclose(gd1, gd2, rtol=1e-3, atol=1e-5 * gd1.abs().max())
+
+
+def test_bf16_channels_last_fused_step_stays_close_to_fp32():
+    torch.manual_seed(0)
+    x, y = torch.rand(16, 3, 32, 32) * 2 - 1, torch.randint(0, 10, (16,))
+    losses = []
+    for rt in (Runtime(torch.device("cpu")),
+               Runtime(torch.device("cpu"), amp=True, channels_last=True, fused_adam=True)):
+        torch.manual_seed(1)
+        model = rt.module(train_baseline.Discriminator(8))
+        opt = rt.adam(model.parameters(), lr=1e-3)
+        losses.append([train_step(model, opt, x.contiguous(memory_format=rt.memory_format), y,
+                                  rt)[0].item() for _ in range(3)])
+    assert losses[0] == pytest.approx(losses[1], rel=0.03)
+
+
+def test_fast_path_learns_like_the_plain_path(tmp_path, capsys):
+    common = ["--dataset", "digits", "--width", "16", "--batch_size", "64", "--lr", "2e-3",
+              "--epochs", "4", "--log_every", "1000"]
+    fast = ["--amp", "on", "--channels_last", "on", "--fused_adam", "on",
+            "--data_on_device", "on"]
+    acc = []
+    for i, extra in enumerate(([], fast)):
+        code, out, err = run_cli(train_baseline.main,
+                                 common + extra + ["--out_dir", str(tmp_path / str(i))], capsys)
+        assert code == 0, err
+        acc.append(json.loads(out.splitlines()[-1])["test_acc"])
+    assert min(acc) > 60 and abs(acc[0] - acc[1]) < 10, acc
+
+
+def test_bench_runs_on_the_cpu_and_reports_every_figure(capsys):
+    code, out, err = run_cli(bench.main, ["--device", "cpu", "--width", "8", "--batch_size", "16",
+                                          "--steps", "2", "--warmup", "1",
+                                          "--original_workers", "0"], capsys)
+    assert code == 0, err
+    res = json.loads(out.strip().splitlines()[-1])
+    assert res["device"].startswith("CPU")
+    for job in ("baseline_step", "gan_iteration", "perturb", "max_class_step",
+                "max_features_step"):
+        f = res[job]
+        for path in ("fast", "original"):
+            assert f[path]["images_per_s"] > 0 and f[path]["ms_per_step"] > 0
+            assert f[path]["peak_mib"] > 0
+        assert f["speedup"] == round(f["fast"]["images_per_s"] / f["original"]["images_per_s"], 2)
+    assert "| baseline_step |" in out  # the table for the README
