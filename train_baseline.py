@@ -110,6 +110,7 @@ def _train(args, r):
     train, test = make_loaders(args, data, rt, dist)
     seed_everything(args.seed)
     model = rt.module(Discriminator(args.width, data.num_classes))
+    model.fc1.requires_grad_(False)  # the critic head plays no part here (and DDP needs to know)
     optimizer = rt.adam(model.parameters(), lr=args.lr)
     start_epoch, start_step, partial = r.position()
     history, seconds = [], 0.0

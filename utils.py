@@ -85,6 +85,12 @@ def add_shared_flags(parser, *, epochs, lr, batch_size, width=196, dataset="cifa
                    help="the assignment's Adam overflow guard: a step count that reaches this is "
                         "set back to cap-24 (0 turns it off)")
     g.add_argument("--log_every", type=int, default=50, help="print and log one line every N steps")
+    g.add_argument("--stop_file", default=None,
+                   help="stop as on SIGTERM (checkpoint, exit code 75) once this file exists; "
+                        "the job scripts create it when the scheduler warns of the walltime")
+    g.add_argument("--time_limit", type=float, default=None,
+                   help="stop as on SIGTERM after this many seconds (e.g. the walltime less a "
+                        "margin)")
     return g
 
 
@@ -100,7 +106,8 @@ def check_shared_flags(args):
 
     if args.dataset not in DATASETS:
         raise UserError(f"unknown dataset '{args.dataset}'; choose one of {', '.join(DATASETS)}")
-    check_positive(args, "epochs", "batch_size", "lr", "width", "subset", "log_every")
+    check_positive(args, "epochs", "batch_size", "lr", "width", "subset", "log_every",
+                   "time_limit")
     if args.adam_step_cap < 0:
         raise UserError("--adam_step_cap must be 0 (off) or a positive step count")
     if not math.isfinite(args.lr):
@@ -185,21 +192,29 @@ def init_distributed(device_arg):
 
 
 class StopSignal:
-    """Set by SIGTERM or SIGUSR1 (what SLURM sends before the walltime with --signal).
+    """Asks a trainer to stop cleanly: SIGTERM or SIGUSR1 (what SLURM sends before the
+    walltime with --signal), a stop file appearing (what the job scripts create when the
+    scheduler warns them; it reaches every node of a multi-node job), or a time limit.
 
-    The trainers ask after every step; with several processes the ranks agree (one all-reduce
-    every `every` steps), so all of them stop after the same step.
+    The trainers ask after every step. Signals are answered at once; the file and the clock
+    are looked at every `every` steps, and with several processes the ranks agree then (one
+    all-reduce), so all of them stop after the same step.
     """
 
     SIGNALS = ("SIGTERM", "SIGUSR1")
 
-    def __init__(self, dist=None, every=10):
+    def __init__(self, dist=None, stop_file=None, time_limit=None, every=10):
         import signal
 
         self.dist, self.every, self.received = dist or Dist(), every, None
+        self.stop_file, self.deadline = stop_file, None
+        if time_limit:
+            self.deadline = time.time() + time_limit
+        self._previous = {}
         for name in self.SIGNALS:
             if hasattr(signal, name):
-                signal.signal(getattr(signal, name), self._handle)
+                sig = getattr(signal, name)
+                self._previous[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
         import signal
@@ -208,20 +223,33 @@ class StopSignal:
             info(f"received {signal.Signals(signum).name}: stopping after this step")
         self.received = signum
 
+    def _asked(self):
+        if self.received is not None:
+            return True
+        if self.stop_file and os.path.exists(self.stop_file):
+            info(f"found {self.stop_file}: stopping after this step")
+            return True
+        if self.deadline and time.time() > self.deadline:
+            info("--time_limit reached: stopping after this step")
+            return True
+        return False
+
     def __call__(self, step, device=None):
-        if not self.dist.enabled:
-            return self.received is not None
+        if not self.dist.enabled and self.received is not None:
+            return True
         if (step + 1) % self.every:
             return False
-        flag = torch.tensor(float(self.received is not None), device=device)
+        asked = self._asked()
+        if not self.dist.enabled:
+            return asked
+        flag = torch.tensor(float(asked), device=device)
         return bool(self.dist.all_max(flag).item())
 
     def restore(self):
         import signal
 
-        for name in self.SIGNALS:
-            if hasattr(signal, name):
-                signal.signal(getattr(signal, name), signal.SIG_DFL)
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 # ----------------------------------------------------------------------------- device, seeds
@@ -404,7 +432,7 @@ def resolve_resume(args, ckpt_path):
 # Settings that may differ between a run and its resumption (they change nothing computed).
 RESUMABLE_CHANGES = {"device", "data_dir", "cache_dir", "resume", "overwrite", "out_dir",
                      "log_every", "amp", "compile", "channels_last", "fused_adam",
-                     "data_on_device"}
+                     "data_on_device", "stop_file", "time_limit"}
 
 
 def check_same_settings(saved, current, path):
@@ -451,7 +479,7 @@ class Run:
                                                 processes=self.dist.world_size)))
             write_settings(self.args, os.path.join(self.args.out_dir, config_name))
             self.log = JsonLog(os.path.join(self.args.out_dir, log_name))
-        self.stop = StopSignal(self.dist)
+        self.stop = StopSignal(self.dist, self.args.stop_file, self.args.time_limit)
         if self.ckpt:
             self.say(f"resuming {self.resume_from} at epoch {self.ckpt['epoch'] + 1}, "
                      f"step {self.ckpt.get('step', 0)}")
