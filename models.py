@@ -119,7 +119,8 @@ class Generator(nn.Module):
         """The layer table: one dict per layer with its input and output sizes."""
         rows = [dict(name="fc1", type="linear", cin=self.latent_dim,
                      cout=self.fc1.out_features)]
-        size, convs = self.base_size, [m for m in self.convs if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)]
+        convs = [m for m in self.convs if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+        size = self.base_size
         for i, conv in enumerate(convs, 1):
             (k,), (s,), (p,) = conv.kernel_size[:1], conv.stride[:1], conv.padding[:1]
             if isinstance(conv, nn.ConvTranspose2d):

@@ -4,6 +4,7 @@ import contextlib
 import json
 import math
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -14,8 +15,9 @@ import torch.nn.functional as F
 
 from data import DataError
 
-
-EXIT_USER_ERROR = 2
+# Exit codes of the scripts, besides 0 and 130 (Ctrl-C).
+EXIT_USER_ERROR = 2  # bad input: one line on stderr says what to fix
+EXIT_DIVERGED = 3  # a loss became NaN or infinite; the last good checkpoint is kept
 EXIT_STOPPED = 75  # stopped on a signal with a checkpoint to resume from (EX_TEMPFAIL)
 
 
@@ -29,9 +31,6 @@ class Stopped(Exception):
 
 class Diverged(Exception):
     """A loss became NaN or infinite; the last good checkpoint is kept (exit 3)."""
-
-
-EXIT_DIVERGED = 3
 
 
 USER_ERRORS = (UserError, DataError)
@@ -58,9 +57,15 @@ class ArgumentParser(argparse.ArgumentParser):
         return super().parse_known_args(args, namespace)
 
 
-def add_shared_flags(parser, *, epochs, lr, batch_size, width=196, dataset="cifar10"):
-    """The flags every training script shares; each script passes the assignment's defaults."""
+def add_shared_flags(parser, *, epochs, lr, batch_size, width=196, dataset="cifar10", notes=None):
+    """The flags every training script shares; each script passes the assignment's defaults
+    (and, in notes, what it adds to a flag's help)."""
     g = parser.add_argument_group("shared flags (the same in every script)")
+    notes = notes or {}
+
+    def with_note(name, text):
+        return f"{text}; {notes[name]}" if name in notes else text
+
     g.add_argument("--dataset", default=dataset, help="dataset by name: cifar10, folder, digits")
     g.add_argument("--data_dir", default="./data",
                    help="where the dataset lives (cifar10 is downloaded here when missing; "
@@ -68,11 +73,13 @@ def add_shared_flags(parser, *, epochs, lr, batch_size, width=196, dataset="cifa
     g.add_argument("--cache_dir", default=None,
                    help="where decoded image folders are cached (default ~/.cache/cnn_gan)")
     g.add_argument("--out_dir", default=".", help="where models, checkpoints, logs and pictures go")
-    g.add_argument("--epochs", type=int, default=epochs, help="training epochs")
-    g.add_argument("--batch_size", type=int, default=batch_size, help="images per step")
+    g.add_argument("--epochs", type=int, default=epochs,
+                   help=with_note("epochs", "training epochs"))
+    g.add_argument("--batch_size", type=int, default=batch_size,
+                   help="images per step: the global batch, split among torchrun's processes")
     g.add_argument("--lr", type=float, default=lr, help="Adam learning rate")
     g.add_argument("--width", type=int, default=width,
-                   help="channels of every hidden layer (196; 128 is the assignment's cheaper option)")
+                   help=with_note("width", "channels of every hidden layer of the networks"))
     g.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
     g.add_argument("--seed", type=int, default=0, help="seed of every random draw of the run")
     g.add_argument("--resume", nargs="?", const="yes", default="no",
@@ -80,7 +87,8 @@ def add_shared_flags(parser, *, epochs, lr, batch_size, width=196, dataset="cifa
                         "'auto' resumes when a checkpoint exists and starts fresh otherwise")
     g.add_argument("--overwrite", action="store_true",
                    help="start fresh even though --out_dir holds a checkpoint of an earlier run")
-    g.add_argument("--subset", type=int, default=None, help="train on the first N images only")
+    g.add_argument("--subset", type=int, default=None,
+                   help="train on N training images (a seeded choice) for quick runs")
     g.add_argument("--adam_step_cap", type=int, default=1024,
                    help="the assignment's Adam overflow guard: a step count that reaches this is "
                         "set back to cap-24 (0 turns it off)")
@@ -204,8 +212,6 @@ class StopSignal:
     SIGNALS = ("SIGTERM", "SIGUSR1")
 
     def __init__(self, dist=None, stop_file=None, time_limit=None, every=10):
-        import signal
-
         self.dist, self.every, self.received = dist or Dist(), every, None
         self.stop_file, self.deadline = stop_file, None
         if time_limit:
@@ -217,8 +223,6 @@ class StopSignal:
                 self._previous[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
-        import signal
-
         if self.received is None:
             info(f"received {signal.Signals(signum).name}: stopping after this step")
         self.received = signum
@@ -246,8 +250,6 @@ class StopSignal:
         return bool(self.dist.all_max(flag).item())
 
     def restore(self):
-        import signal
-
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
@@ -312,8 +314,6 @@ class Runtime:
                 for k in SPEED_FLAGS}
         if on_gpu:
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its kernels
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
         return cls(device, **pick)
 
     @property
@@ -353,8 +353,9 @@ def adam_step_guard(optimizer, cap=1024, reset=None):
     """The assignment's guard against Adam's step count growing without bound.
 
     Any parameter whose step has reached `cap` is set back to `reset` (default cap - 24, the
-    assignment's 1024 -> 1000; at least 1). Current PyTorch keeps the step as a tensor (on the CPU, or on
-    the GPU for fused/capturable Adam); it is changed in place, with no host-device sync.
+    assignment's 1024 -> 1000; at least 1). Current PyTorch keeps the step as a tensor (on the
+    CPU, or on the GPU for fused/capturable Adam); it is changed in place, with no host-device
+    sync.
     """
     if not cap:
         return
@@ -429,15 +430,17 @@ def resolve_resume(args, ckpt_path):
     return path
 
 
-# Settings that may differ between a run and its resumption (they change nothing computed).
+# Settings that may differ between a run and its resumption: where and how fast it runs, not
+# what it trains.
 RESUMABLE_CHANGES = {"device", "data_dir", "cache_dir", "resume", "overwrite", "out_dir",
                      "log_every", "amp", "compile", "channels_last", "fused_adam",
                      "data_on_device", "stop_file", "time_limit"}
 
 
 def check_same_settings(saved, current, path):
-    diff = [f"--{k} {saved.get(k)!r} -> {current.get(k)!r}" for k in sorted(set(saved) | set(current))
-            if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k)]
+    keys = sorted((set(saved) | set(current)) - RESUMABLE_CHANGES)
+    diff = [f"--{k} {saved.get(k)!r} -> {current.get(k)!r}" for k in keys
+            if saved.get(k) != current.get(k)]
     if diff:
         raise UserError(f"{path} was trained with other settings ({'; '.join(diff)}): resume "
                         "with the original flags, or start a new run in another --out_dir")
@@ -478,7 +481,7 @@ class Run:
             info("runtime: " + json.dumps(dict(self.runtime.describe(),
                                                 processes=self.dist.world_size)))
             write_settings(self.args, os.path.join(self.args.out_dir, config_name))
-            self.log = JsonLog(os.path.join(self.args.out_dir, log_name))
+            self.log = JsonLog(os.path.join(self.args.out_dir, log_name), fresh=not self.ckpt)
         self.stop = StopSignal(self.dist, self.args.stop_file, self.args.time_limit)
         if self.ckpt:
             self.say(f"resuming {self.resume_from} at epoch {self.ckpt['epoch'] + 1}, "
@@ -523,11 +526,13 @@ def open_run(args, kind, ckpt_name, log_name, config_name):
 # ----------------------------------------------------------------------------- logs
 
 class JsonLog:
-    """Append one JSON object per line; the file survives restarts (resume appends)."""
+    """One JSON object per line; a resumed run appends, a fresh one starts a new file."""
 
-    def __init__(self, path):
+    def __init__(self, path, fresh=False):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.path = path
+        if fresh and os.path.exists(path):
+            os.remove(path)
 
     def write(self, **record):
         record.setdefault("time", round(time.time(), 3))

@@ -38,7 +38,8 @@ def build_parser():
     p.add_argument("figure", choices=FIGURES, help="which figure to make ('all' makes every one)")
     g = p.add_argument_group("models and data")
     g.add_argument("--run_dir", default=".", help="the folder the trainers wrote (their --out_dir)")
-    g.add_argument("--out_dir", default=None, help="where figures go (default RUN_DIR/visualization)")
+    g.add_argument("--out_dir", default=None,
+                   help="where figures go (default RUN_DIR/visualization)")
     g.add_argument("--model", choices=("both", "baseline", "gan"), default="both",
                    help="which discriminator: baseline (cifar10.model), gan (discriminator.model)")
     g.add_argument("--baseline_model", default=None, help="default RUN_DIR/cifar10.model")
@@ -243,9 +244,10 @@ class Context:
         self.device = self.runtime.device
         self.run_dir = args.run_dir
         self.out_dir = args.out_dir or os.path.join(args.run_dir, "visualization")
-        self.paths = {"baseline": args.baseline_model or os.path.join(args.run_dir, MODELS["baseline"][0]),
-                      "gan": args.gan_model or os.path.join(args.run_dir, MODELS["gan"][0]),
-                      "generator": args.generator_model or os.path.join(args.run_dir, "generator.model")}
+        in_run = lambda name: os.path.join(args.run_dir, name)  # noqa: E731
+        self.paths = {"baseline": args.baseline_model or in_run(MODELS["baseline"][0]),
+                      "gan": args.gan_model or in_run(MODELS["gan"][0]),
+                      "generator": args.generator_model or in_run("generator.model")}
         self.names = ["baseline", "gan"] if args.model == "both" else [args.model]
         self._models, self._batch = {}, None
         self.summary_path = os.path.join(self.out_dir, "summary.json")
@@ -265,7 +267,7 @@ class Context:
         return list(ckpt.get("classes") or [str(i) for i in range(n)])
 
     def batch(self):
-        """The test batch (x in [-1, 1], labels), from the dataset the first model was trained on."""
+        """The test batch (x in [-1, 1], labels) from the dataset the first model was trained on."""
         if self._batch is None:
             trained = self.model(self.names[0])[1]["settings"]
             dataset = self.args.dataset or trained.get("dataset", "cifar10")
@@ -310,7 +312,8 @@ def run_perturb(ctx):
                   ctx.out(f"gradient_image_{name}.png"))
         save_grid(to_unit(altered), ctx.out(f"altered_images_{name}{suffix(args, 'gain')}.png"))
         plot_gain_curve(curve, ctx.out(f"perturb_gain_{name}.png"), name)
-        info(f"perturb {name}: accuracy {figures['acc_before']:.1f}% -> {figures['acc_after']:.1f}% "
+        info(f"perturb {name}: accuracy {figures['acc_before']:.1f}% -> "
+             f"{figures['acc_after']:.1f}% "
              f"at gain {args.gain:g}; predicted label+1 {figures['alt_before']:.1f}% -> "
              f"{figures['alt_after']:.1f}%")
         ctx.record(f"perturb_{name}", dict(gain=args.gain, **figures, curve=curve))
@@ -375,7 +378,8 @@ def run_max_features(ctx):
             save_grid(to_unit(images), ctx.out(f"max_features_{name}_layer{layer}{tag}.png"))
             raised = (end > start).float().mean().item() * 100
             info(f"max-features {name} layer {layer}: mean feature {start.mean():.3f} -> "
-                 f"{end.mean():.3f}, raised for {raised:.0f}% of {len(end)} ({time.time() - t0:.1f}s)")
+                 f"{end.mean():.3f}, raised for {raised:.0f}% of {len(end)} "
+                 f"({time.time() - t0:.1f}s)")
             ctx.record(f"max_features_{name}_layer{layer}{tag}",
                        dict(start_mean=start.mean().item(), end_mean=end.mean().item(),
                             raised_pct=raised))
@@ -484,8 +488,9 @@ def build_report(run_dir, vis_dir, path, paths=None):
                              f"accuracy {m.get('test_acc')}% after {m.get('epochs')} epochs")
         page("Understanding CNNs and GANs: results", [], 1, notes)
 
-        grids = sorted(f for f in os.listdir(os.path.join(run_dir, "output"))
-                       if f.endswith(".png")) if os.path.isdir(os.path.join(run_dir, "output")) else []
+        out = os.path.join(run_dir, "output")
+        grids = sorted(f for f in os.listdir(out) if f.endswith(".png")) \
+            if os.path.isdir(out) else []
         picks = sorted({grids[round(i * (len(grids) - 1) / 5)] for i in range(6)}) if grids else []
         page("Generator samples as training progressed (column c = class c)",
              [(f"after epoch {int(f[:-4]) + 1}", os.path.join(run_dir, "output", f), "")
@@ -532,7 +537,8 @@ def build_report(run_dir, vis_dir, path, paths=None):
         how = "visualize.py samples"
         page("Samples from the generator", [
             ("samples, one column per class", find_figure(vis_dir, "samples"), how),
-            ("interpolations within a class", find_figure(vis_dir, "interpolation"), how)], 2, notes)
+            ("interpolations within a class", find_figure(vis_dir, "interpolation"), how)],
+             2, notes)
 
     for m in missing:
         info(f"report: missing {m}")

@@ -73,7 +73,8 @@ def test_resume_equals_uninterrupted_run(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(train_baseline, "evaluate", real_evaluate)
     code, out, err = run_cli(train_baseline.main, args + ["--out_dir", broken, "--resume"], capsys)
     assert code == 0, err
-    a, b = _weights(os.path.join(straight, "cifar10.model")), _weights(os.path.join(broken, "cifar10.model"))
+    a = _weights(os.path.join(straight, "cifar10.model"))
+    b = _weights(os.path.join(broken, "cifar10.model"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     h1 = torch.load(os.path.join(straight, "baseline.ckpt"), weights_only=True)["history"]
     h2 = torch.load(os.path.join(broken, "baseline.ckpt"), weights_only=True)["history"]
@@ -99,7 +100,8 @@ def _fails(capsys, argv, *words):
 def test_bad_input_gets_one_clear_line(tmp_path, capsys, finished_run):
     out = ["--out_dir", str(tmp_path / "o")]
     _fails(capsys, ["--dataset", "imagenet"] + out, "unknown dataset")
-    _fails(capsys, ["--dataset", "folder", "--data_dir", str(tmp_path / "none")] + out, "does not exist")
+    _fails(capsys, ["--dataset", "folder", "--data_dir", str(tmp_path / "none")] + out,
+           "does not exist")
     (tmp_path / "empty").mkdir()
     _fails(capsys, ["--dataset", "folder", "--data_dir", str(tmp_path / "empty")] + out, "empty")
     _fails(capsys, FAST + ["--width", "0"] + out, "--width")

@@ -26,7 +26,8 @@ def test_runtime_is_plain_on_cpu_unless_asked():
     rt = Runtime.from_args(SimpleNamespace(**{**flags, "amp": "on", "channels_last": "on"}))
     assert rt.amp and rt.channels_last and not rt.compile
     with rt.autocast():
-        assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+        assert torch.is_autocast_enabled("cpu")
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16
 
 
 def test_compiled_gan_iteration_matches_eager():
