@@ -72,7 +72,9 @@ def train_one_epoch(model, optimizer, batches, epoch, runtime, *, start=0, sums=
                                         f"epoch {epoch + 1}"), start):
         loss, hits = train_step(model, optimizer, x, y, runtime, step_cap)
         # Running sums stay on the device: no host sync until a line is printed.
-        sums += torch.stack([loss * len(y), hits.float(), torch.tensor(len(y), device=dev)])
+        sums[0] += loss * len(y)  # in place, with Python scalars: no host-device copies
+        sums[1] += hits
+        sums[2] += len(y)
         if log is not None and (i + 1) % log_every == 0:
             loss_mean, acc = (sums[0] / sums[2]).item(), (100 * sums[1] / sums[2]).item()
             info(f"epoch {epoch + 1} step {i + 1}/{steps} loss {loss_mean:.4f} acc {acc:.2f}")

@@ -190,9 +190,11 @@ def train_gan_epoch(nets, opt_g, opt_d, batches, epoch, args, runtime=PLAIN, *, 
         gen = make_generator(dev, args.seed, "gan", epoch, i, batches.rank)
         loss_g, loss_d, stats = gan_iteration(nets, opt_g, opt_d, real, real_labels, i, args,
                                               runtime, gen)
-        g_step = float(i % args.gen_train == 0)
-        sums += torch.cat([stats, torch.stack([loss_g, torch.tensor(g_step, device=dev),
-                                               torch.tensor(1.0, device=dev)])])
+        # in place, with Python scalars: no host-device copies
+        sums[:len(D_STATS)] += stats
+        sums[len(D_STATS)] += loss_g
+        sums[len(D_STATS) + 1] += float(i % args.gen_train == 0)
+        sums[len(D_STATS) + 2] += 1
         bad = ~torch.isfinite(loss_d + loss_g)
         first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, i), first_bad)
         stopping = stop is not None and i + 1 < steps and stop(i, dev)
