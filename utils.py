@@ -77,7 +77,9 @@ def add_shared_flags(parser, *, epochs, lr, batch_size, width=196, dataset="cifa
                    help=with_note("epochs", "training epochs"))
     g.add_argument("--batch_size", type=int, default=batch_size,
                    help="images per step: the global batch, split among torchrun's processes")
-    g.add_argument("--lr", type=float, default=lr, help="Adam learning rate")
+    g.add_argument("--lr", type=float, default=lr,
+                   help="Adam learning rate, for the global batch: unchanged by the number of "
+                        "processes (scale it yourself if you raise --batch_size)")
     g.add_argument("--width", type=int, default=width,
                    help=with_note("width", "channels of every hidden layer of the networks"))
     g.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
@@ -538,13 +540,6 @@ class JsonLog:
         record.setdefault("time", round(time.time(), 3))
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
-
-
-def read_log(path):
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def progress(iterable, total, desc):
