@@ -18,10 +18,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from data import load_dataset
 from models import Discriminator
 from utils import (ArgumentParser, Stopped, adam_step_guard, add_shared_flags, add_speed_flags,
-                   atomic_save, evaluate, info, load_state, make_loaders, open_run, plot_curves,
+                   atomic_save, evaluate, info, load_state, open_run, plot_curves,
                    progress, run_main, save_model, seed_everything)
 
 CHECKPOINT, MODEL_FILE, LOG, CONFIG = ("baseline.ckpt", "cifar10.model", "baseline_log.jsonl",
@@ -99,17 +98,13 @@ def save_checkpoint(path, model, optimizer, epoch, step, sums, config, history, 
 
 def run(args):
     """Train as the flags say; returns (final figures, trained model)."""
-    r = open_run(args, "baseline", CHECKPOINT, LOG, CONFIG)
-    try:
+    with open_run(args, "baseline", CHECKPOINT, LOG, CONFIG) as r:
         return _train(args, r)
-    finally:
-        r.close()
 
 
 def _train(args, r):
     rt, dist = r.runtime, r.dist
-    data = load_dataset(args.dataset, args.data_dir, args.cache_dir, args.subset, args.seed)
-    train, test = make_loaders(args, data, rt, dist)
+    data, train, test = r.load_data()
     seed_everything(args.seed)
     model = rt.module(Discriminator(args.width, data.num_classes))
     model.fc1.requires_grad_(False)  # the critic head plays no part here (and DDP needs to know)

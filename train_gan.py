@@ -24,13 +24,13 @@ from dataclasses import dataclass
 
 import torch
 
-from data import load_dataset, make_generator
+from data import make_generator
 from losses import (auxiliary_class_loss, gradient_penalty, wgan_critic_loss,
                     wgan_generator_loss)
 from models import Discriminator, Generator
 from utils import (ArgumentParser, Dist, Diverged, Runtime, Stopped, UserError,
                    adam_step_guard, add_shared_flags, add_speed_flags, atomic_save,
-                   check_positive, evaluate, info, load_state, make_loaders, open_run,
+                   check_positive, evaluate, info, load_state, open_run,
                    plot_curves, progress, run_main, save_grid, save_model, seed_everything,
                    to_unit)
 
@@ -281,19 +281,15 @@ def run(args):
     check_positive(args, "gen_train", "latent_dim")
     if args.gp_weight < 0 or not (0 <= args.beta1 < 1 and 0 <= args.beta2 < 1):
         raise UserError("--gp_weight must be >= 0 and the Adam betas in [0, 1)")
-    r = open_run(args, "gan", CHECKPOINT, LOG, CONFIG)
-    try:
+    with open_run(args, "gan", CHECKPOINT, LOG, CONFIG) as r:
         if args.sync_bn and r.runtime.device.type != "cuda":
             raise UserError("--sync_bn needs CUDA (SyncBatchNorm has no CPU kernels)")
         return _train(args, r)
-    finally:
-        r.close()
 
 
 def _train(args, r):
     rt, dist = r.runtime, r.dist
-    data = load_dataset(args.dataset, args.data_dir, args.cache_dir, args.subset, args.seed)
-    train, test = make_loaders(args, data, rt, dist)
+    data, train, test = r.load_data()
     nets, opt_g, opt_d = build_gan(args, data.num_classes, rt, dist)
     start_epoch, start_step, partial = r.position()
     history, seconds = [], 0.0

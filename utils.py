@@ -499,6 +499,20 @@ class Run:
             return 0, 0, None
         return self.ckpt["epoch"], self.ckpt.get("step", 0), self.ckpt.get("partial")
 
+    def load_data(self):
+        """The dataset the flags name and its (training, test) batches for this process."""
+        from data import load_dataset
+
+        a = self.args
+        data = load_dataset(a.dataset, a.data_dir, a.cache_dir, a.subset, a.seed)
+        return (data, *make_loaders(a, data, self.runtime, self.dist))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def close(self):
         if self.stop is not None:
             self.stop.restore()
