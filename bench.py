@@ -23,12 +23,12 @@ from types import SimpleNamespace
 
 import torch
 
+from cli import COUNT, INTEGER, POSITIVE_INT, ArgumentParser, info, run_main
 from data import Augment, Batches, ImageData, jitter_strengths, load_dataset
 from models import Discriminator
+from runtime import Runtime, add_speed_flags
 from train_baseline import train_step
 from train_gan import build_gan, gan_iteration
-from utils import (ArgumentParser, Runtime, UserError, add_speed_flags, check_positive, info,
-                   run_main)
 from visualize import ascend, own_class_logit, own_feature, perturb
 
 
@@ -37,16 +37,16 @@ def build_parser():
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
     p.add_argument("--which", choices=("all", "baseline", "gan", "visualize"), default="all",
                    help="what to measure")
-    p.add_argument("--width", type=int, default=196, help="channels of every hidden layer")
-    p.add_argument("--batch_size", type=int, default=128, help="images per training step")
-    p.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
-    p.add_argument("--warmup", type=int, default=10,
+    p.add_argument("--width", type=POSITIVE_INT, default=196, help="channels of every hidden layer")
+    p.add_argument("--batch_size", type=POSITIVE_INT, default=128, help="images per training step")
+    p.add_argument("--steps", type=POSITIVE_INT, default=30, help="timed steps per measurement")
+    p.add_argument("--warmup", type=COUNT, default=10,
                    help="untimed steps first (compilation, cuDNN autotuning, worker start-up)")
-    p.add_argument("--original_workers", type=int, default=2,
+    p.add_argument("--original_workers", type=COUNT, default=2,
                    help="DataLoader workers of the original-style path (the assignment's 2)")
     p.add_argument("--data_dir", default=None,
                    help="a CIFAR-10 copy to read images from (default: random images)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random images and draws")
+    p.add_argument("--seed", type=INTEGER, default=0, help="seed of the random images and draws")
     add_speed_flags(p)
     return p
 
@@ -242,9 +242,6 @@ def ratio(fast, original):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    check_positive(args, "width", "batch_size", "steps")
-    if args.warmup < 0 or args.original_workers < 0:
-        raise UserError("--warmup and --original_workers cannot be negative")
     runtime = Runtime.from_args(args)
     plain = Runtime(runtime.device)  # fp32, eager, nothing on the device ahead of time
     device_name = (torch.cuda.get_device_name(runtime.device) if runtime.device.type == "cuda"

@@ -54,6 +54,11 @@ class Discriminator(nn.Module):
         self.fc1 = nn.Linear(width, 1)
         self.fc10 = nn.Linear(width, num_classes)
 
+    @property
+    def depth(self):
+        """How many layers features() can read (1..depth)."""
+        return len(self.blocks)
+
     def layer_specs(self):
         """The layer table: one dict per layer with its sizes and receptive field on the input."""
         rows, size, rf, jump = [], self.image_size, 1, 1

@@ -18,10 +18,12 @@ import time
 import torch
 import torch.nn.functional as F
 
+from checkpoints import atomic_save, load_state, save_model
+from cli import ArgumentParser, Stopped, add_shared_flags, info, progress, run_main
 from models import Discriminator
-from utils import (ArgumentParser, Stopped, adam_step_guard, add_shared_flags, add_speed_flags,
-                   atomic_save, evaluate, info, load_state, open_run, plot_curves,
-                   progress, run_main, save_model, seed_everything)
+from pictures import plot_curves
+from runtime import add_speed_flags, seed_everything
+from training import adam_step_guard, evaluate, open_run
 
 CHECKPOINT, MODEL_FILE, LOG, CONFIG = ("baseline.ckpt", "cifar10.model", "baseline_log.jsonl",
                                        "baseline_config.json")

@@ -24,15 +24,16 @@ from dataclasses import dataclass
 
 import torch
 
+from checkpoints import atomic_save, load_state, save_model
+from cli import (FRACTION, NONNEGATIVE, POSITIVE_INT, ArgumentParser, Diverged, Stopped,
+                 UserError, add_shared_flags, info, progress, run_main)
 from data import make_generator
-from losses import (auxiliary_class_loss, gradient_penalty, wgan_critic_loss,
-                    wgan_generator_loss)
+from distributed import Dist
+from losses import auxiliary_class_loss, gradient_penalty, wgan_critic_loss, wgan_generator_loss
 from models import Discriminator, Generator
-from utils import (ArgumentParser, Dist, Diverged, Runtime, Stopped, UserError,
-                   adam_step_guard, add_shared_flags, add_speed_flags, atomic_save,
-                   check_positive, evaluate, info, load_state, open_run,
-                   plot_curves, progress, run_main, save_grid, save_model, seed_everything,
-                   to_unit)
+from pictures import plot_curves, save_grid, to_unit
+from runtime import Runtime, add_speed_flags, seed_everything
+from training import adam_step_guard, evaluate, open_run
 
 CHECKPOINT, LOG, CONFIG = "gan.ckpt", "gan_log.jsonl", "gan_config.json"
 PLAIN = Runtime(torch.device("cpu"))  # fp32, eager: the steps' default
@@ -50,13 +51,13 @@ def build_parser():
                      notes={"epochs": option, "width": option})
     add_speed_flags(p)
     g = p.add_argument_group("GAN")
-    g.add_argument("--gen_train", type=int, default=1,
+    g.add_argument("--gen_train", type=POSITIVE_INT, default=1,
                    help="train the generator every N discriminator steps")
-    g.add_argument("--gp_weight", type=float, default=10.0, help="gradient penalty lambda")
-    g.add_argument("--latent_dim", type=int, default=100,
+    g.add_argument("--gp_weight", type=NONNEGATIVE, default=10.0, help="gradient penalty lambda")
+    g.add_argument("--latent_dim", type=POSITIVE_INT, default=100,
                    help="noise values per image; the first num_classes are the one-hot class")
-    g.add_argument("--beta1", type=float, default=0.0, help="Adam beta1 of both networks")
-    g.add_argument("--beta2", type=float, default=0.9, help="Adam beta2 of both networks")
+    g.add_argument("--beta1", type=FRACTION, default=0.0, help="Adam beta1 of both networks")
+    g.add_argument("--beta2", type=FRACTION, default=0.9, help="Adam beta2 of both networks")
     g.add_argument("--sync_bn", action="store_true",
                    help="with several GPUs: the generator's BatchNorm uses the statistics of "
                         "the global batch (SyncBatchNorm)")
@@ -278,9 +279,6 @@ def build_gan(args, num_classes, runtime, dist=None):
 
 def run(args):
     """Train as the flags say; returns (final figures, GanNets)."""
-    check_positive(args, "gen_train", "latent_dim")
-    if args.gp_weight < 0 or not (0 <= args.beta1 < 1 and 0 <= args.beta2 < 1):
-        raise UserError("--gp_weight must be >= 0 and the Adam betas in [0, 1)")
     with open_run(args, "gan", CHECKPOINT, LOG, CONFIG) as r:
         if args.sync_bn and r.runtime.device.type != "cuda":
             raise UserError("--sync_bn needs CUDA (SyncBatchNorm has no CPU kernels)")

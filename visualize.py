@@ -22,10 +22,13 @@ import time
 import torch
 import torch.nn.functional as F
 
+from checkpoints import load_model
+from cli import (COUNT, INTEGER, NONNEGATIVE, POSITIVE, POSITIVE_INT, ArgumentParser, UserError,
+                 info, run_main)
 from data import load_dataset, make_generator, to_float
+from pictures import save_grid, to_unit
+from runtime import Runtime, add_speed_flags
 from train_gan import class_noise
-from utils import (ArgumentParser, Runtime, UserError, add_speed_flags, check_positive, info,
-                   load_model, run_main, save_grid, to_unit)
 
 FIGURES = ("perturb", "max-class", "max-features", "samples", "report", "all")
 MODELS = {"baseline": ("cifar10.model", "train_baseline.py"),
@@ -50,31 +53,32 @@ def build_parser():
     g.add_argument("--data_dir", default=None, help="its folder (default: the model's)")
     g.add_argument("--cache_dir", default=None, help="cache of decoded image folders")
     g.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
-    g.add_argument("--seed", type=int, default=0, help="picks the test batch, noise and jitter")
-    g.add_argument("--batch_size", type=int, default=100,
+    g.add_argument("--seed", type=INTEGER, default=0, help="picks the test batch, noise and jitter")
+    g.add_argument("--batch_size", type=POSITIVE_INT, default=100,
                    help="test images for perturb and the mean image")
     g = p.add_argument_group("perturb")
-    g.add_argument("--gain", type=float, default=8.0,
+    g.add_argument("--gain", type=NONNEGATIVE, default=8.0,
                    help="8-bit levels each pixel moves against the gradient's sign")
-    g.add_argument("--max_gain", type=int, default=16, help="accuracy-vs-gain plot: gains 0..N")
+    g.add_argument("--max_gain", type=COUNT, default=16, help="accuracy-vs-gain plot: gains 0..N")
     g = p.add_argument_group("max-class and max-features (gradient ascent on the input)")
-    g.add_argument("--steps", type=int, default=200, help="ascent steps")
-    g.add_argument("--lr", type=float, default=0.1, help="step size on the input gradient")
-    g.add_argument("--weight_decay", type=float, default=0.001,
+    g.add_argument("--steps", type=POSITIVE_INT, default=200, help="ascent steps")
+    g.add_argument("--lr", type=POSITIVE, default=0.1, help="step size on the input gradient")
+    g.add_argument("--weight_decay", type=NONNEGATIVE, default=0.001,
                    help="x -= weight_decay * x * |x| each step, as the assignment")
-    g.add_argument("--layers", type=int, nargs="+", default=[2, 3, 4, 6, 8],
-                   help="max-features: layers (1..8) to visualise")
-    g.add_argument("--n_features", type=int, default=100, help="max-features: the first N features")
-    g.add_argument("--jitter", type=int, default=0,
+    g.add_argument("--layers", type=POSITIVE_INT, nargs="+", default=[2, 3, 4, 6, 8],
+                   help="max-features: layers to visualise (1..8 for the assignment's network)")
+    g.add_argument("--n_features", type=POSITIVE_INT, default=100,
+                   help="max-features: the first N features")
+    g.add_argument("--jitter", type=COUNT, default=0,
                    help="regulariser: shift the image by up to N pixels each step (0: off)")
-    g.add_argument("--blur_every", type=int, default=0,
+    g.add_argument("--blur_every", type=COUNT, default=0,
                    help="regulariser: Gaussian blur every N steps (0: off)")
-    g.add_argument("--blur_sigma", type=float, default=0.5, help="the blur's sigma in pixels")
+    g.add_argument("--blur_sigma", type=POSITIVE, default=0.5, help="the blur's sigma in pixels")
     g = p.add_argument_group("samples")
     g.add_argument("--classes", nargs="+", default=["all"],
                    help="class names or indices (default all: one column each)")
-    g.add_argument("--n_per_class", type=int, default=10, help="samples per class")
-    g.add_argument("--interp_steps", type=int, default=10,
+    g.add_argument("--n_per_class", type=POSITIVE_INT, default=10, help="samples per class")
+    g.add_argument("--interp_steps", type=POSITIVE_INT, default=10,
                    help="images in each class's interpolation row")
     add_speed_flags(p, ("amp", "channels_last"))
     return p
@@ -550,22 +554,22 @@ COMMANDS = {"perturb": run_perturb, "max-class": run_max_class,
             "max-features": run_max_features, "samples": run_samples}
 
 
-def check_flags(args):
-    check_positive(args, "batch_size", "steps", "n_features", "n_per_class", "interp_steps",
-                   "blur_sigma")
-    bad = [k for k in args.layers if not 1 <= k <= 8]
-    if bad:
-        raise UserError(f"--layers must be between 1 and 8, got {bad[0]}")
-    if args.gain < 0 or args.max_gain < 0 or args.jitter < 0 or args.blur_every < 0:
-        raise UserError("--gain, --max_gain, --jitter and --blur_every cannot be negative")
+def check_layers(ctx):
+    """Every --layers value names a layer of every chosen discriminator (before any work)."""
+    for name in ctx.names:
+        depth = ctx.model(name)[0].depth
+        bad = [k for k in ctx.args.layers if k > depth]
+        if bad:
+            raise UserError(f"--layers {bad[0]}: the {name} discriminator has layers 1 to {depth}")
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    check_flags(args)
     ctx = Context(args)
     figures = list(COMMANDS) if args.figure == "all" else [args.figure]
     figures = [f for f in figures if f != "report"]
+    if "max-features" in figures:
+        check_layers(ctx)
     if args.figure == "all":  # say which files are missing before any long computation
         for name in ctx.names + ["generator"]:
             ctx.model(name)

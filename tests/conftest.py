@@ -29,7 +29,7 @@ def cache_dir(tmp_path_factory):
 
 def run_cli(main, argv, capsys):
     """Run a script's main as the command line would: (exit code, stdout, stderr)."""
-    from utils import run_main
+    from cli import run_main
 
     try:
         run_main(main, argv)

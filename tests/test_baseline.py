@@ -5,11 +5,12 @@ import sys
 
 import pytest
 import torch
+from conftest import ROOT, run_cli
 
 import train_baseline
-from conftest import ROOT, run_cli
+from checkpoints import load_model
 from data import Batches, load_dataset
-from utils import evaluate, load_model
+from training import evaluate
 
 FAST = ["--dataset", "digits", "--width", "8", "--batch_size", "32", "--lr", "2e-3",
         "--log_every", "1000"]

@@ -10,11 +10,11 @@ import time
 import pytest
 import torch
 import torch.multiprocessing as mp
+from conftest import ROOT
 
 import train_baseline
 import train_gan
-from conftest import ROOT
-from utils import EXIT_STOPPED
+from cli import EXIT_STOPPED
 
 TINY = ["--dataset", "digits", "--width", "8", "--lr", "2e-3", "--log_every", "1000"]
 
@@ -122,7 +122,8 @@ def test_resume_auto_starts_fresh_without_a_checkpoint(tmp_path, capsys):
 
 
 def test_batch_must_divide_among_processes():
-    from utils import Dist, UserError
+    from cli import UserError
+    from distributed import Dist
 
     assert Dist(0, 4).per_rank_batch(128) == 32
     with pytest.raises(UserError, match="global batch"):

@@ -5,15 +5,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from conftest import run_cli
 from PIL import Image
 
 import train_gan
-from conftest import run_cli
+from checkpoints import load_model
+from cli import EXIT_DIVERGED
 from losses import gradient_penalty, interpolate
 from models import Discriminator, Generator
-from train_gan import (GanNets, discriminator_step, fixed_noise, generator_step,
-                       sample_noise, save_samples)
-from utils import EXIT_DIVERGED, load_model
+from train_gan import (GanNets, discriminator_step, fixed_noise, generator_step, sample_noise,
+                       save_samples)
 
 TINY = ["--dataset", "digits", "--width", "8", "--batch_size", "32", "--lr", "2e-3",
         "--log_every", "1000"]
@@ -191,6 +192,6 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, capsys,
 
 def test_bad_gan_flags(tmp_path, capsys):
     for argv, words in ((["--latent_dim", "5"], "one-hot"), (["--gp_weight", "-1"], "gp_weight"),
-                        (["--gen_train", "0"], "gen_train"), (["--beta1", "1.5"], "betas")):
+                        (["--gen_train", "0"], "gen_train"), (["--beta1", "1.5"], "--beta1")):
         code, _, err = run_cli(train_gan.main, TINY + argv + ["--out_dir", str(tmp_path)], capsys)
         assert code == 2 and words in err and err.count("\n") == 1, err

@@ -11,13 +11,13 @@ import time
 
 import pytest
 import torch
+from conftest import ROOT, run_cli
 
 import bench
 import train_baseline
 import train_gan
 import visualize
-from conftest import ROOT, run_cli
-from utils import EXIT_STOPPED
+from cli import EXIT_STOPPED
 
 SCRIPTS = sorted(glob.glob(os.path.join(ROOT, "jobs", "*", "*"))) + [
     os.path.join(ROOT, "jobs", "resumable.sh")]

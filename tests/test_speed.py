@@ -4,13 +4,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import run_cli
 
 import bench
 import train_baseline
-from conftest import run_cli
+from runtime import Runtime
 from train_baseline import train_step
 from train_gan import build_gan, gan_iteration
-from utils import Runtime
 
 GAN_ARGS = SimpleNamespace(latent_dim=100, width=8, seed=0, lr=1e-3, beta1=0.0, beta2=0.9,
                            gen_train=1, gp_weight=10.0, adam_step_cap=1024)

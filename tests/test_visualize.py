@@ -3,12 +3,12 @@ import re
 
 import pytest
 import torch
+from conftest import run_cli
 from PIL import Image
 
 import visualize
-from conftest import run_cli
+from checkpoints import load_model
 from data import load_dataset
-from utils import load_model
 from visualize import LEVEL, max_class, max_features, perturb, pick_test_batch
 
 
@@ -122,7 +122,9 @@ def test_bad_input(digits_baseline, digits_gan, tmp_path, capsys):
     fails(["max-class", "--run_dir", str(tmp_path)], "cifar10.model", "train_baseline.py")
     fails(["max-class", "--model", "gan", "--gan_model", str(run / "generator.model"),
            "--run_dir", str(run)], "holds a generator")
-    fails(["max-features", "--layers", "9", "--run_dir", str(run)], "--layers", "1 and 8")
+    fails(["max-features", "--model", "gan", "--layers", "9", "--run_dir", str(run)],
+          "--layers 9", "layers 1 to 8")
+    fails(["max-features", "--layers", "0", "--run_dir", str(run)], "--layers", ">= 1")
     fails(["samples", "--classes", "zebra", "--run_dir", str(run)], "no class 'zebra'")
     fails(["paint", "--run_dir", str(run)], "invalid choice")
     (tmp_path / "broken.model").write_bytes(b"not a model")

@@ -1,0 +1,121 @@
+"""Checkpoints and model files: written atomically, loaded with weights_only=True, checked
+before use; which checkpoint to resume and whether its settings match the run's."""
+import json
+import os
+
+import torch
+
+from cli import UserError
+
+
+def atomic_save(obj, path):
+    """torch.save to a temporary file in the same folder, then rename: never a half file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_checkpoint(path, kind=None):
+    """torch.load with weights_only=True; a missing, corrupt or foreign file is a UserError."""
+    if not os.path.isfile(path):
+        raise UserError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # zip errors, EOF, unpickling refusals: all unusable files
+        raise UserError(f"{path} is not a readable checkpoint (corrupt, truncated or not made "
+                        f"by this project: {type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or "kind" not in ckpt:
+        raise UserError(f"{path} was not written by this project's scripts")
+    if kind is not None and ckpt["kind"] not in ((kind,) if isinstance(kind, str) else kind):
+        raise UserError(f"{path} holds a '{ckpt['kind']}' checkpoint, not '{kind}'")
+    return ckpt
+
+
+def load_state(module, state, path, what="model"):
+    """load_state_dict with a clear error when the shapes belong to another architecture."""
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError) as e:
+        first = str(e).strip().splitlines()
+        raise UserError(f"{path}: the saved {what} does not fit this architecture "
+                        f"({first[1].strip() if len(first) > 1 else first[0]})") from None
+
+
+def resolve_resume(args, ckpt_path):
+    """The checkpoint to resume from, or None for a fresh start; refuses to overwrite a run."""
+    mode = args.resume
+    if mode in ("no", None):
+        if os.path.exists(ckpt_path) and not args.overwrite:
+            raise UserError(f"{ckpt_path} holds an earlier run: pass --resume to continue it, or "
+                            "--overwrite (or another --out_dir) to start again")
+        return None
+    if mode == "auto":
+        return ckpt_path if os.path.exists(ckpt_path) else None
+    path = ckpt_path if mode == "yes" else mode
+    if not os.path.exists(path):
+        raise UserError(f"--resume: no checkpoint at {path}")
+    return path
+
+
+# Settings that may differ between a run and its resumption: where and how fast it runs, not
+# what it trains.
+RESUMABLE_CHANGES = {"device", "data_dir", "cache_dir", "resume", "overwrite", "out_dir",
+                     "log_every", "amp", "compile", "channels_last", "fused_adam",
+                     "data_on_device", "stop_file", "time_limit"}
+
+
+def check_same_settings(saved, current, path):
+    keys = sorted((set(saved) | set(current)) - RESUMABLE_CHANGES)
+    diff = [f"--{k} {saved.get(k)!r} -> {current.get(k)!r}" for k in keys
+            if saved.get(k) != current.get(k)]
+    if diff:
+        raise UserError(f"{path} was trained with other settings ({'; '.join(diff)}): resume "
+                        "with the original flags, or start a new run in another --out_dir")
+
+
+def settings(args):
+    """The resolved flags as a plain dict (what is printed, saved and stored in checkpoints)."""
+    return {k: v for k, v in sorted(vars(args).items()) if not callable(v)}
+
+
+def write_settings(args, path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(settings(args), f, indent=2)
+        f.write("\n")
+
+
+# ----------------------------------------------------------------------------- model files
+
+def save_model(path, model, name, settings_dict, metrics=None, classes=None, made_by=None):
+    """A model file: weights, the architecture's name and arguments, the run's settings,
+    its final figures, the class names of its dataset and the script that trained it."""
+    atomic_save({"kind": "model", "arch": name, "arch_args": dict(model.arch),
+                 "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                 "settings": settings_dict, "metrics": metrics or {},
+                 "classes": list(classes or []), "made_by": made_by}, path)
+
+
+def load_model(path, arch, made_by):
+    """Rebuild a model saved by save_model; `made_by` names the script for the error message."""
+    from models import ARCHITECTURES
+
+    if not os.path.isfile(path):
+        raise UserError(f"model file {path} not found: {made_by} writes it")
+    ckpt = load_checkpoint(path, kind="model")
+    if ckpt.get("arch") != arch:
+        raise UserError(f"{path} holds a {ckpt.get('arch')}, not a {arch}")
+    try:
+        model = ARCHITECTURES[arch](**ckpt["arch_args"])
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{path}: cannot rebuild the {arch} ({e})") from None
+    load_state(model, ckpt["model"], path, arch)
+    return model.eval(), ckpt

@@ -1,0 +1,168 @@
+"""The command line every script shares: errors and exit codes, the parser, the shared flags,
+run_main (a user's mistake is one line and exit 2) and console output."""
+import argparse
+import math
+import sys
+
+from data import DataError
+
+# Exit codes of the scripts, besides 0 and 130 (Ctrl-C).
+EXIT_USER_ERROR = 2  # bad input: one line on stderr says what to fix
+EXIT_DIVERGED = 3  # a loss became NaN or infinite; the last good checkpoint is kept
+EXIT_STOPPED = 75  # stopped on a signal with a checkpoint to resume from (EX_TEMPFAIL)
+
+
+class UserError(Exception):
+    """A mistake a user can fix (a bad flag, a missing file); printed as one line, exit 2."""
+
+
+class Stopped(Exception):
+    """Training stopped on a signal after writing a checkpoint to resume from (exit 75)."""
+
+
+class Diverged(Exception):
+    """A loss became NaN or infinite; the last good checkpoint is kept (exit 3)."""
+
+
+USER_ERRORS = (UserError, DataError)
+
+
+# ----------------------------------------------------------------------------- flags
+
+def number(kind=float, low=None, high=None, low_open=False, high_open=False):
+    """An argparse type: a finite number of `kind` in [low, high] (an end left out when
+    *_open), so that nan, inf, a count of 0 and the like are one-line errors at parse time."""
+    what = "a whole number" if kind is int else "a finite number"
+    if low is not None and high is not None:
+        what += f" in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    elif low is not None:
+        what += f" {'>' if low_open else '>='} {low:g}"
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got '{text}'") from None
+        if not math.isfinite(value) \
+                or (low is not None and (value < low or (low_open and value == low))) \
+                or (high is not None and (value > high or (high_open and value == high))):
+            raise argparse.ArgumentTypeError(f"must be {what}, got '{text}'")
+        return value
+
+    parse.__name__ = what
+    return parse
+
+
+POSITIVE_INT = number(int, low=1)
+COUNT = number(int, low=0)  # 0 allowed (e.g. "off")
+POSITIVE = number(float, low=0, low_open=True)
+NONNEGATIVE = number(float, low=0)
+FRACTION = number(float, low=0, high=1, high_open=True)  # Adam's betas: [0, 1)
+INTEGER = number(int)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line and accepts --a-b for every --a_b."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = list(sys.argv[1:] if args is None else args)
+        known = self._option_string_actions
+        for i, arg in enumerate(args):
+            if arg == "--":
+                break
+            name, eq, value = arg.partition("=")
+            snake = name.replace("-", "_")
+            if name.startswith("--") and name not in known and "--" + snake[2:] in known:
+                args[i] = "--" + snake[2:] + eq + value
+        return super().parse_known_args(args, namespace)
+
+
+def add_shared_flags(parser, *, epochs, lr, batch_size, width=196, dataset="cifar10", notes=None):
+    """The flags every training script shares; each script passes the assignment's defaults
+    (and, in notes, what it adds to a flag's help)."""
+    g = parser.add_argument_group("shared flags (the same in every script)")
+    notes = notes or {}
+
+    def with_note(name, text):
+        return f"{text}; {notes[name]}" if name in notes else text
+
+    g.add_argument("--dataset", default=dataset, help="dataset by name: cifar10, folder, digits")
+    g.add_argument("--data_dir", default="./data",
+                   help="where the dataset lives (cifar10 is downloaded here when missing; "
+                        "for folder: the folder holding train/ and test/)")
+    g.add_argument("--cache_dir", default=None,
+                   help="where decoded image folders are cached (default ~/.cache/cnn_gan)")
+    g.add_argument("--out_dir", default=".", help="where models, checkpoints, logs and pictures go")
+    g.add_argument("--epochs", type=POSITIVE_INT, default=epochs,
+                   help=with_note("epochs", "training epochs"))
+    g.add_argument("--batch_size", type=POSITIVE_INT, default=batch_size,
+                   help="images per step: the global batch, split among torchrun's processes")
+    g.add_argument("--lr", type=POSITIVE, default=lr,
+                   help="Adam learning rate, for the global batch: unchanged by the number of "
+                        "processes (scale it yourself if you raise --batch_size)")
+    g.add_argument("--width", type=POSITIVE_INT, default=width,
+                   help=with_note("width", "channels of every hidden layer of the networks"))
+    g.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
+    g.add_argument("--seed", type=INTEGER, default=0, help="seed of every random draw of the run")
+    g.add_argument("--resume", nargs="?", const="yes", default="no",
+                   help="continue from the checkpoint in --out_dir (or the path given); "
+                        "'auto' resumes when a checkpoint exists and starts fresh otherwise")
+    g.add_argument("--overwrite", action="store_true",
+                   help="start fresh even though --out_dir holds a checkpoint of an earlier run")
+    g.add_argument("--subset", type=POSITIVE_INT, default=None,
+                   help="train on N training images (a seeded choice) for quick runs")
+    g.add_argument("--adam_step_cap", type=COUNT, default=1024,
+                   help="the assignment's Adam overflow guard: a step count that reaches this is "
+                        "set back to cap-24 (0 turns it off)")
+    g.add_argument("--log_every", type=POSITIVE_INT, default=50,
+                   help="print and log one line every N steps")
+    g.add_argument("--stop_file", default=None,
+                   help="stop as on SIGTERM (checkpoint, exit code 75) once this file exists; "
+                        "the job scripts create it when the scheduler warns of the walltime")
+    g.add_argument("--time_limit", type=POSITIVE, default=None,
+                   help="stop as on SIGTERM after this many seconds (e.g. the walltime less a "
+                        "margin)")
+    return g
+
+
+def check_shared_flags(args):
+    from data import DATASETS
+
+    if args.dataset not in DATASETS:
+        raise UserError(f"unknown dataset '{args.dataset}'; choose one of {', '.join(DATASETS)}")
+
+
+def run_main(main, argv=None):
+    """Run a script's main; a user's mistake becomes one line on stderr and exit code 2."""
+    try:
+        return main(argv)
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except Stopped as e:
+        print(str(e), file=sys.stderr)
+        sys.exit(EXIT_STOPPED)
+    except Diverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(EXIT_DIVERGED)
+    except KeyboardInterrupt:
+        print("interrupted; the last checkpoint is kept", file=sys.stderr)
+        sys.exit(130)
+
+
+# ----------------------------------------------------------------------------- console
+
+def progress(iterable, total, desc):
+    """A tqdm bar on a terminal; nothing in a batch log (the compact lines say enough there)."""
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, leave=False, disable=None, dynamic_ncols=True)
+
+
+def info(message):
+    """Human-readable progress goes to stderr; stdout carries only the final JSON line."""
+    print(message, file=sys.stderr, flush=True)
+

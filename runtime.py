@@ -1,0 +1,99 @@
+"""Device, precision, memory format and compilation, decided in one place for every script."""
+import contextlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from cli import UserError
+
+
+def resolve_device(name):
+    """'auto' -> cuda when available, else cpu; a CUDA device that is not there is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s)")
+    return device
+
+
+SPEED_FLAGS = {
+    "amp": "bf16 autocast of the networks (losses and LayerNorm stay fp32)",
+    "compile": "torch.compile the networks' forward and backward passes (the gradient "
+               "penalty's double backward runs eagerly)",
+    "channels_last": "channels_last memory format for the networks and their inputs",
+    "fused_adam": "fused Adam kernels (the step-overflow guard still applies)",
+    "data_on_device": "hold the whole dataset on the GPU as uint8 and augment it there",
+}
+
+
+def add_speed_flags(parser, names=tuple(SPEED_FLAGS)):
+    g = parser.add_argument_group("speed (auto: on for CUDA, off for the CPU; each can be turned "
+                                  "off alone)")
+    for name in names:
+        g.add_argument(f"--{name}", choices=("auto", "on", "off"), default="auto",
+                       help=SPEED_FLAGS[name])
+
+
+@dataclass
+class Runtime:
+    """Device, precision, memory format and compilation: decided here, once, for every script.
+
+    The CPU path is plain fp32 and eager unless a flag turns something on; on CUDA every
+    speed-up is on unless a flag turns it off.
+    """
+    device: torch.device
+    amp: bool = False
+    compile: bool = False
+    channels_last: bool = False
+    fused_adam: bool = False
+    data_on_device: bool = False
+    compile_backend: str = "inductor"
+
+    @classmethod
+    def from_args(cls, args, dist=None):
+        device = resolve_device(args.device)
+        if dist is not None and dist.enabled and device.type == "cuda":
+            device = torch.device("cuda", dist.local_rank)  # one GPU per process
+        on_gpu = device.type == "cuda"
+        pick = {k: (on_gpu if getattr(args, k, "auto") == "auto" else getattr(args, k) == "on")
+                for k in SPEED_FLAGS}
+        if on_gpu:
+            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its kernels
+        return cls(device, **pick)
+
+    @property
+    def memory_format(self):
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def autocast(self):
+        if not self.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def module(self, model):
+        """The model on the device in the chosen memory format (parameters stay fp32)."""
+        return model.to(self.device, memory_format=self.memory_format)
+
+    def compiled(self, model):
+        """A compiled wrapper sharing the model's parameters (save the model, not this)."""
+        return torch.compile(model, backend=self.compile_backend) if self.compile else model
+
+    def adam(self, params, lr, betas=(0.9, 0.999)):
+        kind = dict(fused=True) if self.fused_adam else {}
+        return torch.optim.Adam(params, lr=lr, betas=tuple(float(b) for b in betas), **kind)
+
+    def describe(self):
+        return dict(device=str(self.device), **{k: getattr(self, k) for k in SPEED_FLAGS})
+
+
+def seed_everything(seed):
+    """Seed the global generators (model initialisation); the data has generators of its own."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)

@@ -1,0 +1,73 @@
+"""The shared command line: flags, one-line errors."""
+import pytest
+
+import cli
+from cli import ArgumentParser
+
+
+def test_parser_accepts_dashes_and_errors_in_one_line(capsys):
+    p = ArgumentParser(prog="x")
+    cli.add_shared_flags(p, epochs=3, lr=0.1, batch_size=4)
+    a = p.parse_args(["--data-dir", "d", "--batch_size=7", "--out-dir=o"])
+    assert (a.data_dir, a.batch_size, a.out_dir) == ("d", 7, "o")
+    with pytest.raises(SystemExit) as e:
+        p.parse_args(["--epochs", "many"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--epochs" in err
+    assert "--data-dir" not in p.format_help()  # help lists the snake_case spelling only
+
+
+# (script, flags, words the one line must hold): nonsense numbers of every script
+NONSENSE = [
+    ("train_baseline", ["--lr", "nan"], ["--lr", "'nan'"]),
+    ("train_baseline", ["--lr", "inf"], ["--lr", "'inf'"]),
+    ("train_baseline", ["--lr", "0"], ["--lr", "> 0"]),
+    ("train_baseline", ["--lr=-1e-4"], ["--lr", "> 0"]),
+    ("train_baseline", ["--log_every", "0"], ["--log_every", ">= 1"]),
+    ("train_baseline", ["--subset", "0"], ["--subset", ">= 1"]),
+    ("train_baseline", ["--epochs", "2.5"], ["--epochs", "whole number"]),
+    ("train_baseline", ["--time_limit", "nan"], ["--time_limit"]),
+    ("train_baseline", ["--adam_step_cap", "-1"], ["--adam_step_cap", ">= 0"]),
+    ("train_baseline", ["--subset", "1501"], ["--subset 1501", "1500 training images"]),
+    ("train_baseline", ["--batch_size", "1501"], ["--batch_size 1501", "1500 training images"]),
+    ("train_baseline", ["--subset", "20", "--batch_size", "32"],
+     ["--batch_size 32", "20 training images"]),
+    ("train_gan", ["--gp_weight", "nan"], ["--gp_weight"]),
+    ("train_gan", ["--gp_weight", "-1"], ["--gp_weight", ">= 0"]),
+    ("train_gan", ["--beta1", "1"], ["--beta1", "[0, 1)"]),
+    ("train_gan", ["--beta2", "-0.1"], ["--beta2", "[0, 1)"]),
+    ("train_gan", ["--gen_train", "0"], ["--gen_train"]),
+    ("train_gan", ["--latent_dim", "5"], ["--latent_dim 5", "one-hot"]),
+    ("visualize", ["--steps", "0"], ["--steps", ">= 1"]),
+    ("visualize", ["--gain", "-1"], ["--gain", ">= 0"]),
+    ("visualize", ["--gain", "nan"], ["--gain"]),
+    ("visualize", ["--lr", "inf"], ["--lr"]),
+    ("visualize", ["--weight_decay", "-0.1"], ["--weight_decay"]),
+    ("visualize", ["--layers", "0"], ["--layers", ">= 1"]),
+    ("visualize", ["--blur_sigma", "0"], ["--blur_sigma"]),
+    ("bench", ["--steps", "0"], ["--steps"]),
+    ("bench", ["--warmup", "-1"], ["--warmup"]),
+]
+
+
+@pytest.mark.parametrize("script,flags,words", NONSENSE,
+                         ids=[f"{s}{'_'.join(f)}" for s, f, _ in NONSENSE])
+def test_nonsense_numbers_get_one_line_and_exit_2(script, flags, words, tmp_path, capsys):
+    import importlib
+
+    from conftest import run_cli
+
+    module = importlib.import_module(script)
+    if script == "visualize":
+        argv = ["perturb", "--run_dir", str(tmp_path)] + flags
+    elif script == "bench":
+        argv = ["--device", "cpu"] + flags
+    else:
+        argv = ["--dataset", "digits", "--width", "8", "--epochs", "1",
+                "--out_dir", str(tmp_path)] + flags
+    code, out, err = run_cli(module.main, argv, capsys)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    for w in words:
+        assert w in err, err
+    assert not any(tmp_path.iterdir())  # nothing written
