@@ -22,6 +22,15 @@ DISC_LAYERS = ((3, 1), (3, 2), (3, 1), (3, 2), (3, 1), (3, 1), (3, 1), (3, 2))
 GEN_UPSAMPLE = (True, False, False, False, True, False, True, False)
 
 
+class FloatLayerNorm(nn.LayerNorm):
+    """LayerNorm computed in fp32 under autocast on any device. CUDA's autocast does this by
+    itself; the CPU's would keep a bf16 input in bf16, which moves the critic's input
+    gradients, and so the gradient penalty, by several percent."""
+
+    def forward(self, x):
+        return super().forward(x.float())
+
+
 class Discriminator(nn.Module):
     """The critic/classifier of the assignment's table.
 
@@ -45,7 +54,7 @@ class Discriminator(nn.Module):
             size = (size + 2 - kernel) // stride + 1
             blocks.append(nn.Sequential(
                 nn.Conv2d(channels, width, kernel, stride, padding=1),
-                nn.LayerNorm([width, size, size]),  # per sample: keeps the gradient penalty valid
+                FloatLayerNorm([width, size, size]),  # per sample: keeps the GP valid
                 nn.LeakyReLU(negative_slope),
             ))
             channels = width
