@@ -1,7 +1,10 @@
 """Checkpoints and model files: written atomically, loaded with weights_only=True, checked
 before use; which checkpoint to resume and whether its settings match the run's."""
 import json
+import math
 import os
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -23,8 +26,49 @@ def atomic_save(obj, path):
             os.remove(tmp)
 
 
-def load_checkpoint(path, kind=None):
-    """torch.load with weights_only=True; a missing, corrupt or foreign file is a UserError."""
+# ----------------------------------------------------------------------------- what a file holds
+
+@dataclass(frozen=True)
+class Field:
+    """One entry of a checkpoint: what it must be (said in the error) and the check."""
+    what: str
+    ok: Callable[[object], bool]
+
+
+def _is_state_dict(v):
+    return isinstance(v, dict) and all(isinstance(k, str) and torch.is_tensor(t)
+                                       for k, t in v.items())
+
+
+COUNT = Field("a whole number >= 0", lambda v: type(v) is int and v >= 0)
+NUMBER = Field("a finite number", lambda v: type(v) in (int, float) and math.isfinite(v))
+TEXT = Field("a string", lambda v: isinstance(v, str))
+TEXT_OR_NONE = Field("a string or None", lambda v: v is None or isinstance(v, str))
+DICT = Field("a dict", lambda v: isinstance(v, dict))
+NAMES = Field("a list of strings", lambda v: isinstance(v, list)
+              and all(isinstance(s, str) for s in v))
+RECORDS = Field("a list of dicts", lambda v: isinstance(v, list)
+                and all(isinstance(r, dict) for r in v))
+WEIGHTS = Field("a state dict of tensors", _is_state_dict)
+OPTIMIZER = Field("an optimizer state dict", lambda v: isinstance(v, dict)
+                  and isinstance(v.get("state"), dict) and isinstance(v.get("param_groups"), list)
+                  and all(isinstance(g, dict) for g in v["param_groups"]))
+SUMS = Field("a 1-D tensor or None", lambda v: v is None or (torch.is_tensor(v) and v.dim() == 1))
+
+# Where training stands, in every trainer's checkpoint: completed epochs, the step within the
+# next epoch (> 0 for a checkpoint written on a stop signal) and that epoch's running sums.
+PROGRESS_FIELDS = {"epoch": COUNT, "step": COUNT, "partial": SUMS, "settings": DICT,
+                   "history": RECORDS, "seconds": NUMBER}
+MODEL_FIELDS = {"arch": TEXT, "arch_args": DICT, "model": WEIGHTS, "settings": DICT,
+                "metrics": DICT, "classes": NAMES, "made_by": TEXT_OR_NONE}
+
+
+def load_checkpoint(path, kind=None, fields=None):
+    """torch.load with weights_only=True, then every entry of `fields` checked.
+
+    A missing, unreadable, foreign or damaged file is a UserError naming the file and what
+    is wrong, so no script meets a KeyError or a wrong type later.
+    """
     if not os.path.isfile(path):
         raise UserError(f"no checkpoint at {path}")
     try:
@@ -32,21 +76,27 @@ def load_checkpoint(path, kind=None):
     except Exception as e:  # zip errors, EOF, unpickling refusals: all unusable files
         raise UserError(f"{path} is not a readable checkpoint (corrupt, truncated or not made "
                         f"by this project: {type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or "kind" not in ckpt:
-        raise UserError(f"{path} was not written by this project's scripts")
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("kind"), str):
+        raise UserError(f"{path} was not written by this project's scripts (no 'kind' entry)")
     if kind is not None and ckpt["kind"] not in ((kind,) if isinstance(kind, str) else kind):
         raise UserError(f"{path} holds a '{ckpt['kind']}' checkpoint, not '{kind}'")
+    for key, field in (fields or {}).items():
+        if key not in ckpt:
+            raise UserError(f"{path} is damaged or from another version: it has no '{key}'")
+        if not field.ok(ckpt[key]):
+            raise UserError(f"{path} is damaged or from another version: '{key}' should be "
+                            f"{field.what}, not {type(ckpt[key]).__name__}")
     return ckpt
 
 
 def load_state(module, state, path, what="model"):
-    """load_state_dict with a clear error when the shapes belong to another architecture."""
+    """load_state_dict with a clear error when the saved state belongs to something else."""
     try:
         module.load_state_dict(state)
-    except (RuntimeError, KeyError, ValueError) as e:
-        first = str(e).strip().splitlines()
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError) as e:
+        lines = str(e).strip().splitlines() or [type(e).__name__]
         raise UserError(f"{path}: the saved {what} does not fit this architecture "
-                        f"({first[1].strip() if len(first) > 1 else first[0]})") from None
+                        f"({lines[1].strip() if len(lines) > 1 else lines[0]})") from None
 
 
 def resolve_resume(args, ckpt_path):
@@ -110,9 +160,9 @@ def load_model(path, arch, made_by):
 
     if not os.path.isfile(path):
         raise UserError(f"model file {path} not found: {made_by} writes it")
-    ckpt = load_checkpoint(path, kind="model")
-    if ckpt.get("arch") != arch:
-        raise UserError(f"{path} holds a {ckpt.get('arch')}, not a {arch}")
+    ckpt = load_checkpoint(path, kind="model", fields=MODEL_FIELDS)
+    if ckpt["arch"] != arch:
+        raise UserError(f"{path} holds a {ckpt['arch']}, not a {arch}")
     try:
         model = ARCHITECTURES[arch](**ckpt["arch_args"])
     except (TypeError, ValueError) as e:

@@ -12,10 +12,15 @@ from cli import UserError, info
 
 @dataclass
 class Dist:
-    """Where this process stands among those torchrun started (one process: rank 0 of 1)."""
+    """Where this process stands among those torchrun started (one process: rank 0 of 1).
+
+    cpu_group is a gloo group for small flags kept on the CPU (the stop request), so agreeing
+    on them never waits for a GPU; None means the default group, which is gloo already.
+    """
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    cpu_group: object = None
 
     @property
     def enabled(self):
@@ -64,7 +69,10 @@ def init_distributed(device_arg):
         torch.cuda.set_device(local)
     if not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
-    return Dist(rank, world, local)
+    cpu_group = None
+    if torch.distributed.get_backend() != "gloo":
+        cpu_group = torch.distributed.new_group(backend="gloo")
+    return Dist(rank, world, local, cpu_group)
 
 
 class StopSignal:
@@ -72,18 +80,25 @@ class StopSignal:
     walltime with --signal), a stop file appearing (what the job scripts create when the
     scheduler warns them; it reaches every node of a multi-node job), or a time limit.
 
-    The trainers ask after every step. Signals are answered at once; the file and the clock
-    are looked at every `every` steps, and with several processes the ranks agree then (one
-    all-reduce), so all of them stop after the same step.
+    The trainers ask after every step, and it costs next to nothing: the signal is a flag
+    set by the handler and the time limit a clock read; the file is looked for at most every
+    `poll_seconds` (a stat on a shared file system is not free). With several processes the
+    ranks must stop after the same step: each step starts an asynchronous all-reduce of this
+    rank's answer over a CPU (gloo) group and reads the one started a step earlier, so all
+    ranks stop together one step after any of them was asked, never waiting on the network
+    or the GPU. At an epoch's end `settle()` agrees synchronously.
     """
 
     SIGNALS = ("SIGTERM", "SIGUSR1")
 
-    def __init__(self, dist=None, stop_file=None, time_limit=None, every=10):
-        self.dist, self.every, self.received = dist or Dist(), every, None
-        self.stop_file, self.deadline = stop_file, None
-        if time_limit:
-            self.deadline = time.time() + time_limit
+    def __init__(self, dist=None, stop_file=None, time_limit=None, poll_seconds=1.0,
+                 started=None):
+        self.dist, self.stop_file, self.poll_seconds = dist or Dist(), stop_file, poll_seconds
+        self.received = self.reason = None
+        started = time.monotonic() if started is None else started
+        self.deadline = started + time_limit if time_limit else None
+        self._next_poll = 0.0  # the first call looks for the file at once
+        self._pending = None  # (work, flag) of the all-reduce started after the last step
         self._previous = {}
         for name in self.SIGNALS:
             if hasattr(signal, name):
@@ -91,33 +106,58 @@ class StopSignal:
                 self._previous[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
-        if self.received is None:
-            info(f"received {signal.Signals(signum).name}: stopping after this step")
         self.received = signum
 
-    def _asked(self):
-        if self.received is not None:
-            return True
-        if self.stop_file and os.path.exists(self.stop_file):
-            info(f"found {self.stop_file}: stopping after this step")
-            return True
-        if self.deadline and time.time() > self.deadline:
-            info("--time_limit reached: stopping after this step")
-            return True
-        return False
+    def asked(self):
+        """Whether this process has been asked to stop (remembered once true)."""
+        if self.reason is None:
+            now = time.monotonic()
+            if self.received is not None:
+                self.reason = f"received {signal.Signals(self.received).name}"
+            elif self.deadline is not None and now >= self.deadline:
+                self.reason = "--time_limit reached"
+            elif self.stop_file and now >= self._next_poll:
+                self._next_poll = now + self.poll_seconds
+                if os.path.exists(self.stop_file):
+                    self.reason = f"found {self.stop_file}"
+            if self.reason is not None and self.dist.is_main:
+                info(f"{self.reason}: stopping after this step")
+        return self.reason is not None
 
-    def __call__(self, step, device=None):
-        if not self.dist.enabled and self.received is not None:
-            return True
-        if (step + 1) % self.every:
+    def _collect(self):
+        """The agreement started a step earlier (False when none is under way)."""
+        if self._pending is None:
             return False
-        asked = self._asked()
+        work, flag = self._pending
+        self._pending = None
+        work.wait()
+        return flag.item() > 0
+
+    def _reduce(self, asked, async_op):
+        flag = torch.tensor([float(asked)])  # on the CPU: no GPU synchronisation
+        work = torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX,
+                                            group=self.dist.cpu_group, async_op=async_op)
+        return work, flag
+
+    def __call__(self):
+        """After a step: True when every process is to stop now."""
+        asked = self.asked()
         if not self.dist.enabled:
             return asked
-        flag = torch.tensor(float(asked), device=device)
-        return bool(self.dist.all_max(flag).item())
+        if self._collect():
+            return True
+        self._pending = self._reduce(asked, async_op=True)
+        return False
+
+    def settle(self):
+        """At an epoch's end: whether to stop, agreed by every process before returning."""
+        asked = self.asked()
+        if not self.dist.enabled:
+            return asked
+        earlier = self._collect()
+        _, flag = self._reduce(asked, async_op=False)
+        return earlier or flag.item() > 0
 
     def restore(self):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-

@@ -13,20 +13,17 @@ and baseline_curves.png. The last line on stdout is JSON with the final figures.
 """
 import json
 import os
-import time
 
-import torch
 import torch.nn.functional as F
 
-from checkpoints import atomic_save, load_state, save_model
-from cli import ArgumentParser, Stopped, add_shared_flags, info, progress, run_main
+from checkpoints import OPTIMIZER, WEIGHTS, load_state, save_model
+from cli import ArgumentParser, add_shared_flags, run_main
 from models import Discriminator
 from pictures import plot_curves
 from runtime import add_speed_flags, seed_everything
 from training import adam_step_guard, evaluate, open_run
 
-CHECKPOINT, MODEL_FILE, LOG, CONFIG = ("baseline.ckpt", "cifar10.model", "baseline_log.jsonl",
-                                       "baseline_config.json")
+MODEL_FILE = "cifar10.model"  # the assignment's name, whatever the dataset
 
 
 def build_parser():
@@ -57,50 +54,58 @@ def train_step(model, optimizer, x, y, runtime, step_cap=1024):
     return loss.detach(), (logits.detach().argmax(1) == y).sum()
 
 
-def train_one_epoch(model, optimizer, batches, epoch, runtime, *, start=0, sums=None,
-                    stop=None, step_cap=1024, log_every=50, log=None):
-    """Train from batch `start` of the epoch to its end, or until stop(step) says so.
+class BaselineTrainer:
+    """The discriminator as a classifier, for the shared epoch loop (training.Run.fit)."""
+    kind = "baseline"
+    fields = {"model": WEIGHTS, "optimizer": OPTIMIZER}
+    sums_width = 3  # cross-entropy sum, correct predictions, images
 
-    sums carries (loss sum, correct, images) of the batches before `start` (a run resumed
-    mid-epoch). Returns (next batch index, sums): the epoch is complete when the index equals
-    len(batches).
-    """
-    model.train()
-    dev, steps = batches.device, len(batches)
-    sums = torch.zeros(3, device=dev) if sums is None else sums.to(dev)
-    i = start
-    for i, (x, y) in enumerate(progress(batches.epoch(epoch, start), steps - start,
-                                        f"epoch {epoch + 1}"), start):
-        loss, hits = train_step(model, optimizer, x, y, runtime, step_cap)
-        # Running sums stay on the device: no host sync until a line is printed.
+    def __init__(self, args, model, optimizer, runtime, test, fast=None):
+        self.args, self.model, self.optimizer, self.runtime = args, model, optimizer, runtime
+        self.test = test
+        self.fast = fast or model  # what the step runs through (compiled, DDP); shares weights
+
+    def state(self):
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load(self, ckpt, path):
+        load_state(self.model, ckpt["model"], path)
+        load_state(self.optimizer, ckpt["optimizer"], path, "optimizer state")
+
+    def begin_epoch(self, epoch):
+        self.model.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(epoch, self.args.lr, self.args.epochs)
+
+    def step(self, i, x, y, sums):
+        loss, hits = train_step(self.fast, self.optimizer, x, y, self.runtime,
+                                self.args.adam_step_cap)
         sums[0] += loss * len(y)  # in place, with Python scalars: no host-device copies
         sums[1] += hits
         sums[2] += len(y)
-        if log is not None and (i + 1) % log_every == 0:
-            loss_mean, acc = (sums[0] / sums[2]).item(), (100 * sums[1] / sums[2]).item()
-            info(f"epoch {epoch + 1} step {i + 1}/{steps} loss {loss_mean:.4f} acc {acc:.2f}")
-            log.write(event="step", epoch=epoch + 1, step=i + 1, loss=round(loss_mean, 4),
-                      acc=round(acc, 2))
-        if stop is not None and i + 1 < steps and stop(i, dev):
-            return i + 1, sums
-    return steps, sums
+        return loss
 
+    def means(self, sums):
+        loss, hits, n = sums.tolist()
+        n = max(n, 1.0)
+        return dict(loss=round(loss / n, 4), acc=round(100 * hits / n, 2))
 
-def save_checkpoint(path, model, optimizer, epoch, step, sums, config, history, seconds):
-    """Everything --resume needs, as state dicts and plain data.
+    def end_epoch(self, epoch, means, seconds):
+        test_acc, test_loss = evaluate(self.model, self.test, self.runtime)
+        record = dict(lr=self.optimizer.param_groups[0]["lr"], train_loss=means["loss"],
+                      train_acc=means["acc"], test_loss=round(test_loss, 4),
+                      test_acc=round(test_acc, 2))
+        return record, f"train acc {means['acc']:.2f} test acc {test_acc:.2f}"
 
-    epoch counts completed epochs; step > 0 marks a checkpoint written mid-epoch (on a
-    signal), with the running sums of that epoch so far.
-    """
-    atomic_save({"kind": "baseline", "epoch": epoch, "step": step,
-                 "partial": None if sums is None else sums.detach().cpu(),
-                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "settings": config, "history": history, "seconds": seconds}, path)
+    def plot(self, history):
+        plot_curves(history, [("cross-entropy", ["train_loss", "test_loss"]),
+                              ("accuracy (%)", ["train_acc", "test_acc"])],
+                    os.path.join(self.args.out_dir, "baseline_curves.png"), "baseline classifier")
 
 
 def run(args):
     """Train as the flags say; returns (final figures, trained model)."""
-    with open_run(args, "baseline", CHECKPOINT, LOG, CONFIG) as r:
+    with open_run(args, BaselineTrainer) as r:
         return _train(args, r)
 
 
@@ -111,56 +116,18 @@ def _train(args, r):
     model = rt.module(Discriminator(args.width, data.num_classes))
     model.fc1.requires_grad_(False)  # the critic head plays no part here (and DDP needs to know)
     optimizer = rt.adam(model.parameters(), lr=args.lr)
-    start_epoch, start_step, partial = r.position()
-    history, seconds = [], 0.0
+    # The step runs through DDP for several processes, compiled on the fast path; both share
+    # the parameters with `model`, which is what gets saved.
+    trainer = BaselineTrainer(args, model, optimizer, rt, test,
+                              fast=rt.compiled(dist.wrap(model, rt.device)))
     if r.ckpt:
-        load_state(model, r.ckpt["model"], r.resume_from)
-        load_state(optimizer, r.ckpt["optimizer"], r.resume_from, "optimizer state")
-        history, seconds = r.ckpt["history"], r.ckpt["seconds"]
-    # What the step runs through: DDP for several processes, compiled on the fast path.
-    # It shares the parameters with `model`, which is what gets saved.
-    fast = rt.compiled(dist.wrap(model, rt.device))
+        trainer.load(r.ckpt, r.resume_from)
     r.begin()
     r.say(f"{data.name}: {len(data.train_y)} training, {len(data.test_y)} test images; "
           f"{len(train)} steps per epoch on {rt.device}")
-    for epoch in range(start_epoch, args.epochs):
-        t0 = time.time()
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(epoch, args.lr, args.epochs)
-        step, sums = train_one_epoch(fast, optimizer, train, epoch, rt, start=start_step,
-                                     sums=partial, stop=r.stop, step_cap=args.adam_step_cap,
-                                     log_every=args.log_every, log=r.log)
-        seconds += time.time() - t0
-        start_step, partial = 0, None
-        if step < len(train):  # stopped on a signal
-            if dist.is_main:
-                save_checkpoint(r.ckpt_path, model, optimizer, epoch, step, sums, r.config,
-                                history, seconds)
-            raise Stopped(f"stopped at epoch {epoch + 1}, step {step}; resume with --resume "
-                          f"(checkpoint {r.ckpt_path})")
-        sums = dist.all_sum(sums)
-        train_loss, train_acc = (sums[0] / sums[2]).item(), (100 * sums[1] / sums[2]).item()
-        if not dist.is_main:
-            continue
-        test_acc, test_loss = evaluate(model, test, rt)
-        dt = time.time() - t0
-        rec = dict(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"],
-                   train_loss=round(train_loss, 4), train_acc=round(train_acc, 2),
-                   test_loss=round(test_loss, 4), test_acc=round(test_acc, 2),
-                   seconds=round(dt, 2))
-        history.append(rec)
-        r.log.write(event="epoch", **rec)
-        info(f"epoch {epoch + 1}/{args.epochs} train acc {train_acc:.2f} test acc {test_acc:.2f} "
-             f"({dt:.1f}s)")
-        save_checkpoint(r.ckpt_path, model, optimizer, epoch + 1, 0, None, r.config, history,
-                        seconds)
-        plot_curves(history, [("cross-entropy", ["train_loss", "test_loss"]),
-                              ("accuracy (%)", ["train_acc", "test_acc"])],
-                    os.path.join(args.out_dir, "baseline_curves.png"), "baseline classifier")
-
-    final = history[-1] if history else {}
+    final = r.fit(trainer, train)
     metrics = dict(test_acc=final.get("test_acc"), train_acc=final.get("train_acc"),
-                   epochs=args.epochs, seconds=round(seconds, 1),
+                   epochs=args.epochs, seconds=round(r.seconds, 1),
                    model=os.path.join(args.out_dir, MODEL_FILE))
     if dist.is_main:
         save_model(metrics["model"], model, "discriminator", r.config, metrics, data.classes,

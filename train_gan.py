@@ -19,14 +19,13 @@ gan_curves.png. The last line on stdout is JSON with the final figures.
 """
 import json
 import os
-import time
 from dataclasses import dataclass
 
 import torch
 
-from checkpoints import atomic_save, load_state, save_model
-from cli import (FRACTION, NONNEGATIVE, POSITIVE_INT, ArgumentParser, Diverged, Stopped,
-                 UserError, add_shared_flags, info, progress, run_main)
+from checkpoints import OPTIMIZER, WEIGHTS, load_state, save_model
+from cli import (FRACTION, NONNEGATIVE, POSITIVE_INT, ArgumentParser, UserError,
+                 add_shared_flags, run_main)
 from data import make_generator
 from distributed import Dist
 from losses import auxiliary_class_loss, gradient_penalty, wgan_critic_loss, wgan_generator_loss
@@ -35,7 +34,6 @@ from pictures import plot_curves, save_grid, to_unit
 from runtime import Runtime, add_speed_flags, seed_everything
 from training import adam_step_guard, evaluate, open_run
 
-CHECKPOINT, LOG, CONFIG = "gan.ckpt", "gan_log.jsonl", "gan_config.json"
 PLAIN = Runtime(torch.device("cpu"))  # fp32, eager: the steps' default
 # What the discriminator step reports, in the order the assignment prints them.
 D_STATS = ("gp", "d_fake", "d_real", "real_class", "fake_class", "real_acc")
@@ -170,57 +168,69 @@ def gan_iteration(nets, opt_g, opt_d, real, real_labels, step, args, runtime, ge
     return loss_g, loss_d, stats
 
 
-def train_gan_epoch(nets, opt_g, opt_d, batches, epoch, args, runtime=PLAIN, *, start=0,
-                    sums=None, stop=None, dist=None, log=None):
-    """Train from batch `start` of the epoch to its end, or until stop(step) says so.
+class GanTrainer:
+    """ACGAN + WGAN-GP for the shared epoch loop (training.Run.fit)."""
+    kind = "gan"
+    fields = {"generator": WEIGHTS, "discriminator": WEIGHTS, "opt_g": OPTIMIZER,
+              "opt_d": OPTIMIZER}
+    sums_width = len(D_STATS) + 3  # D_STATS, the generator loss, generator steps, steps
 
-    The random draws of step i come from a generator seeded by (seed, epoch, i, rank), so a
-    run resumed at any step draws what an uninterrupted run would. sums carries the running
-    sums of the steps before `start` (D_STATS, the generator loss, generator steps, steps).
-    Losses are checked for NaN on the device and read back only every --log_every steps, at
-    the end of the epoch and before stopping. Returns (next batch index, sums).
-    """
-    nets.G.train()
-    nets.D.train()
-    dist = dist or Dist()
-    dev, steps = batches.device, len(batches)
-    sums = torch.zeros(len(D_STATS) + 3, device=dev) if sums is None else sums.to(dev)
-    first_bad = torch.full((), -1.0, device=dev)
-    for i, (real, real_labels) in enumerate(progress(batches.epoch(epoch, start), steps - start,
-                                                     f"epoch {epoch + 1}"), start):
-        gen = make_generator(dev, args.seed, "gan", epoch, i, batches.rank)
-        loss_g, loss_d, stats = gan_iteration(nets, opt_g, opt_d, real, real_labels, i, args,
-                                              runtime, gen)
-        # in place, with Python scalars: no host-device copies
-        sums[:len(D_STATS)] += stats
-        sums[len(D_STATS)] += loss_g
-        sums[len(D_STATS) + 1] += float(i % args.gen_train == 0)
-        sums[len(D_STATS) + 2] += 1
-        bad = ~torch.isfinite(loss_d + loss_g)
-        first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, i), first_bad)
-        stopping = stop is not None and i + 1 < steps and stop(i, dev)
-        if (i + 1) % args.log_every == 0 or i + 1 == steps or stopping:
-            # one rank's NaN reaches every rank's weights: all stop together
-            bad_step = int(dist.all_max(first_bad.clone()).item())
-            if bad_step >= 0:
-                raise Diverged(f"a loss became NaN or infinite at epoch {epoch + 1}, "
-                               f"step {bad_step + 1}")
-            if log is not None and (i + 1) % args.log_every == 0:
-                means = epoch_means(sums)
-                info(f"epoch {epoch + 1} step {i + 1}/{steps} " +
-                     " ".join(f"{k} {v:.3f}" for k, v in means.items()))
-                log.write(event="step", epoch=epoch + 1, step=i + 1, **means)
-        if stopping:
-            return i + 1, sums
-    return steps, sums
+    def __init__(self, args, nets, opt_g, opt_d, runtime=PLAIN, *, train=None, test=None,
+                 z_fixed=None):
+        """train and test are the batches (the images per epoch, the rank and the test
+        accuracy come from them); z_fixed is the grid's noise."""
+        self.args, self.nets, self.opt_g, self.opt_d = args, nets, opt_g, opt_d
+        self.runtime, self.test, self.z_fixed = runtime, test, z_fixed
+        self.rank = train.rank if train is not None else 0
+        self.images_per_epoch = len(train) * args.batch_size if train is not None else 0
+        self.grids = os.path.join(args.out_dir, "output")
 
+    def state(self):
+        return {"generator": self.nets.G.state_dict(), "discriminator": self.nets.D.state_dict(),
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
 
-def epoch_means(sums):
-    """The running sums of train_gan_epoch as means: D_STATS per step, g_loss per G step."""
-    s = sums.tolist()
-    n, g_steps = max(s[-1], 1.0), max(s[-2], 1.0)
-    values = [v / n for v in s[:len(D_STATS)]] + [s[len(D_STATS)] / g_steps]
-    return {k: round(v, 4) for k, v in zip(D_STATS + ("g_loss",), values)}
+    def load(self, ckpt, path):
+        for module, key in ((self.nets.G, "generator"), (self.nets.D, "discriminator"),
+                            (self.opt_g, "opt_g"), (self.opt_d, "opt_d")):
+            load_state(module, ckpt[key], path, key)
+
+    def begin_epoch(self, epoch):
+        self.nets.G.train()
+        self.nets.D.train()
+        self.epoch = epoch
+
+    def step(self, i, real, labels, sums):
+        """One iteration. Its random draws come from a generator seeded by (seed, epoch, i,
+        rank), so a run resumed at any step draws what an uninterrupted run would."""
+        gen = make_generator(real.device, self.args.seed, "gan", self.epoch, i, self.rank)
+        loss_g, loss_d, stats = gan_iteration(self.nets, self.opt_g, self.opt_d, real, labels,
+                                              i, self.args, self.runtime, gen)
+        n = len(D_STATS)  # in place, with Python scalars: no host-device copies
+        sums[:n] += stats
+        sums[n] += loss_g
+        sums[n + 1] += float(i % self.args.gen_train == 0)
+        sums[n + 2] += 1
+        return loss_d + loss_g
+
+    def means(self, sums):
+        """The running sums as means: D_STATS per step, the generator loss per G step."""
+        s = sums.tolist()
+        n, g_steps = max(s[-1], 1.0), max(s[-2], 1.0)
+        values = [v / n for v in s[:len(D_STATS)]] + [s[len(D_STATS)] / g_steps]
+        return {k: round(v, 4) for k, v in zip(D_STATS + ("g_loss",), values)}
+
+    def end_epoch(self, epoch, means, seconds):
+        test_acc, _ = evaluate(self.nets.D, self.test, self.runtime)
+        save_samples(self.nets.G, self.z_fixed, os.path.join(self.grids, f"{epoch:03d}.png"))
+        record = dict(test_acc=round(test_acc, 2),
+                      images_per_s=round(self.images_per_epoch / max(seconds, 1e-9), 1), **means,
+                      w_dist=round(means["d_real"] - means["d_fake"], 4))
+        return record, (f"test acc {test_acc:.2f} real acc {means['real_acc']:.2f} "
+                        f"gp {means['gp']:.3f}")
+
+    def plot(self, history):
+        plot_curves(history, GAN_PANELS, os.path.join(self.args.out_dir, "gan_curves.png"),
+                    "ACGAN + WGAN-GP, epoch means")
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -234,20 +244,6 @@ def save_samples(G, z, path):
     G.train(was_training)
     save_grid(to_unit(images), path, nrow=10)
     return images
-
-
-def save_checkpoint(path, nets, opt_g, opt_d, epoch, step, sums, config, history, seconds):
-    """Both networks and optimizers, where training stands, and the run's settings.
-
-    epoch counts completed epochs; step > 0 marks a checkpoint written mid-epoch (on a
-    signal), with the running sums of that epoch so far. No random state is stored: every
-    draw derives from (seed, epoch, step, rank).
-    """
-    atomic_save({"kind": "gan", "epoch": epoch, "step": step,
-                 "partial": None if sums is None else sums.detach().cpu(),
-                 "generator": nets.G.state_dict(), "discriminator": nets.D.state_dict(),
-                 "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "settings": config,
-                 "history": history, "seconds": seconds}, path)
 
 
 def build_gan(args, num_classes, runtime, dist=None):
@@ -279,7 +275,7 @@ def build_gan(args, num_classes, runtime, dist=None):
 
 def run(args):
     """Train as the flags say; returns (final figures, GanNets)."""
-    with open_run(args, "gan", CHECKPOINT, LOG, CONFIG) as r:
+    with open_run(args, GanTrainer) as r:
         if args.sync_bn and r.runtime.device.type != "cuda":
             raise UserError("--sync_bn needs CUDA (SyncBatchNorm has no CPU kernels)")
         return _train(args, r)
@@ -289,62 +285,19 @@ def _train(args, r):
     rt, dist = r.runtime, r.dist
     data, train, test = r.load_data()
     nets, opt_g, opt_d = build_gan(args, data.num_classes, rt, dist)
-    start_epoch, start_step, partial = r.position()
-    history, seconds = [], 0.0
-    if r.ckpt:
-        for module, key in ((nets.G, "generator"), (nets.D, "discriminator"), (opt_g, "opt_g"),
-                            (opt_d, "opt_d")):
-            load_state(module, r.ckpt[key], r.resume_from, key)
-        history, seconds = r.ckpt["history"], r.ckpt["seconds"]
-    r.begin()
-    grids = os.path.join(args.out_dir, "output")
-    if not r.ckpt and dist.is_main and os.path.isdir(grids):  # a fresh run: no stale grids
-        for f in os.listdir(grids):
-            if f[:3].isdigit() and f.endswith(".png"):
-                os.remove(os.path.join(grids, f))
     z_fixed, _ = fixed_noise(data.num_classes, args.latent_dim, args.seed, rt.device)
+    trainer = GanTrainer(args, nets, opt_g, opt_d, rt, train=train, test=test, z_fixed=z_fixed)
+    if r.ckpt:
+        trainer.load(r.ckpt, r.resume_from)
+    r.begin()
+    if not r.ckpt and dist.is_main and os.path.isdir(trainer.grids):  # fresh: no stale grids
+        for f in os.listdir(trainer.grids):
+            if f[:3].isdigit() and f.endswith(".png"):
+                os.remove(os.path.join(trainer.grids, f))
     r.say(f"{data.name}: {len(data.train_y)} training images, {len(train)} steps per epoch on "
-          f"{rt.device}; samples in {grids}")
-    for epoch in range(start_epoch, args.epochs):
-        t0 = time.time()
-        try:
-            step, sums = train_gan_epoch(nets, opt_g, opt_d, train, epoch, args, rt,
-                                         start=start_step, sums=partial, stop=r.stop, dist=dist,
-                                         log=r.log)
-        except Diverged as e:
-            kept = (f"the last good checkpoint (after epoch {history[-1]['epoch']}) is kept at "
-                    f"{r.ckpt_path}" if history else "no checkpoint had been written yet")
-            if r.log is not None:
-                r.log.write(event="diverged", message=str(e))
-            raise Diverged(f"{e}; training stopped and {kept}") from None
-        seconds += time.time() - t0
-        start_step, partial = 0, None
-        if step < len(train):  # stopped on a signal
-            if dist.is_main:
-                save_checkpoint(r.ckpt_path, nets, opt_g, opt_d, epoch, step, sums, r.config,
-                                history, seconds)
-            raise Stopped(f"stopped at epoch {epoch + 1}, step {step}; resume with --resume "
-                          f"(checkpoint {r.ckpt_path})")
-        means = epoch_means(dist.all_sum(sums))
-        if not dist.is_main:
-            continue
-        test_acc, _ = evaluate(nets.D, test, rt)
-        dt = time.time() - t0
-        rec = dict(epoch=epoch + 1, test_acc=round(test_acc, 2), seconds=round(dt, 2),
-                   images_per_s=round(len(train) * args.batch_size / dt, 1), **means,
-                   w_dist=round(means["d_real"] - means["d_fake"], 4))
-        history.append(rec)
-        r.log.write(event="epoch", **rec)
-        info(f"epoch {epoch + 1}/{args.epochs} test acc {test_acc:.2f} real acc "
-             f"{means['real_acc']:.2f} gp {means['gp']:.3f} ({dt:.1f}s)")
-        save_samples(nets.G, z_fixed, os.path.join(grids, f"{epoch:03d}.png"))
-        save_checkpoint(r.ckpt_path, nets, opt_g, opt_d, epoch + 1, 0, None, r.config, history,
-                        seconds)
-        plot_curves(history, GAN_PANELS, os.path.join(args.out_dir, "gan_curves.png"),
-                    "ACGAN + WGAN-GP, epoch means")
-
-    final = history[-1] if history else {}
-    metrics = dict(test_acc=final.get("test_acc"), epochs=args.epochs, seconds=round(seconds, 1))
+          f"{rt.device}; samples in {trainer.grids}")
+    final = r.fit(trainer, train)
+    metrics = dict(test_acc=final.get("test_acc"), epochs=args.epochs, seconds=round(r.seconds, 1))
     for name, module in (("generator", nets.G), ("discriminator", nets.D)):
         metrics[name] = os.path.join(args.out_dir, f"{name}.model")
         if dist.is_main:

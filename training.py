@@ -1,22 +1,31 @@
 """What the trainers share: the run (flags checked, processes joined, checkpoint found, log
-opened), the batches, evaluation and the Adam step guard."""
+opened), the one epoch loop (steps, progress, logs, the NaN guard, stops, checkpoints), the
+batches, evaluation and the Adam step guard.
+
+A trainer (train_baseline.py, train_gan.py) is an object with:
+    kind, fields        its checkpoint's kind and entries (checkpoints.Field) beyond progress
+    sums_width          how many running sums a step adds to
+    state() / load(ckpt, path)   its networks' and optimizers' state dicts, and back
+    begin_epoch(epoch)  anything set per epoch (a learning rate)
+    step(i, x, y, sums) one training step on batch i: adds to sums in place, returns the loss
+                        to watch for NaN (a tensor, never read back here)
+    means(sums)         the running sums as a dict of named figures
+    end_epoch(epoch, means, seconds) -> (record, text): on rank 0 after an epoch, evaluates
+                        and draws; the record goes to the history and the log, text to stderr
+    plot(history)       on rank 0 after each epoch's record: the curves
+"""
 import contextlib
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from checkpoints import (
-    check_same_settings,
-    load_checkpoint,
-    resolve_resume,
-    settings,
-    write_settings,
-)
-from cli import UserError, check_shared_flags, info
+from checkpoints import (PROGRESS_FIELDS, atomic_save, check_same_settings, load_checkpoint,
+                         resolve_resume, settings, write_settings)
+from cli import Diverged, Stopped, UserError, check_shared_flags, info, progress
 from distributed import Dist, StopSignal, init_distributed
 from runtime import Runtime
 
@@ -43,46 +52,65 @@ def adam_step_guard(optimizer, cap=1024, reset=None):
                 optimizer.state[p]["step"] = reset
 
 
+class DivergenceGuard:
+    """Notes on the device the first step whose loss is NaN or infinite; read back only
+    when checked (every --log_every steps, at an epoch's end, before stopping)."""
+
+    def __init__(self, device):
+        self.first_bad = torch.full((), -1.0, device=device)
+
+    def watch(self, loss, step):
+        bad = ~torch.isfinite(loss)
+        self.first_bad = torch.where(bad & (self.first_bad < 0), float(step), self.first_bad)
+
+    def check(self, dist, epoch):
+        # one rank's NaN reaches every rank's weights: all stop together
+        step = int(dist.all_max(self.first_bad.clone()).item())
+        if step >= 0:
+            raise Diverged(f"a loss became NaN or infinite at epoch {epoch + 1}, step {step + 1}")
+
+
 # ----------------------------------------------------------------------------- the run
 
 @dataclass
 class Run:
-    """What a training script sets up before it touches data or models."""
+    """What a training script sets up before it touches data or models, and the epoch loop."""
     args: object
     dist: Dist
     runtime: Runtime
     config: dict
+    kind: str  # the trainer's: its files are KIND.ckpt, KIND_log.jsonl and KIND_config.json
     ckpt_path: str
     resume_from: str = None
     ckpt: dict = None
-    files: tuple = ()
+    started: float = field(default_factory=time.monotonic)
     log: object = None  # the JSON-lines log; None on every rank but 0
     stop: object = None
+    history: list = field(default_factory=list)  # one record per completed epoch
+    seconds: float = 0.0  # training time so far, over every resumption
+    saved_at: tuple = None  # (epoch, step) of the last checkpoint on disk
 
     def begin(self):
         """Once the data and models are ready: print and save the settings, open the log and
         listen for the stop signals. Nothing is written before this."""
-        config_name, log_name = self.files
+        out, kind = self.args.out_dir, self.kind
         if self.dist.is_main:
             info("settings: " + json.dumps(self.config))
             info("runtime: " + json.dumps(dict(self.runtime.describe(),
                                                 processes=self.dist.world_size)))
-            write_settings(self.args, os.path.join(self.args.out_dir, config_name))
-            self.log = JsonLog(os.path.join(self.args.out_dir, log_name), fresh=not self.ckpt)
-        self.stop = StopSignal(self.dist, self.args.stop_file, self.args.time_limit)
+            write_settings(self.args, os.path.join(out, f"{kind}_config.json"))
+            self.log = JsonLog(os.path.join(out, f"{kind}_log.jsonl"), fresh=not self.ckpt)
+        self.stop = StopSignal(self.dist, self.args.stop_file, self.args.time_limit,
+                               started=self.started)
         if self.ckpt:
+            self.history, self.seconds = self.ckpt["history"], self.ckpt["seconds"]
+            self.saved_at = (self.ckpt["epoch"], self.ckpt["step"])
             self.say(f"resuming {self.resume_from} at epoch {self.ckpt['epoch'] + 1}, "
-                     f"step {self.ckpt.get('step', 0)}")
+                     f"step {self.ckpt['step']}")
 
     def say(self, message):
         if self.dist.is_main:
             info(message)
-
-    def position(self):
-        """(epoch, step, partial sums) to start from: (0, 0, None) for a fresh run."""
-        if not self.ckpt:
-            return 0, 0, None
-        return self.ckpt["epoch"], self.ckpt.get("step", 0), self.ckpt.get("partial")
 
     def load_data(self):
         """The dataset the flags name and its (training, test) batches for this process."""
@@ -91,6 +119,91 @@ class Run:
         a = self.args
         data = load_dataset(a.dataset, a.data_dir, a.cache_dir, a.subset, a.seed)
         return (data, *make_loaders(a, data, self.runtime, self.dist))
+
+    def save(self, trainer, epoch, step=0, sums=None):
+        """The checkpoint (rank 0): where training stands, the settings, the history and the
+        trainer's state dicts, written atomically."""
+        if not self.dist.is_main:
+            return
+        atomic_save({"kind": trainer.kind, "epoch": epoch, "step": step,
+                     "partial": None if sums is None else sums.detach().cpu(),
+                     "settings": self.config, "history": self.history,
+                     "seconds": self.seconds, **trainer.state()}, self.ckpt_path)
+        self.saved_at = (epoch, step)
+
+    def kept(self):
+        """Which checkpoint a failed run leaves behind, in words."""
+        if self.saved_at is None:
+            return "no checkpoint had been written yet"
+        epoch, step = self.saved_at
+        where = f"after epoch {epoch}" if not step else f"epoch {epoch + 1}, step {step}"
+        return f"the last good checkpoint ({where}) is kept at {self.ckpt_path}"
+
+    def fit(self, trainer, train):
+        """The epoch loop of every trainer: from where the checkpoint stands to --epochs.
+
+        Stops with a checkpoint (Stopped, exit 75) mid-epoch on a stop request, or after an
+        epoch that a request arrived at the end of; stops on a NaN or infinite loss
+        (Diverged, exit 3) keeping the last good checkpoint.
+        """
+        epochs = self.args.epochs
+        start_epoch, start_step, partial = 0, 0, None
+        if self.ckpt:
+            start_epoch, start_step = self.ckpt["epoch"], self.ckpt["step"]
+            partial = self.ckpt["partial"] if start_step else None
+        for epoch in range(start_epoch, epochs):
+            t0 = time.time()
+            trainer.begin_epoch(epoch)
+            try:
+                step, sums = self.train_epoch(trainer, train, epoch, start_step, partial)
+            except Diverged as e:
+                if self.log is not None:
+                    self.log.write(event="diverged", message=str(e))
+                raise Diverged(f"{e}; training stopped and {self.kept()}") from None
+            self.seconds += time.time() - t0
+            start_step, partial = 0, None
+            if step < len(train):  # asked to stop mid-epoch
+                self.save(trainer, epoch, step, sums)
+                raise Stopped(f"stopped at epoch {epoch + 1}, step {step}; resume with "
+                              f"--resume (checkpoint {self.ckpt_path})")
+            means = trainer.means(self.dist.all_sum(sums))
+            if self.dist.is_main:
+                record, text = trainer.end_epoch(epoch, means, time.time() - t0)
+                record = dict(epoch=epoch + 1, **record, seconds=round(time.time() - t0, 2))
+                self.history.append(record)
+                self.log.write(event="epoch", **record)
+                info(f"epoch {epoch + 1}/{epochs} {text} ({record['seconds']:.1f}s)")
+                self.save(trainer, epoch + 1)
+                trainer.plot(self.history)
+            if epoch + 1 < epochs and self.stop.settle():
+                raise Stopped(f"stopped after epoch {epoch + 1}; resume with --resume "
+                              f"(checkpoint {self.ckpt_path})")
+        return self.history[-1] if self.history else {}
+
+    def train_epoch(self, trainer, batches, epoch, start=0, sums=None):
+        """Train from batch `start` of the epoch to its end, or until a stop request.
+
+        sums carries the running sums of the batches before `start` (a run resumed mid-epoch);
+        they stay on the device, read only every --log_every steps. Returns (next batch index,
+        sums): the epoch is complete when the index equals len(batches).
+        """
+        dev, steps, every = batches.device, len(batches), self.args.log_every
+        sums = torch.zeros(trainer.sums_width, device=dev) if sums is None else sums.to(dev)
+        guard = DivergenceGuard(dev)
+        for i, (x, y) in enumerate(progress(batches.epoch(epoch, start), steps - start,
+                                            f"epoch {epoch + 1}"), start):
+            guard.watch(trainer.step(i, x, y, sums), i)
+            stopping = i + 1 < steps and self.stop is not None and self.stop()
+            if (i + 1) % every == 0 or i + 1 == steps or stopping:
+                guard.check(self.dist, epoch)
+                if self.log is not None and (i + 1) % every == 0:
+                    means = trainer.means(sums)
+                    info(f"epoch {epoch + 1} step {i + 1}/{steps} " +
+                         " ".join(f"{k} {v:.4g}" for k, v in means.items()))
+                    self.log.write(event="step", epoch=epoch + 1, step=i + 1, **means)
+            if stopping:
+                return i + 1, sums
+        return steps, sums
 
     def __enter__(self):
         return self
@@ -105,23 +218,32 @@ class Run:
             torch.distributed.destroy_process_group()
 
 
-def open_run(args, kind, ckpt_name, log_name, config_name):
+def open_run(args, trainer):
     """Check the flags, join the processes, pick the device and the checkpoint to resume.
 
-    Nothing is written here: Run.begin() does that once the data and models are ready too,
-    so bad input leaves old files alone.
+    trainer (a class) names the files (its kind) and the checkpoint's entries beyond where
+    training stands, which are checked before anything is used. Nothing is written here:
+    Run.begin() does that once the data and models are ready too, so bad input leaves old
+    files alone.
     """
+    started = time.monotonic()
     check_shared_flags(args)
     dist = init_distributed(args.device)
     runtime = Runtime.from_args(args, dist)
     config = settings(args)
-    ckpt_path = os.path.join(args.out_dir, ckpt_name)
+    ckpt_path = os.path.join(args.out_dir, f"{trainer.kind}.ckpt")
     resume_from = resolve_resume(args, ckpt_path)
-    ckpt = load_checkpoint(resume_from, kind=kind) if resume_from else None
-    if ckpt:
+    ckpt = None
+    if resume_from:
+        ckpt = load_checkpoint(resume_from, trainer.kind, {**PROGRESS_FIELDS, **trainer.fields})
+        partial = ckpt["partial"]
+        if ckpt["step"] and (partial is None or partial.numel() != trainer.sums_width):
+            raise UserError(f"{resume_from} is damaged: a checkpoint written mid-epoch needs "
+                            f"{trainer.sums_width} running sums, it holds "
+                            f"{0 if partial is None else partial.numel()}")
         check_same_settings(ckpt["settings"], config, resume_from)
-    return Run(args, dist, runtime, config, ckpt_path, resume_from, ckpt,
-               files=(config_name, log_name))
+    return Run(args, dist, runtime, config, trainer.kind, ckpt_path, resume_from, ckpt,
+               started=started)
 
 
 # ----------------------------------------------------------------------------- logs

@@ -7,7 +7,8 @@
 # STOP_FILE. The trainers look for it (--stop_file), finish the step, write a checkpoint that
 # resumes mid-epoch and exit with code 75; on every node of a multi-node job, since the file
 # is on the shared disk. Then REQUEUE COMMAND runs (scontrol requeue, qsub ...), and the job,
-# started again with --resume auto, carries on where it stopped.
+# started again with --resume auto, carries on where it stopped. Any other exit code (0 done,
+# 2 bad input, 3 diverged, ...) is the job's, with no requeue.
 set -u
 stop_file=$1
 requeue=$2
@@ -32,7 +33,10 @@ done
 if [ "$code" -eq 75 ] || { [ -e "$stop_file" ] && [ "$code" -ne 0 ]; }; then
   echo "resumable.sh: stopped with a checkpoint (code $code): $requeue"
   rm -f "$stop_file"
-  eval "$requeue"
+  if ! eval "$requeue"; then
+    echo "resumable.sh: the requeue command failed; submit the job again to resume" >&2
+    exit 75
+  fi
   exit 0
 fi
 rm -f "$stop_file"

@@ -53,3 +53,94 @@ def test_load_checkpoint_refuses_bad_files(tmp_path):
         load_checkpoint(good, kind="gan")
     with pytest.raises(UserError, match="no checkpoint"):
         load_checkpoint(str(tmp_path / "missing.ckpt"))
+
+
+# ----------------------------------------------------------------------------- damaged files
+# Every consumer of a checkpoint or model file meets every damage as one line and exit 2.
+
+import train_baseline  # noqa: E402
+import train_gan  # noqa: E402
+import visualize  # noqa: E402
+from checkpoints import MODEL_FIELDS, PROGRESS_FIELDS  # noqa: E402
+from conftest import run_cli  # noqa: E402
+
+TINY = ["--dataset", "digits", "--width", "8", "--batch_size", "32", "--subset", "64",
+        "--epochs", "1", "--lr", "2e-3", "--log_every", "1000"]
+WRONG = {"tensor": lambda: torch.zeros(2, 2), "list": lambda: [1, 2], "none": lambda: None}
+TARGETS = {  # what reads the file: its entries, and the command that reads it from a path
+    "baseline.ckpt": ({**PROGRESS_FIELDS, **train_baseline.BaselineTrainer.fields},
+                      lambda p, d: (train_baseline.main, TINY + ["--out_dir", d, "--resume", p])),
+    "gan.ckpt": ({**PROGRESS_FIELDS, **train_gan.GanTrainer.fields},
+                 lambda p, d: (train_gan.main, TINY + ["--out_dir", d, "--resume", p])),
+    "cifar10.model": (MODEL_FIELDS, lambda p, d: (visualize.main, [
+        "perturb", "--model", "baseline", "--baseline_model", p, "--run_dir", d])),
+    "generator.model": (MODEL_FIELDS, lambda p, d: (visualize.main, [
+        "samples", "--generator_model", p, "--run_dir", d])),
+}
+
+
+def _cases():
+    for target, (fields, _) in TARGETS.items():
+        for key in ["kind", *fields]:
+            yield target, key, "dropped"
+            for name, make in WRONG.items():
+                valid = isinstance(make(), str) if key == "kind" else fields[key].ok(make())
+                if not valid:
+                    yield target, key, name
+
+
+@pytest.fixture(scope="module")
+def real_files(tmp_path_factory):
+    """A real checkpoint and model file of each kind, from one-epoch runs on digits."""
+    out = tmp_path_factory.mktemp("real")
+    train_baseline.main(TINY + ["--out_dir", str(out)])
+    train_gan.main(TINY + ["--out_dir", str(out)])
+    return out
+
+
+def _refused(capsys, target, path, workdir):
+    main, argv = TARGETS[target][1](str(path), str(workdir))
+    code, _, err = run_cli(main, argv, capsys)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, (code, err)
+    assert str(path) in err, err
+    return err
+
+
+@pytest.mark.parametrize("target,key,damage", list(_cases()))
+def test_every_missing_or_mistyped_entry_is_one_line(real_files, tmp_path, capsys, target, key,
+                                                     damage):
+    ckpt = torch.load(real_files / target, weights_only=True)
+    if damage == "dropped":
+        del ckpt[key]
+    else:
+        ckpt[key] = WRONG[damage]()
+    bad = tmp_path / f"bad_{target}"
+    torch.save(ckpt, bad)
+    err = _refused(capsys, target, bad, tmp_path)
+    assert f"'{key}'" in err, err
+    assert os.listdir(tmp_path) == [bad.name]  # nothing written
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_files_that_are_not_checkpoints_are_one_line(real_files, tmp_path, capsys, target):
+    import zipfile
+
+    bad = tmp_path / f"bad_{target}"
+    torch.save([torch.ones(3), 1], bad)  # a torch file holding a bare list
+    assert "not written by this project" in _refused(capsys, target, bad, tmp_path)
+    with zipfile.ZipFile(bad, "w") as z:  # a zip that is not a torch file
+        z.writestr("hello.txt", "hello")
+    assert "not a readable checkpoint" in _refused(capsys, target, bad, tmp_path)
+    bad.write_bytes(b"")
+    assert "not a readable checkpoint" in _refused(capsys, target, bad, tmp_path)
+    raw = (real_files / target).read_bytes()
+    bad.write_bytes(raw[: len(raw) // 2])
+    assert "not a readable checkpoint" in _refused(capsys, target, bad, tmp_path)
+
+
+def test_running_sums_of_the_wrong_size_are_refused(real_files, tmp_path, capsys):
+    ckpt = torch.load(real_files / "gan.ckpt", weights_only=True)
+    ckpt.update(epoch=0, step=1, partial=torch.zeros(3))
+    bad = tmp_path / "bad_gan.ckpt"
+    torch.save(ckpt, bad)
+    assert "running sums, it holds 3" in _refused(capsys, "gan.ckpt", bad, tmp_path)

@@ -128,3 +128,86 @@ def test_batch_must_divide_among_processes():
     assert Dist(0, 4).per_rank_batch(128) == 32
     with pytest.raises(UserError, match="global batch"):
         Dist(0, 3).per_rank_batch(128)
+
+
+def _pair(cmd, tmp_path, name):
+    """Two processes as torchrun starts them (gloo on the CPU); their output goes to files."""
+    port, procs = _free_port(), []
+    for rank in range(2):
+        env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
+        err = open(tmp_path / f"{name}{rank}.err", "w")
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err))
+    return procs
+
+
+def test_two_processes_stop_together_on_a_stop_file_and_resume_exactly(tmp_path):
+    straight, stopped, stop = tmp_path / "straight", tmp_path / "stopped", tmp_path / "STOP"
+    cmd = lambda out, *x: [sys.executable, os.path.join(ROOT, "train_baseline.py"), *TINY,  # noqa
+                           "--subset", "640", "--batch_size", "32", "--epochs", "8",
+                           "--log_every", "2", "--out_dir", str(out), "--stop_file", str(stop),
+                           *x]
+    ref = _pair(cmd(straight, "--stop_file", str(tmp_path / "never")), tmp_path, "ref")
+    procs = _pair(cmd(stopped), tmp_path, "run")
+    log = stopped / "baseline_log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and '"epoch": 2, "step"' in
+                                          log.read_text()):
+        time.sleep(0.05)
+    stop.touch()
+    codes = [p.wait(timeout=120) for p in procs]
+    errs = [(tmp_path / f"run{r}.err").read_text() for r in range(2)]
+    assert codes == [EXIT_STOPPED, EXIT_STOPPED], errs
+    # the file is looked for once a second: the ranks stopped together soon after, mid-epoch
+    # or at an epoch's end
+    ckpt = torch.load(stopped / "baseline.ckpt", weights_only=True)
+    assert 1 <= ckpt["epoch"] < 8 and 0 <= ckpt["step"] < 20, (ckpt["epoch"], ckpt["step"])
+    assert f"found {stop}" in errs[0] and all("stopped" in e for e in errs), errs
+    stop.unlink()
+    codes = [p.wait(timeout=300) for p in _pair(cmd(stopped, "--resume", "auto"), tmp_path,
+                                                "resumed")]
+    assert codes == [0, 0], (tmp_path / "resumed0.err").read_text()
+    assert [p.wait(timeout=300) for p in ref] == [0, 0], (tmp_path / "ref0.err").read_text()
+    a, b = _weights(straight / "cifar10.model"), _weights(stopped / "cifar10.model")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    h1 = torch.load(straight / "baseline.ckpt", weights_only=True)["history"]
+    h2 = torch.load(stopped / "baseline.ckpt", weights_only=True)["history"]
+    assert [r["test_acc"] for r in h1] == [r["test_acc"] for r in h2]
+
+
+def _stop_worker(rank, world, port, out):
+    import signal as sig
+
+    from distributed import Dist, StopSignal
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    stop = StopSignal(Dist(rank, world))
+    answers = []
+    for step in range(8):
+        if rank == 1 and step == 3:
+            stop.received = sig.SIGTERM  # what the handler does: rank 1 alone is asked
+        answers.append(stop())
+        if answers[-1]:
+            break
+    stop.received = None
+    stop.reason = None
+    second = StopSignal(Dist(rank, world))
+    if rank == 0:
+        second.received = sig.SIGUSR1  # asked just before an epoch's end
+    settled = second.settle()
+    torch.save({"answers": answers, "settled": settled}, os.path.join(out, f"stop{rank}.pt"))
+    stop.restore()
+    second.restore()
+    torch.distributed.destroy_process_group()
+
+
+def test_ranks_agree_to_stop_after_the_same_step(tmp_path):
+    """Rank 1 alone is asked after step 3: both ranks answer 'stop' after step 4 (the
+    agreement started after step 3 is read then), and neither earlier; at an epoch's end the
+    agreement is immediate."""
+    mp.spawn(_stop_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2)
+    results = [torch.load(tmp_path / f"stop{r}.pt", weights_only=True) for r in range(2)]
+    for res in results:
+        assert res["answers"] == [False] * 4 + [True]
+        assert res["settled"] is True

@@ -59,7 +59,44 @@ def test_time_limit_stops_with_a_checkpoint(tmp_path, capsys):
     code, _, err = run_cli(train_baseline.main, argv, capsys)
     assert code == EXIT_STOPPED and "--time_limit reached" in err
     ckpt = torch.load(tmp_path / "baseline.ckpt", weights_only=True)
-    assert ckpt["epoch"] == 0 and ckpt["step"] == 10  # the first look, after 10 steps
+    assert ckpt["epoch"] == 0 and ckpt["step"] == 1  # honoured after the first step
+
+
+def _stop_file_run(tmp_path, capsys, subset, extra=()):
+    stop = tmp_path / "STOP"
+    argv = ["--dataset", "digits", "--width", "8", "--batch_size", "16", "--epochs", "3",
+            "--subset", str(subset), "--lr", "2e-3", "--log_every", "1000",
+            "--stop_file", str(stop), *extra]
+    return stop, argv
+
+
+def test_stop_file_is_honoured_in_an_epoch_of_few_steps(tmp_path, capsys):
+    """4 steps per epoch (fewer than the 10 between looks of old): it stops after step 1."""
+    stop, argv = _stop_file_run(tmp_path, capsys, 64)
+    stop.touch()
+    code, _, err = run_cli(train_baseline.main, argv + ["--out_dir", str(tmp_path / "r")], capsys)
+    assert code == EXIT_STOPPED and f"found {stop}" in err, err
+    ckpt = torch.load(tmp_path / "r" / "baseline.ckpt", weights_only=True)
+    assert (ckpt["epoch"], ckpt["step"]) == (0, 1)
+
+
+def test_stop_at_an_epochs_end_and_resume_equals_uninterrupted(tmp_path, capsys):
+    """One step per epoch: no step to stop after within an epoch, so it stops after the epoch
+    with that epoch's checkpoint, and the resumed run ends where an uninterrupted one does."""
+    stop, argv = _stop_file_run(tmp_path, capsys, 16)
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    assert run_cli(train_baseline.main, argv + ["--out_dir", a], capsys)[0] == 0
+    stop.touch()
+    code, _, err = run_cli(train_baseline.main, argv + ["--out_dir", b], capsys)
+    assert code == EXIT_STOPPED and "stopped after epoch 1" in err, err
+    ckpt = torch.load(os.path.join(b, "baseline.ckpt"), weights_only=True)
+    assert (ckpt["epoch"], ckpt["step"]) == (1, 0)
+    stop.unlink()
+    code, _, err = run_cli(train_baseline.main, argv + ["--out_dir", b, "--resume"], capsys)
+    assert code == 0, err
+    wa = torch.load(os.path.join(a, "cifar10.model"), weights_only=True)["model"]
+    wb = torch.load(os.path.join(b, "cifar10.model"), weights_only=True)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 def test_resumable_sh_stops_the_trainer_and_requeues(tmp_path):
@@ -67,7 +104,7 @@ def test_resumable_sh_stops_the_trainer_and_requeues(tmp_path):
     -> the requeue command; the requeued job then finishes the run."""
     run, stop, requeued = tmp_path / "run", tmp_path / "run" / "STOP", tmp_path / "REQUEUED"
     train = [sys.executable, os.path.join(ROOT, "train_baseline.py"), "--dataset", "digits",
-             "--width", "8", "--batch_size", "16", "--subset", "480", "--epochs", "3",
+             "--width", "8", "--batch_size", "16", "--subset", "480", "--epochs", "8",
              "--lr", "2e-3", "--log_every", "2", "--out_dir", str(run), "--resume", "auto",
              "--stop_file", str(stop)]
     job = [os.path.join(ROOT, "jobs", "resumable.sh"), str(stop), f"touch {requeued}", "--"]
@@ -84,9 +121,91 @@ def test_resumable_sh_stops_the_trainer_and_requeues(tmp_path):
     assert proc.returncode == 0, out
     assert requeued.exists() and not stop.exists()
     ckpt = torch.load(run / "baseline.ckpt", weights_only=True)
-    assert ckpt["step"] > 0 and ckpt["epoch"] == 1, out  # stopped inside epoch 2
+    assert 1 <= ckpt["epoch"] < 8, out  # stopped (the file is looked for once a second)
     again = subprocess.run(job + train, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
-    assert json.loads(again.stdout.splitlines()[-1])["epochs"] == 3
+    assert json.loads(again.stdout.splitlines()[-1])["epochs"] == 8
     history = torch.load(run / "baseline.ckpt", weights_only=True)["history"]
-    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert [r["epoch"] for r in history] == list(range(1, 9))
+
+
+STAND_IN = r"""#!/usr/bin/env bash
+# A stand-in for {name}: records its arguments (and, for qsub, the variables named by -v)
+# as one JSON line, then does what the real command would need to do here.
+python3 - "$0" "$@" <<'PY' >> "$JOB_RECORD"
+import json, os, sys
+name, args = os.path.basename(sys.argv[1]), sys.argv[2:]
+rec = dict(cmd=name, args=args)
+if name == "qsub" and "-v" in args:
+    names = args[args.index("-v") + 1].split(",")
+    rec["env"] = {{n: os.environ.get(n) for n in names}}
+print(json.dumps(rec))
+PY
+case "{name}" in
+  srun) while [ "${{1#--}}" != "$1" ]; do shift; done; exec "$@" ;;  # run the wrapped command
+  scontrol) [ "$1" = show ] && echo node001; exit 0 ;;
+  qsub) exit 0 ;;
+  *) exit "$TRAINER_EXIT" ;;  # the trainer (python, torchrun)
+esac
+"""
+JOB_SCRIPTS = ["slurm/baseline.sbatch", "slurm/gan.sbatch", "slurm/gan_multi.sbatch",
+               "pbs/baseline.pbs", "pbs/gan.pbs", "pbs/gan_multi.pbs"]
+
+
+def _run_job(script, tmp_path, env_settings, trainer_exit):
+    """Run a job script with stand-ins for the scheduler and the trainer; (exit code, records)."""
+    bin_dir, record = tmp_path / "bin", tmp_path / "record.jsonl"
+    bin_dir.mkdir(exist_ok=True)
+    for name in ("python", "torchrun", "srun", "scontrol", "qsub"):
+        (bin_dir / name).write_text(STAND_IN.format(name=name))
+        (bin_dir / name).chmod(0o755)
+    record.write_text("")
+    # what a scheduler gives a job: its own variables, and only what was passed to it
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": os.environ.get("HOME", "/"),
+           "JOB_RECORD": str(record), "TRAINER_EXIT": str(trainer_exit),
+           "SLURM_SUBMIT_DIR": ROOT, "SLURM_JOB_ID": "4242", "SLURM_NNODES": "1",
+           "SLURM_JOB_NODELIST": "node001", "PBS_O_WORKDIR": ROOT, **env_settings}
+    r = subprocess.run(["bash", os.path.join(ROOT, "jobs", script)], env=env,
+                       capture_output=True, text=True, timeout=60)
+    return r.returncode, [json.loads(line) for line in record.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("trainer_exit", [0, 2, 3, 75])
+@pytest.mark.parametrize("script", JOB_SCRIPTS)
+def test_requeue_only_on_75_and_with_the_same_settings(script, trainer_exit, tmp_path):
+    run_dir = str(tmp_path / "my run")
+    settings = {"RUN_DIR": run_dir, "DATA_DIR": str(tmp_path / "data"),
+                "EXTRA": "--width 128 --epochs 400"}
+    code, records = _run_job(script, tmp_path, settings, trainer_exit)
+    trainers = [r for r in records if r["cmd"] in ("python", "torchrun")]
+    assert len(trainers) == 1, records
+    args = trainers[0]["args"]
+    assert args[args.index("--out_dir") + 1] == run_dir
+    assert args[args.index("--data_dir") + 1] == settings["DATA_DIR"]
+    assert args[-4:] == ["--width", "128", "--epochs", "400"]
+    assert "--resume" in args and args[args.index("--resume") + 1] == "auto"
+    requeues = [r for r in records if r["cmd"] == "qsub" or r["args"][:1] == ["requeue"]]
+    if trainer_exit != 75:
+        assert requeues == [] and code == trainer_exit, records
+        return
+    assert code == 0 and len(requeues) == 1, records
+    if script.startswith("slurm"):  # SLURM requeues the job itself, with its environment
+        assert requeues[0]["args"] == ["requeue", "4242"]
+        return
+    qsub = requeues[0]
+    assert qsub["args"][-1] == f"jobs/{script}"
+    assert {k: qsub["env"][k] for k in settings} == settings
+    # the resubmitted job, given only what qsub -v passes, trains with the same settings
+    again = _run_job(script, tmp_path, {k: v for k, v in qsub["env"].items() if v is not None},
+                     0)[1]
+    assert [r["args"] for r in again if r["cmd"] in ("python", "torchrun")] == [args]
+
+
+def test_a_failed_requeue_is_not_reported_as_success(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "trainer").write_text("#!/bin/sh\nexit 75\n")
+    (bin_dir / "trainer").chmod(0o755)
+    r = subprocess.run([os.path.join(ROOT, "jobs", "resumable.sh"), str(tmp_path / "STOP"),
+                        "false", "--", str(bin_dir / "trainer")], capture_output=True, text=True)
+    assert r.returncode == 75 and "requeue command failed" in r.stderr

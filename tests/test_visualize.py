@@ -88,6 +88,29 @@ def test_all_figures_and_the_report(digits_baseline, digits_gan, tmp_path, capsy
     assert len(re.findall(rb"/Type /Page\b", pdf)) == len(pages) == 9
     assert any("progressed" in p for p in pages) and any("layer 8" in p for p in pages)
     assert "missing" not in err
+    # every figure it names is embedded: 6 progress grids, 4 perturbation images per model,
+    # max-class for both, layers 2 and 8 for both, the 2 curves and the 2 sample pictures
+    assert len(re.findall(rb"/Subtype /Image", pdf)) == 6 + 2 * 4 + 2 + 2 * 2 + 2 + 2
+    # and the title page quotes the test accuracies stored in the model files
+    text = pdf_text(pdf)
+    for path in (digits_baseline[0], run / "discriminator.model"):
+        m = load_model(str(path), "discriminator", "")[1]["metrics"]
+        assert f"test accuracy {m['test_acc']}% after {m['epochs']} epochs" in text, text[:500]
+
+
+def pdf_text(pdf):
+    """The text matplotlib wrote into a PDF (its content streams, one string per TJ array)."""
+    import zlib
+
+    out = []
+    for stream in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", pdf, re.S):
+        try:
+            content = zlib.decompress(stream)
+        except zlib.error:
+            continue  # images and fonts
+        for array in re.findall(rb"\[(.*?)\]\s*TJ", content, re.S):
+            out.append(b"".join(re.findall(rb"\((.*?)\)", array, re.S)).decode("latin-1"))
+    return "\n".join(out)
 
 
 def test_report_names_what_is_missing(tmp_path, capsys):
@@ -98,11 +121,24 @@ def test_report_names_what_is_missing(tmp_path, capsys):
     assert "train_gan.py" in err and "visualize.py max-class" in err
 
 
-def test_samples_for_chosen_classes(digits_gan, tmp_path, capsys):
+def test_samples_for_chosen_classes(digits_gan, tmp_path, capsys, monkeypatch):
     run, _ = digits_gan
     argv = ["samples", "--run_dir", str(run), "--out_dir", str(tmp_path), "--classes", "3", "7",
             "--n_per_class", "4", "--interp_steps", "6"]
+    fed = []  # the one-hot class of every noise vector the generator is given
+    real_load = visualize.load_model
+
+    def spying_load(path, arch, made_by):
+        model, ckpt = real_load(path, arch, made_by)
+        if arch == "generator":
+            model.register_forward_pre_hook(lambda m, inp: fed.append(inp[0][:, :10].argmax(1)))
+        return model, ckpt
+
+    monkeypatch.setattr(visualize, "load_model", spying_load)
     assert run_cli(visualize.main, argv, capsys)[0] == 0
+    samples, rows = fed
+    assert samples.tolist() == [3, 7] * 4  # one column per chosen class, and no other class
+    assert rows.tolist() == [3] * 6 + [7] * 6  # one interpolation row per class
     cell = 68
     assert _size(tmp_path / "samples_classes3-7_npc4_seed0.png".replace("npc", "nperclass")) == \
         (2 * cell + 4, 4 * cell + 4)
