@@ -61,6 +61,23 @@ FRACTION = number(float, low=0, high=1, high_open=True)  # Adam's betas: [0, 1)
 INTEGER = number(int)
 
 
+def color_jitter_flag(text):
+    """--color_jitter: 'assignment' (drawn from --seed as the assignment does), 'off', or the
+    four strengths brightness,contrast,saturation,hue (hue at most 0.5)."""
+    if text in ("assignment", "off"):
+        return text
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 4 or not all(math.isfinite(v) and v >= 0 for v in values) \
+            or values[3] > 0.5:
+        raise argparse.ArgumentTypeError(
+            f"must be 'assignment', 'off' or four strengths >= 0 such as 0.1,0.1,0.1,0.05 "
+            f"(hue at most 0.5), got '{text}'")
+    return ",".join(f"{v:g}" for v in values)
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse that reports a bad flag in one line and accepts --a-b for every --a_b."""
 
@@ -114,6 +131,10 @@ def add_shared_flags(parser, *, epochs, lr, batch_size, width=196, dataset="cifa
                    help="start fresh even though --out_dir holds a checkpoint of an earlier run")
     g.add_argument("--subset", type=POSITIVE_INT, default=None,
                    help="train on N training images (a seeded choice) for quick runs")
+    g.add_argument("--color_jitter", type=color_jitter_flag, default="assignment",
+                   help="training augmentation's ColorJitter: 'assignment' draws each strength "
+                        "once from --seed as 0.1*randn, a negative draw turning that jitter off "
+                        "(as the assignment's torchvision did); 'off'; or B,C,S,H")
     g.add_argument("--adam_step_cap", type=COUNT, default=1024,
                    help="the assignment's Adam overflow guard: a step count that reaches this is "
                         "set back to cap-24 (0 turns it off)")

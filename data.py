@@ -221,15 +221,21 @@ def to_float(x_uint8):
     return x_uint8.float().div_(127.5).sub_(1.0)
 
 
-def jitter_strengths(seed):
+def jitter_strengths(seed, choice="assignment"):
     """ColorJitter strengths (brightness, contrast, saturation, hue), drawn once per run.
 
-    The assignment passes 0.1*randn(1) for each. Current torchvision rejects negative values;
-    torchvision 0.2, which the assignment ran on, drew uniform(1-b, 1+b) and uniform(-h, h),
-    which for a negative b is the same range as for |b|. So |0.1 * N(0, 1)| keeps the intent.
+    The assignment passes 0.1*randn(1) for each. Its torchvision (0.2) applied a jitter only
+    when its strength was greater than 0, so a negative draw turned that jitter off: each of
+    the four is on in a run with probability 1/2, with strength |0.1 N(0, 1)| when on. The
+    same here: a negative draw becomes 0, which is "off" for Augment and for torchvision.
+    choice 'off' or 'B,C,S,H' (the --color_jitter flag) sets them instead.
     """
+    if choice == "off":
+        return 0.0, 0.0, 0.0, 0.0
+    if choice != "assignment":
+        return tuple(float(v) for v in choice.split(","))
     g = make_generator("cpu", seed, "color_jitter")
-    b, c, s, h = (0.1 * torch.randn(4, generator=g)).abs().tolist()
+    b, c, s, h = (0.1 * torch.randn(4, generator=g)).clamp(min=0).tolist()
     return b, c, s, min(h, 0.5)
 
 
@@ -273,7 +279,7 @@ class Augment:
 
     def apply(self, x, p):
         x = resized_crop(x, p.top, p.left, p.size, self.size)
-        x = color_jitter(x, p.factors, p.order)
+        x = color_jitter(x, p.factors, p.order, active=[s > 0 for s in self.strengths])
         return torch.where(p.flip[:, None, None, None], x.flip(3), x)
 
     def __call__(self, x, generator):
@@ -341,10 +347,11 @@ def adjust_hue(x, shift):
     return out.permute(1, 0, 2, 3).clamp(0, 1)
 
 
-def color_jitter(x, factors, order):
+def color_jitter(x, factors, order, active=(True, True, True, True)):
     """Brightness, contrast, saturation and hue, in a per-sample random order.
 
-    x: (B, 3, H, W) in [0, 1]; factors: (B, 4); order: (B, 4) permutations of 0..3.
+    x: (B, 3, H, W) in [0, 1]; factors: (B, 4); order: (B, 4) permutations of 0..3. An
+    operation that is not active (its strength is 0) is skipped, as torchvision skips it.
     """
     f = factors[:, :, None, None, None]  # (B, 4, 1, 1, 1)
     ops = (
@@ -353,10 +360,12 @@ def color_jitter(x, factors, order):
         lambda x: _blend(x, _gray(x), f[:, 2]),
         lambda x: adjust_hue(x, factors[:, 3]),
     )
+    ops = [op for op, on in zip(ops, active) if on]
+    keys = [k for k, on in enumerate(active) if on]
     for stage in range(4):
         which = order[:, stage][:, None, None, None]
         out = x
-        for k, op in enumerate(ops):
+        for k, op in zip(keys, ops):
             out = torch.where(which == k, op(x), out)
         x = out
     return x

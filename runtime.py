@@ -1,5 +1,7 @@
-"""Device, precision, memory format and compilation, decided in one place for every script."""
+"""Device, precision, memory format, compilation and reproducibility, decided in one place
+for every script."""
 import contextlib
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,12 +35,19 @@ SPEED_FLAGS = {
 }
 
 
-def add_speed_flags(parser, names=tuple(SPEED_FLAGS)):
+def add_speed_flags(parser, names=tuple(SPEED_FLAGS), training=False):
+    """The speed flags; for a trainer (training=True) also --deterministic."""
     g = parser.add_argument_group("speed (auto: on for CUDA, off for the CPU; each can be turned "
                                   "off alone)")
     for name in names:
         g.add_argument(f"--{name}", choices=("auto", "on", "off"), default="auto",
                        help=SPEED_FLAGS[name])
+    if training:
+        g.add_argument("--deterministic", action="store_true",
+                       help="bit-reproducible runs on a GPU, so a resumed run equals an "
+                            "uninterrupted one bit for bit: deterministic algorithms only, no "
+                            "cuDNN autotuning (slower; the CPU is deterministic already)")
+    return g
 
 
 @dataclass
@@ -54,6 +63,8 @@ class Runtime:
     channels_last: bool = False
     fused_adam: bool = False
     data_on_device: bool = False
+    deterministic: bool = False
+    sync_bn: bool = False
     compile_backend: str = "inductor"
 
     @classmethod
@@ -64,7 +75,16 @@ class Runtime:
         on_gpu = device.type == "cuda"
         pick = {k: (on_gpu if getattr(args, k, "auto") == "auto" else getattr(args, k) == "on")
                 for k in SPEED_FLAGS}
-        if on_gpu:
+        several = dist is not None and dist.enabled
+        sync = getattr(args, "sync_bn", "off")
+        pick["sync_bn"] = sync == "on" or (sync == "auto" and several and on_gpu)
+        if pick["sync_bn"] and not on_gpu:
+            raise UserError("--sync_bn on needs CUDA (SyncBatchNorm has no CPU kernels); use "
+                            "--sync_bn off")
+        pick["deterministic"] = bool(getattr(args, "deterministic", False))
+        if pick["deterministic"]:
+            make_deterministic()
+        elif on_gpu:
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its kernels
         return cls(device, **pick)
 
@@ -90,7 +110,18 @@ class Runtime:
         return torch.optim.Adam(params, lr=lr, betas=tuple(float(b) for b in betas), **kind)
 
     def describe(self):
-        return dict(device=str(self.device), **{k: getattr(self, k) for k in SPEED_FLAGS})
+        return dict(device=str(self.device), **{k: getattr(self, k) for k in SPEED_FLAGS},
+                    deterministic=self.deterministic, sync_bn=self.sync_bn)
+
+
+def make_deterministic():
+    """Deterministic kernels everywhere (an operation that has none warns, naming itself),
+    no cuDNN autotuning (it may pick other kernels after a restart), and the cuBLAS workspace
+    setting that deterministic matrix products need (read before CUDA starts)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
 
 
 def seed_everything(seed):

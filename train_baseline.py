@@ -29,7 +29,7 @@ MODEL_FILE = "cifar10.model"  # the assignment's name, whatever the dataset
 def build_parser():
     p = ArgumentParser(description=__doc__.split("\n\n")[0])
     add_shared_flags(p, epochs=100, lr=1e-4, batch_size=128)
-    add_speed_flags(p)
+    add_speed_flags(p, training=True)
     return p
 
 

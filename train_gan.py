@@ -47,7 +47,10 @@ def build_parser():
     option = "the assignment's two options: width 196 for 200 epochs, width 128 for 400"
     add_shared_flags(p, epochs=200, lr=1e-4, batch_size=128,
                      notes={"epochs": option, "width": option})
-    add_speed_flags(p)
+    add_speed_flags(p, training=True).add_argument(
+        "--sync_bn", choices=("auto", "on", "off"), default="auto",
+        help="the generator's BatchNorm over the global batch (SyncBatchNorm): auto is on for "
+             "several CUDA processes, as the assignment normalises over all 128 images")
     g = p.add_argument_group("GAN")
     g.add_argument("--gen_train", type=POSITIVE_INT, default=1,
                    help="train the generator every N discriminator steps")
@@ -56,9 +59,6 @@ def build_parser():
                    help="noise values per image; the first num_classes are the one-hot class")
     g.add_argument("--beta1", type=FRACTION, default=0.0, help="Adam beta1 of both networks")
     g.add_argument("--beta2", type=FRACTION, default=0.9, help="Adam beta2 of both networks")
-    g.add_argument("--sync_bn", action="store_true",
-                   help="with several GPUs: the generator's BatchNorm uses the statistics of "
-                        "the global batch (SyncBatchNorm)")
     return p
 
 
@@ -260,7 +260,7 @@ def build_gan(args, num_classes, runtime, dist=None):
     dist = dist or Dist()
     seed_everything(args.seed)
     G = Generator(args.latent_dim, args.width)
-    if getattr(args, "sync_bn", False):
+    if runtime.sync_bn:
         G = torch.nn.SyncBatchNorm.convert_sync_batchnorm(G)
     G = runtime.module(G)
     D = runtime.module(Discriminator(args.width, num_classes))
@@ -276,8 +276,6 @@ def build_gan(args, num_classes, runtime, dist=None):
 def run(args):
     """Train as the flags say; returns (final figures, GanNets)."""
     with open_run(args, GanTrainer) as r:
-        if args.sync_bn and r.runtime.device.type != "cuda":
-            raise UserError("--sync_bn needs CUDA (SyncBatchNorm has no CPU kernels)")
         return _train(args, r)
 
 

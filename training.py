@@ -89,6 +89,7 @@ class Run:
     history: list = field(default_factory=list)  # one record per completed epoch
     seconds: float = 0.0  # training time so far, over every resumption
     saved_at: tuple = None  # (epoch, step) of the last checkpoint on disk
+    jitter: tuple = None  # the training augmentation's colour jitter strengths
 
     def begin(self):
         """Once the data and models are ready: print and save the settings, open the log and
@@ -98,6 +99,10 @@ class Run:
             info("settings: " + json.dumps(self.config))
             info("runtime: " + json.dumps(dict(self.runtime.describe(),
                                                 processes=self.dist.world_size)))
+            if self.jitter is not None:
+                names = ("brightness", "contrast", "saturation", "hue")
+                info(f"colour jitter ({self.args.color_jitter}): " + ", ".join(
+                    f"{n} {s:.3f}" if s else f"{n} off" for n, s in zip(names, self.jitter)))
             write_settings(self.args, os.path.join(out, f"{kind}_config.json"))
             self.log = JsonLog(os.path.join(out, f"{kind}_log.jsonl"), fresh=not self.ckpt)
         self.stop = StopSignal(self.dist, self.args.stop_file, self.args.time_limit,
@@ -118,7 +123,9 @@ class Run:
 
         a = self.args
         data = load_dataset(a.dataset, a.data_dir, a.cache_dir, a.subset, a.seed)
-        return (data, *make_loaders(a, data, self.runtime, self.dist))
+        train, test = make_loaders(a, data, self.runtime, self.dist)
+        self.jitter = train.augment.strengths
+        return data, train, test
 
     def save(self, trainer, epoch, step=0, sums=None):
         """The checkpoint (rank 0): where training stands, the settings, the history and the
@@ -274,7 +281,8 @@ def make_loaders(args, data, runtime, dist=None):
     from data import Augment, Batches, jitter_strengths
 
     dist = dist or Dist()
-    aug = Augment(jitter_strengths(args.seed), flip=data.flip)
+    aug = Augment(jitter_strengths(args.seed, getattr(args, "color_jitter", "assignment")),
+                  flip=data.flip)
     common = dict(device=runtime.device, on_device=runtime.data_on_device,
                   memory_format=runtime.memory_format)
     train = Batches(data.train_x, data.train_y, dist.per_rank_batch(args.batch_size),

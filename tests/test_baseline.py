@@ -145,3 +145,27 @@ def test_command_line_end_to_end(tmp_path):
     assert set(json.loads(r.stdout.splitlines()[-1])) >= {"test_acc", "epochs", "seconds"}
     r = subprocess.run(cmd + ["--dataset", "mnist2"], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "unknown dataset" in r.stderr
+
+
+def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
+    from cli import EXIT_DIVERGED
+
+    real_step, calls = train_baseline.train_step, []
+
+    def poisoned(model, optimizer, x, y, *a, **k):  # the 6th step (epoch 2, step 2) goes NaN
+        calls.append(1)
+        return real_step(model, optimizer, x * float("nan") if len(calls) == 6 else x, y,
+                         *a, **k)
+
+    monkeypatch.setattr(train_baseline, "train_step", poisoned)
+    out = tmp_path / "run"
+    code, _, err = run_cli(train_baseline.main, FAST + ["--subset", "128", "--epochs", "3",
+                                                        "--out_dir", str(out)], capsys)
+    assert code == EXIT_DIVERGED, err
+    assert "epoch 2, step 2" in err and "after epoch 1" in err and "Traceback" not in err
+    ckpt = torch.load(out / "baseline.ckpt", weights_only=True)
+    assert ckpt["epoch"] == 1 and len(calls) == 8  # stopped at the end of epoch 2's steps
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    assert not (out / "cifar10.model").exists()
+    log = [json.loads(line) for line in open(out / "baseline_log.jsonl")]
+    assert log[-1]["event"] == "diverged"

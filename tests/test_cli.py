@@ -71,3 +71,19 @@ def test_nonsense_numbers_get_one_line_and_exit_2(script, flags, words, tmp_path
     for w in words:
         assert w in err, err
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_color_jitter_flag(capsys):
+    from data import jitter_strengths
+    from train_baseline import build_parser
+
+    p = build_parser()
+    assert p.parse_args([]).color_jitter == "assignment"
+    assert jitter_strengths(3, p.parse_args(["--color_jitter", "off"]).color_jitter) == (0,) * 4
+    chosen = p.parse_args(["--color_jitter", "0.1,0.2,0,0.05"]).color_jitter
+    assert jitter_strengths(3, chosen) == (0.1, 0.2, 0.0, 0.05)
+    for bad in ("0.1,0.2", "0.1,0.2,0.3,0.9", "0.1,-0.2,0,0", "a,b,c,d", "nan,0,0,0"):
+        with pytest.raises(SystemExit):
+            p.parse_args(["--color_jitter", bad])
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--color_jitter" in err

@@ -74,10 +74,32 @@ def test_augment_draws_from_the_assignments_ranges():
     assert not Augment(strengths, flip=False).sample(100, torch.Generator()).flip.any()
 
 
-def test_jitter_strengths_are_small_nonnegative_and_seeded():
+def test_jitter_strengths_follow_the_assignments_torchvision():
+    """0.1*randn(1) per jitter; torchvision 0.2 applied a jitter only for a strength > 0, so
+    a negative draw is 0 (off) and each jitter is on in about half of all runs."""
     a, b = jitter_strengths(0), jitter_strengths(1)
     assert a == jitter_strengths(0) and a != b
-    assert all(0 <= v < 0.5 for v in a + b)
+    draws = (0.1 * torch.randn(4, generator=data.make_generator("cpu", 0, "color_jitter")))
+    assert a == pytest.approx([max(0.0, v) for v in draws.tolist()])
+    runs = torch.tensor([jitter_strengths(seed) for seed in range(400)])  # (400, 4)
+    on = (runs > 0).float().mean(0)
+    assert ((on > 0.4) & (on < 0.6)).all(), on
+    assert (runs >= 0).all() and runs.max() < 0.5
+    assert abs(runs[runs > 0].mean().item() - 0.1 * (2 / torch.pi) ** 0.5) < 0.01  # E|0.1 N|
+
+
+def test_a_jitter_that_is_off_leaves_the_image_exactly_alone():
+    x = torch.rand(6, 3, 32, 32)
+    g = torch.Generator().manual_seed(0)
+    aug = Augment((0.0, 0.0, 0.0, 0.0), flip=False)
+    p = aug.sample(6, g)
+    cropped = resized_crop(x, p.top, p.left, p.size, 32)
+    assert torch.equal(aug.apply(x, p), cropped)  # no colour change at all, not even rounding
+    # brightness alone: the other three are skipped, whatever the drawn order
+    only_b = Augment((0.2, 0.0, 0.0, 0.0), flip=False)
+    p = only_b.sample(6, g)
+    expected = (resized_crop(x, p.top, p.left, p.size, 32) * p.factors[:, 0, None, None, None])
+    assert torch.allclose(only_b.apply(x, p), expected.clamp(0, 1), atol=1e-6)
 
 
 def test_augment_keeps_range_and_changes_images():

@@ -95,3 +95,31 @@ def test_bench_runs_on_the_cpu_and_reports_every_figure(capsys):
             assert f[path]["peak_mib"] > 0
         assert f["speedup"] == round(f["fast"]["images_per_s"] / f["original"]["images_per_s"], 2)
     assert "| baseline_step |" in out  # the table for the README
+
+
+def test_deterministic_turns_on_deterministic_kernels_and_off_autotuning():
+    flags = dict(device="cpu", amp="auto", compile="auto", channels_last="auto",
+                 fused_adam="auto", data_on_device="auto")
+    try:
+        rt = Runtime.from_args(SimpleNamespace(**flags, deterministic=True))
+        assert rt.deterministic and rt.describe()["deterministic"]
+        assert torch.are_deterministic_algorithms_enabled()
+        assert not torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
+        import os
+
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic = False
+
+
+def test_sync_bn_is_for_several_cuda_processes(capsys):
+    from distributed import Dist
+    from train_gan import main
+
+    flags = dict(device="cpu", amp="auto", compile="auto", channels_last="auto",
+                 fused_adam="auto", data_on_device="auto", sync_bn="auto")
+    assert not Runtime.from_args(SimpleNamespace(**flags), Dist(0, 2)).sync_bn  # CPU: no kernels
+    code, _, err = run_cli(main, ["--dataset", "digits", "--device", "cpu", "--sync_bn", "on"],
+                           capsys)
+    assert code == 2 and err.count("\n") == 1 and "--sync_bn off" in err

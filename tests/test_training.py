@@ -49,3 +49,23 @@ def test_adam_guard_assignment_values_and_state_dict_round_trip():
         s["step"].fill_(5000)
     adam_step_guard(opt2, cap=0)  # 0 turns it off
     assert all(float(s["step"]) == 5000 for s in opt2.state.values())
+
+
+def test_the_guard_makes_late_updates_about_0_8_of_standard_adams():
+    """With beta2 = 0.999 (the baseline) a step count pinned near 1000 freezes Adam's bias
+    correction at sqrt(1 - 0.999^1000) ~ 0.8: every later update is about 0.8 times standard
+    Adam's (whose correction tends to 1). What the README says; --adam_step_cap 0 is standard."""
+    torch.manual_seed(0)
+    updates = {}
+    for step in (1000, 100000):  # where the guard keeps it, and where standard Adam would be
+        p = torch.nn.Parameter(torch.zeros(50))
+        opt = torch.optim.Adam([p], lr=1e-3)
+        p.grad = torch.ones(50)
+        opt.step()  # creates the state
+        opt.state[p].update(step=torch.tensor(float(step)), exp_avg=torch.full((50,), 0.5),
+                            exp_avg_sq=torch.full((50,), 0.25))
+        before = p.detach().clone()
+        p.grad = torch.full((50,), 0.5)
+        opt.step()
+        updates[step] = (p.detach() - before).abs().mean().item()
+    assert 0.79 < updates[1000] / updates[100000] < 0.81
