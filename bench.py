@@ -15,30 +15,36 @@ memory of
 and their ratio, with the device named. The images are random uint8 tensors of CIFAR-10's
 shape unless --data_dir names a CIFAR-10 copy: speed does not depend on their content.
 Peak memory is the GPU's allocator peak on CUDA, the process's resident peak on the CPU
-(DataLoader workers not included). The last line on stdout is JSON with every figure.
+(DataLoader workers not included). Then, for every recipe of train_gan.py (recipes.py), the
+fast path's GAN iteration with the recipe's networks, loss and batch on images of its
+dataset's shape. The last line on stdout is JSON with every figure.
 """
 import json
 import time
-from types import SimpleNamespace
 
 import torch
 
-from cli import COUNT, INTEGER, POSITIVE_INT, ArgumentParser, info, run_main
+from cli import COUNT, INTEGER, POSITIVE_INT, ArgumentParser, check_shared_flags, info, run_main
 from data import Augment, Batches, ImageData, jitter_strengths, load_dataset
 from models import Discriminator
 from runtime import Runtime, add_speed_flags
 from train_baseline import train_step
-from train_gan import build_gan, gan_iteration
+from recipes import RECIPES
+from train_gan import GanSpec, build_gan, gan_iteration, parse_args
 from visualize import ascend, own_class_logit, own_feature, perturb
 
 
 def build_parser():
     p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
-    p.add_argument("--which", choices=("all", "baseline", "gan", "visualize"), default="all",
-                   help="what to measure")
-    p.add_argument("--width", type=POSITIVE_INT, default=196, help="channels of every hidden layer")
-    p.add_argument("--batch_size", type=POSITIVE_INT, default=128, help="images per training step")
+    p.add_argument("--which", choices=("all", "baseline", "gan", "visualize", "recipes"),
+                   default="all", help="what to measure")
+    p.add_argument("--width", type=POSITIVE_INT, default=None,
+                   help="channels of the hidden layers (default: the assignment's 196; for the "
+                        "recipes, each recipe's own)")
+    p.add_argument("--batch_size", type=POSITIVE_INT, default=None,
+                   help="images per training step (default: the assignment's 128; for the "
+                        "recipes, each recipe's own)")
     p.add_argument("--steps", type=POSITIVE_INT, default=30, help="timed steps per measurement")
     p.add_argument("--warmup", type=COUNT, default=10,
                    help="untimed steps first (compilation, cuDNN autotuning, worker start-up)")
@@ -134,10 +140,11 @@ def original_batches(data, batch_size, workers, seed, device):
             yield x.to(device), y.to(device)
 
 
-def fast_batches(data, batch_size, seed, runtime):
+def fast_batches(data, batch_size, seed, runtime, augment=True):
     """An endless iterator of this project's batches (on-device uint8, batched augmentation)."""
+    aug = Augment(jitter_strengths(seed), size=data.image_size) if augment else None
     train = Batches(data.train_x, data.train_y, batch_size, runtime.device, seed=seed,
-                    shuffle=True, drop_last=True, augment=Augment(jitter_strengths(seed)),
+                    shuffle=True, drop_last=True, augment=aug,
                     on_device=runtime.data_on_device, memory_format=runtime.memory_format)
     epoch = 0
     while True:
@@ -145,13 +152,17 @@ def fast_batches(data, batch_size, seed, runtime):
         epoch += 1
 
 
+def random_data(n, seed, channels=3, size=32):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n, channels, size, size), dtype=torch.uint8, generator=g)
+    y = torch.randint(0, 10, (n,), generator=g)
+    return ImageData("random", x, y, x[:256], y[:256], tuple(map(str, range(10))), flip=True)
+
+
 def bench_data(args, n):
     if args.data_dir:
         return load_dataset("cifar10", args.data_dir)
-    g = torch.Generator().manual_seed(args.seed)
-    x = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
-    y = torch.randint(0, 10, (n,), generator=g)
-    return ImageData("random", x, y, x[:256], y[:256], tuple(map(str, range(10))), flip=True)
+    return random_data(n, args.seed)
 
 
 # ----------------------------------------------------------------------------- the measurements
@@ -179,9 +190,8 @@ def bench_baseline(args, data, runtime, plain):
 
 def bench_gan(args, data, runtime, plain):
     out = {}
-    gan_args = SimpleNamespace(latent_dim=100, width=args.width, seed=args.seed, lr=1e-4,
-                               beta1=0.0, beta2=0.9, gen_train=1, gp_weight=10.0,
-                               adam_step_cap=1024)
+    gan_args = parse_args(["--width", str(args.width), "--seed", str(args.seed)])  # ie534
+    spec = GanSpec.from_args(gan_args)
     for name, rt, batches in (
             ("fast", runtime, lambda: fast_batches(data, args.batch_size, args.seed, runtime)),
             ("original", plain, lambda: original_batches(data, args.batch_size,
@@ -194,7 +204,7 @@ def bench_gan(args, data, runtime, plain):
 
         def step():
             real, labels = next(it)
-            gan_iteration(nets, opt_g, opt_d, real, labels, state["i"], gan_args, rt, gen)
+            gan_iteration(nets, opt_g, opt_d, real, labels, state["i"], spec, rt, gen)
             state["i"] += 1
 
         out[name] = timed(step, rt.device, args.steps, args.warmup, args.batch_size)
@@ -231,6 +241,37 @@ def bench_visualize(args, data, runtime, plain):
     return out
 
 
+# What each recipe's dataset looks like: (channels, image side).
+SHAPES = {"cifar10": (3, 32), "svhn": (3, 32), "mnist": (1, 28), "fashion_mnist": (1, 28)}
+
+
+def bench_recipes(args, runtime, width=None, batch_size=None):
+    """Every recipe's GAN iteration on the fast path, on random images of its dataset's shape,
+    with the recipe's own width and batch unless they are given."""
+    out = {}
+    for recipe in RECIPES:
+        given = [f"--{k}={v}" for k, v in (("width", width), ("batch_size", batch_size)) if v]
+        a = parse_args(["--recipe", recipe, "--seed", str(args.seed), *given])
+        check_shared_flags(a)  # the family's width
+        channels, size = SHAPES[a.dataset]
+        data = random_data(max(1024, (args.steps + args.warmup + 2) * a.batch_size), args.seed,
+                           channels, size)
+        classes = 10 if a.acgan == "on" else 0
+        nets, opt_g, opt_d = build_gan(a, classes, runtime, channels=channels, image_size=size)
+        it = fast_batches(data, a.batch_size, args.seed, runtime, augment=a.augment != "none")
+        gen = torch.Generator(device=runtime.device).manual_seed(args.seed)
+        spec, state = GanSpec.from_args(a), {"i": 0}
+
+        def step():
+            real, labels = next(it)
+            gan_iteration(nets, opt_g, opt_d, real, labels, state["i"], spec, runtime, gen)
+            state["i"] += 1
+
+        out[recipe] = dict(timed(step, runtime.device, args.steps, args.warmup, a.batch_size),
+                           batch_size=a.batch_size, arch=a.arch, loss=a.loss)
+    return out
+
+
 def perturb_amp(model, x, y, runtime):
     with runtime.autocast():
         return perturb(model, x, y, 8.0)
@@ -242,6 +283,8 @@ def ratio(fast, original):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    recipe_sizes = dict(width=args.width, batch_size=args.batch_size)  # as given, or None
+    args.width, args.batch_size = args.width or 196, args.batch_size or 128  # the assignment's
     runtime = Runtime.from_args(args)
     plain = Runtime(runtime.device)  # fp32, eager, nothing on the device ahead of time
     device_name = (torch.cuda.get_device_name(runtime.device) if runtime.device.type == "cuda"
@@ -279,6 +322,15 @@ def main(argv=None):
               f"x{f['speedup']} |")
     print(f"\n{device_name}, torch {torch.__version__}, width {args.width}, batch "
           f"{args.batch_size}, {results['images']}\n")
+    if args.which in ("all", "recipes"):
+        results["recipes"] = bench_recipes(args, runtime, **recipe_sizes)
+        print("| recipe | networks | loss | batch | img/s | ms/iteration | peak MiB |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for recipe, f in results["recipes"].items():
+            info(f"{recipe:18s} {f['images_per_s']:>9.1f} img/s {f['ms_per_step']:>8.2f} ms")
+            print(f"| {recipe} | {f['arch']} | {f['loss']} | {f['batch_size']} | "
+                  f"{f['images_per_s']} | {f['ms_per_step']} | {f['peak_mib']} |")
+        print(f"\n{device_name}, fast path, random images of each dataset's shape\n")
     print(json.dumps(results), flush=True)
     return results
 

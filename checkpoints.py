@@ -59,8 +59,8 @@ SUMS = Field("a 1-D tensor or None", lambda v: v is None or (torch.is_tensor(v) 
 # next epoch (> 0 for a checkpoint written on a stop signal) and that epoch's running sums.
 PROGRESS_FIELDS = {"epoch": COUNT, "step": COUNT, "partial": SUMS, "settings": DICT,
                    "history": RECORDS, "seconds": NUMBER}
-MODEL_FIELDS = {"arch": TEXT, "arch_args": DICT, "model": WEIGHTS, "settings": DICT,
-                "metrics": DICT, "classes": NAMES, "made_by": TEXT_OR_NONE}
+MODEL_FIELDS = {"arch": TEXT, "role": TEXT, "arch_args": DICT, "model": WEIGHTS,
+                "settings": DICT, "metrics": DICT, "classes": NAMES, "made_by": TEXT_OR_NONE}
 
 
 def load_checkpoint(path, kind=None, fields=None):
@@ -145,27 +145,33 @@ def write_settings(args, path):
 
 # ----------------------------------------------------------------------------- model files
 
-def save_model(path, model, name, settings_dict, metrics=None, classes=None, made_by=None):
-    """A model file: weights, the architecture's name and arguments, the run's settings,
-    its final figures, the class names of its dataset and the script that trained it."""
-    atomic_save({"kind": "model", "arch": name, "arch_args": dict(model.arch),
+def save_model(path, model, settings_dict, metrics=None, classes=None, made_by=None):
+    """A model file: weights, the network's family, role and constructor arguments, the run's
+    settings, its final figures, the class names of its dataset and the script that trained
+    it."""
+    atomic_save({"kind": "model", "arch": model.family, "role": model.role,
+                 "arch_args": dict(model.arch),
                  "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                  "settings": settings_dict, "metrics": metrics or {},
                  "classes": list(classes or []), "made_by": made_by}, path)
 
 
-def load_model(path, arch, made_by):
-    """Rebuild a model saved by save_model; `made_by` names the script for the error message."""
-    from models import ARCHITECTURES
+def load_model(path, role, made_by):
+    """Rebuild a network saved by save_model: role is 'discriminator' or 'generator';
+    `made_by` names the script that writes such files, for the error message."""
+    from models import ARCHITECTURES, build
 
     if not os.path.isfile(path):
         raise UserError(f"model file {path} not found: {made_by} writes it")
     ckpt = load_checkpoint(path, kind="model", fields=MODEL_FIELDS)
-    if ckpt["arch"] != arch:
-        raise UserError(f"{path} holds a {ckpt['arch']}, not a {arch}")
+    if ckpt["role"] != role:
+        raise UserError(f"{path} holds a {ckpt['role']}, not a {role}")
+    if ckpt["arch"] not in ARCHITECTURES:
+        raise UserError(f"{path} holds an unknown family of networks '{ckpt['arch']}' (known: "
+                        f"{', '.join(ARCHITECTURES)})")
     try:
-        model = ARCHITECTURES[arch](**ckpt["arch_args"])
+        model = build(ckpt["arch"], role, **ckpt["arch_args"])
     except (TypeError, ValueError) as e:
-        raise UserError(f"{path}: cannot rebuild the {arch} ({e})") from None
-    load_state(model, ckpt["model"], path, arch)
+        raise UserError(f"{path}: cannot rebuild the {ckpt['arch']} {role} ({e})") from None
+    load_state(model, ckpt["model"], path, role)
     return model.eval(), ckpt

@@ -5,6 +5,7 @@ import math
 import sys
 
 from data import DataError
+from models import ARCHITECTURES, default_width
 
 # Exit codes of the scripts, besides 0 and 130 (Ctrl-C).
 EXIT_USER_ERROR = 2  # bad input: one line on stderr says what to fix
@@ -97,7 +98,7 @@ class ArgumentParser(argparse.ArgumentParser):
         return super().parse_known_args(args, namespace)
 
 
-def add_shared_flags(parser, *, epochs, lr, batch_size, width=196, dataset="cifar10", notes=None):
+def add_shared_flags(parser, *, epochs, lr, batch_size, dataset="cifar10", notes=None):
     """The flags every training script shares; each script passes the assignment's defaults
     (and, in notes, what it adds to a flag's help)."""
     g = parser.add_argument_group("shared flags (the same in every script)")
@@ -106,7 +107,8 @@ def add_shared_flags(parser, *, epochs, lr, batch_size, width=196, dataset="cifa
     def with_note(name, text):
         return f"{text}; {notes[name]}" if name in notes else text
 
-    g.add_argument("--dataset", default=dataset, help="dataset by name: cifar10, folder, digits")
+    g.add_argument("--dataset", default=dataset,
+                   help="dataset by name: cifar10, folder, digits, mnist, fashion_mnist, svhn")
     g.add_argument("--data_dir", default="./data",
                    help="where the dataset lives (cifar10 is downloaded here when missing; "
                         "for folder: the folder holding train/ and test/)")
@@ -120,8 +122,12 @@ def add_shared_flags(parser, *, epochs, lr, batch_size, width=196, dataset="cifa
     g.add_argument("--lr", type=POSITIVE, default=lr,
                    help="Adam learning rate, for the global batch: unchanged by the number of "
                         "processes (scale it yourself if you raise --batch_size)")
-    g.add_argument("--width", type=POSITIVE_INT, default=width,
-                   help=with_note("width", "channels of every hidden layer of the networks"))
+    g.add_argument("--arch", choices=tuple(ARCHITECTURES), default="ie534",
+                   help="the family of networks (models.py): the assignment's ie534, dcgan "
+                        "(seed 003), mlp and infogan (seed 004)")
+    g.add_argument("--width", type=POSITIVE_INT, default=None,
+                   help=with_note("width", "channels of the hidden layers (default the "
+                                           "family's: ie534 196, dcgan and infogan 32, mlp 256)"))
     g.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
     g.add_argument("--seed", type=INTEGER, default=0, help="seed of every random draw of the run")
     g.add_argument("--resume", nargs="?", const="yes", default="no",
@@ -131,6 +137,10 @@ def add_shared_flags(parser, *, epochs, lr, batch_size, width=196, dataset="cifa
                    help="start fresh even though --out_dir holds a checkpoint of an earlier run")
     g.add_argument("--subset", type=POSITIVE_INT, default=None,
                    help="train on N training images (a seeded choice) for quick runs")
+    g.add_argument("--augment", choices=("assignment", "flip", "none"), default="assignment",
+                   help="training augmentation: the assignment's (random resized crop, colour "
+                        "jitter, horizontal flip where the dataset allows it), the flip alone, "
+                        "or none")
     g.add_argument("--color_jitter", type=color_jitter_flag, default="assignment",
                    help="training augmentation's ColorJitter: 'assignment' draws each strength "
                         "once from --seed as 0.1*randn, a negative draw turning that jitter off "
@@ -150,10 +160,14 @@ def add_shared_flags(parser, *, epochs, lr, batch_size, width=196, dataset="cifa
 
 
 def check_shared_flags(args):
+    """What the parser cannot check alone; fills in the defaults that depend on other flags
+    (the width of the chosen family), so the settings saved are the resolved ones."""
     from data import DATASETS
 
     if args.dataset not in DATASETS:
         raise UserError(f"unknown dataset '{args.dataset}'; choose one of {', '.join(DATASETS)}")
+    if args.width is None:
+        args.width = default_width(args.arch)
 
 
 def run_main(main, argv=None):

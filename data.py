@@ -1,14 +1,17 @@
 """Datasets chosen by name, held in memory as uint8, and batched augmentation.
 
-Every dataset is decoded once into uint8 tensors of shape (N, 3, 32, 32); batches are cut
+Every dataset is decoded once into uint8 tensors of shape (N, C, S, S); batches are cut
 from them, moved to the training device and augmented there, a whole batch at a time, with
 per-sample random parameters. All randomness of the data comes from generators seeded by
 (seed, epoch, batch, rank), so any batch of any epoch can be rebuilt exactly: this is what
 makes a resumed run equal an uninterrupted one.
 
-    cifar10  torchvision's CIFAR10 (downloaded when missing), or a folder in the layout below
-    folder   DIR/train/<class>/*.png and DIR/test/<class>/*.png, 32x32; decoded once and cached
-    digits   scikit-learn's 8x8 handwritten digits upsampled to 32x32 RGB: real, small, offline
+    cifar10        torchvision's CIFAR10 (downloaded when missing), or a folder as below
+    folder         DIR/train/<class>/*.png and DIR/test/<class>/*.png, 32x32; decoded once, cached
+    digits         scikit-learn's 8x8 handwritten digits upsampled to 32x32 RGB: small, offline
+    mnist          torchvision's MNIST, 28x28 grey (DATA_DIR/MNIST/raw), downloaded when missing
+    fashion_mnist  torchvision's FashionMNIST, 28x28 grey (DATA_DIR/FashionMNIST/raw)
+    svhn           the Street View House Numbers, 32x32 RGB (DATA_DIR/{train,test}_32x32.mat)
 """
 import contextlib
 import hashlib
@@ -32,7 +35,7 @@ class DataError(Exception):
 
 @dataclass
 class ImageData:
-    """A whole dataset in memory: images uint8 (N, 3, 32, 32), labels int64 (N,)."""
+    """A whole dataset in memory: images uint8 (N, C, S, S), labels int64 (N,)."""
     name: str
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -44,6 +47,14 @@ class ImageData:
     @property
     def num_classes(self):
         return len(self.classes)
+
+    @property
+    def channels(self):
+        return self.train_x.shape[1]
+
+    @property
+    def image_size(self):
+        return self.train_x.shape[-1]
 
 
 def derive_seed(*keys):
@@ -187,10 +198,71 @@ def load_digits(data_dir=None, cache_dir=None):
                      flip=False)
 
 
+def _torchvision(dataset, data_dir, what, **kw):
+    """A torchvision dataset, downloaded into data_dir when missing (progress on stderr:
+    stdout is kept for the final JSON line); offline and absent: a DataError."""
+    import torchvision
+
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            return getattr(torchvision.datasets, dataset)(data_dir, download=True, **kw)
+    except Exception as e:  # URLError, OSError, RuntimeError: all mean "no usable copy here"
+        raise DataError(f"{what} is not in {data_dir} and could not be downloaded "
+                        f"({type(e).__name__}: {e}). Point --data_dir at the folder holding "
+                        f"{what}") from None
+
+
+def _load_mnist_like(dataset, data_dir, classes, flip):
+    """MNIST or FashionMNIST in torchvision's layout: uint8 (N, 1, 28, 28)."""
+    sets = [_torchvision(dataset, data_dir, f"{dataset}/raw", train=t) for t in (True, False)]
+    (tx, ty), (vx, vy) = [(s.data.unsqueeze(1).contiguous(), s.targets.long()) for s in sets]
+    name = "mnist" if dataset == "MNIST" else "fashion_mnist"
+    return ImageData(name, tx, ty, vx, vy, classes, flip=flip)
+
+
+def load_mnist(data_dir, cache_dir=None):
+    return _load_mnist_like("MNIST", data_dir, tuple(str(i) for i in range(10)), flip=False)
+
+
+FASHION_CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
+                   "sneaker", "bag", "ankle-boot")
+
+
+def load_fashion_mnist(data_dir, cache_dir=None):
+    return _load_mnist_like("FashionMNIST", data_dir, FASHION_CLASSES, flip=True)
+
+
+def load_svhn(data_dir, cache_dir=None):
+    """SVHN's train_32x32.mat and test_32x32.mat (downloaded when missing), read directly:
+    X is (32, 32, 3, N) uint8 and y (N, 1) with 10 standing for the digit 0."""
+    import scipy.io
+
+    out = []
+    for split in ("train", "test"):
+        path = os.path.join(data_dir, f"{split}_32x32.mat")
+        if not os.path.exists(path):
+            _torchvision("SVHN", data_dir, f"{split}_32x32.mat", split=split)
+        try:
+            mat = scipy.io.loadmat(path)
+            x = torch.from_numpy(np.ascontiguousarray(np.transpose(mat["X"], (3, 2, 0, 1))))
+            y = torch.from_numpy(mat["y"].astype(np.int64).reshape(-1))
+        except (OSError, ValueError, KeyError, TypeError, scipy.io.matlab.MatReadError) as e:
+            raise DataError(f"{path} is not an SVHN file ({type(e).__name__}: {e})") from None
+        if x.dtype != torch.uint8 or x.shape[1:] != (3, 32, 32) or len(x) != len(y) \
+                or not ((y >= 1) & (y <= 10)).all():
+            raise DataError(f"{path} is not an SVHN file: X must be 32x32x3xN uint8 and y the "
+                            "N labels 1..10")
+        out += [x, torch.where(y == 10, 0, y)]  # the label 10 marks the digit 0
+    return ImageData("svhn", *out, tuple(str(i) for i in range(10)), flip=False)
+
+
 DATASETS = {
     "cifar10": load_cifar10,
     "folder": load_folder,
     "digits": load_digits,
+    "mnist": load_mnist,
+    "fashion_mnist": load_fashion_mnist,
+    "svhn": load_svhn,
 }
 
 
@@ -253,13 +325,14 @@ class AugmentParams:
 class Augment:
     """The assignment's training transforms on a batch, each sample with its own draw.
 
-    RandomResizedCrop(32, scale=(0.7, 1.0), ratio=(1, 1)) -> ColorJitter(b, c, s, h) ->
+    RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(1, 1)) -> ColorJitter(b, c, s, h) ->
     RandomHorizontalFlip() with the same distributions as torchvision's, applied to float
-    images in [0, 1] of shape (B, C, H, W) on any device.
+    images in [0, 1] of shape (B, C, H, W) on any device. crop=False leaves the crop out.
     """
 
-    def __init__(self, strengths, flip=True, scale=(0.7, 1.0), size=32):
+    def __init__(self, strengths, flip=True, scale=(0.7, 1.0), size=32, crop=True):
         self.strengths, self.use_flip, self.scale, self.size = strengths, flip, scale, size
+        self.crop = crop
 
     def sample(self, n, generator, height=32, width=32):
         dev = generator.device
@@ -278,7 +351,8 @@ class Augment:
         return AugmentParams(top, left, side, factors, order, flip)
 
     def apply(self, x, p):
-        x = resized_crop(x, p.top, p.left, p.size, self.size)
+        if self.crop:
+            x = resized_crop(x, p.top, p.left, p.size, self.size)
         x = color_jitter(x, p.factors, p.order, active=[s > 0 for s in self.strengths])
         return torch.where(p.flip[:, None, None, None], x.flip(3), x)
 
@@ -314,6 +388,8 @@ def resized_crop(x, top, left, side, out_size):
 
 
 def _gray(x):
+    if x.shape[1] == 1:
+        return x
     return (0.2989 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])  # (B, 1, H, W)
 
 
@@ -350,9 +426,12 @@ def adjust_hue(x, shift):
 def color_jitter(x, factors, order, active=(True, True, True, True)):
     """Brightness, contrast, saturation and hue, in a per-sample random order.
 
-    x: (B, 3, H, W) in [0, 1]; factors: (B, 4); order: (B, 4) permutations of 0..3. An
-    operation that is not active (its strength is 0) is skipped, as torchvision skips it.
+    x: (B, C, H, W) in [0, 1]; factors: (B, 4); order: (B, 4) permutations of 0..3. An
+    operation that is not active (its strength is 0) is skipped, as torchvision skips it;
+    saturation and hue leave a grey image (C = 1) alone, as torchvision's do.
     """
+    if x.shape[1] == 1:
+        active = (active[0], active[1], False, False)
     f = factors[:, :, None, None, None]  # (B, 4, 1, 1, 1)
     ops = (
         lambda x: _blend(x, torch.zeros_like(x), f[:, 0]),

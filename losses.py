@@ -1,8 +1,23 @@
-"""GAN losses as plain functions of scores, apart from the networks.
+"""GAN losses as plain functions of the critic's scores, apart from the networks.
 
-Scores are the critic's raw outputs (`fc1`, no sigmoid), shape (B,). Other GAN families
-(non-saturating, least squares, WGAN with clipping) slot in here beside these.
+Scores are the discriminator's raw outputs (`fc1`, no sigmoid), shape (B,). Each family is a
+pair (discriminator loss of real and fake scores, generator loss of fake scores), looked up by
+name in LOSSES. The regularisers (gradient penalty, weight clipping) and ACGAN's class term are
+separate, so any family can take them.
+
+    wgan-gp         Gulrajani et al. 2017: the Wasserstein losses, with the gradient penalty
+    wgan            Arjovsky et al. 2017: the same losses, with the critic's weights clipped
+    gan             Goodfellow et al. 2014, binary cross-entropy on logits; the generator's
+                    non-saturating form, maximise log D(G(z)) (seed 004, and the paper's practice)
+    gan-saturating  the same discriminator; the generator minimises log(1 - D(G(z))), the
+                    minimax game as written (its gradient vanishes when D is confident)
+    lsgan           Mao et al. 2017, equation 9 (seed 004): least squares with targets 0 and 1
+    hinge           Lim & Ye 2017, Miyato et al. 2018 (SNGAN, BigGAN): hinge for the critic,
+                    -E[D(G(z))] for the generator
 """
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -15,6 +30,53 @@ def wgan_critic_loss(real_scores, fake_scores):
 def wgan_generator_loss(fake_scores):
     """The generator wants its fakes scored high: -E[D(fake)]."""
     return -fake_scores.mean()
+
+
+def bce_discriminator_loss(real_scores, fake_scores):
+    """-E[log sigmoid(D(x))] - E[log(1 - sigmoid(D(G(z))))], computed stably on logits."""
+    return F.softplus(-real_scores).mean() + F.softplus(fake_scores).mean()
+
+
+def nonsaturating_generator_loss(fake_scores):
+    """-E[log sigmoid(D(G(z)))]: binary cross-entropy of the fakes against the label 'real'."""
+    return F.softplus(-fake_scores).mean()
+
+
+def saturating_generator_loss(fake_scores):
+    """E[log(1 - sigmoid(D(G(z))))], the minimax generator loss: -softplus(D(G(z)))."""
+    return -F.softplus(fake_scores).mean()
+
+
+def lsgan_discriminator_loss(real_scores, fake_scores):
+    """1/2 E[(D(x) - 1)^2] + 1/2 E[D(G(z))^2] (Mao et al., equation 9)."""
+    return 0.5 * ((real_scores - 1) ** 2).mean() + 0.5 * (fake_scores ** 2).mean()
+
+
+def lsgan_generator_loss(fake_scores):
+    """1/2 E[(D(G(z)) - 1)^2]."""
+    return 0.5 * ((fake_scores - 1) ** 2).mean()
+
+
+def hinge_discriminator_loss(real_scores, fake_scores):
+    """E[max(0, 1 - D(x))] + E[max(0, 1 + D(G(z)))]."""
+    return F.relu(1 - real_scores).mean() + F.relu(1 + fake_scores).mean()
+
+
+@dataclass(frozen=True)
+class Loss:
+    """One family: the discriminator's loss of (real, fake) scores and the generator's."""
+    discriminator: Callable
+    generator: Callable
+
+
+LOSSES = {
+    "wgan-gp": Loss(wgan_critic_loss, wgan_generator_loss),
+    "wgan": Loss(wgan_critic_loss, wgan_generator_loss),
+    "gan": Loss(bce_discriminator_loss, nonsaturating_generator_loss),
+    "gan-saturating": Loss(bce_discriminator_loss, saturating_generator_loss),
+    "lsgan": Loss(lsgan_discriminator_loss, lsgan_generator_loss),
+    "hinge": Loss(hinge_discriminator_loss, wgan_generator_loss),
+}
 
 
 def auxiliary_class_loss(logits, labels):
@@ -39,3 +101,10 @@ def gradient_penalty(critic, real, fake, alpha, weight=10.0):
     (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
     norms = grad.flatten(1).norm(2, dim=1)  # (B, C, H, W) -> (B,)
     return weight * ((norms - 1) ** 2).mean()
+
+
+@torch.no_grad()
+def clip_weights(module, clip):
+    """WGAN's Lipschitz constraint: every weight of the critic clamped to [-clip, clip]."""
+    for p in module.parameters():
+        p.clamp_(-clip, clip)

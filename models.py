@@ -1,17 +1,33 @@
-"""The assignment's networks (IE 534, "Understanding CNNs and GANs", seed 002).
+"""The networks, by family: each family a discriminator and a generator, looked up by name in
+ARCHITECTURES. Only nn.Modules live here; sizes are constructor arguments.
 
-    python models.py               # print both layer tables at width 196
-    python models.py --width 128   # the assignment's cheaper option
+    python models.py                     # the assignment's tables at width 196
+    python models.py --arch infogan --image_size 28 --channels 1
 
-Discriminator: eight 3x3 convolutions, each followed by LayerNorm over (C, H, W) and
-LeakyReLU, a 4x4 max-pool and two heads on the pooled features: `fc1` (the WGAN critic,
-one score) and `fc10` (the ACGAN auxiliary classifier). Generator: a linear layer to a
-4x4 map, then convolutions and three 4x4 stride-2 transposed convolutions (4 -> 8 -> 16 ->
-32), BatchNorm and ReLU after every layer but the last, tanh output in [-1, 1].
+ie534    the assignment (seed 002). Discriminator: eight 3x3 convolutions, each followed by
+         LayerNorm over (C, H, W) and LeakyReLU, a max-pool over the last map and two heads:
+         `fc1` (the critic's score) and `fc10` (ACGAN's auxiliary classifier). Generator: a
+         linear layer to a 4x4 map, then convolutions and three 4x4 stride-2 transposed
+         convolutions (4 -> 8 -> 16 -> 32), BatchNorm and ReLU after every layer but the last,
+         tanh output.
+dcgan    seed 003 (Udacity's DCGAN on SVHN, after Radford et al.): strided 4x4 convolutions and
+         no pooling in the discriminator, BatchNorm on all but its first layer, LeakyReLU 0.2;
+         the generator from a linear layer to 4x4 through transposed convolutions to the image,
+         BatchNorm and ReLU, tanh. No bias before a BatchNorm.
+mlp      seed 004 (CS231n's vanilla GAN): discriminator 784-256-256-1 with LeakyReLU 0.01,
+         generator noise-1024-1024-784 with ReLU and tanh; Xavier-uniform weights, as CS231n.
+infogan  seed 004 (CS231n's DCGAN): the discriminator of TensorFlow's MNIST tutorial (5x5
+         convolutions, max-pools, a hidden fully connected layer) and the InfoGAN paper's
+         generator (Chen et al. 2016, appendix C.1); Xavier-uniform weights, as CS231n.
 
-Only nn.Modules live here; sizes are constructor arguments.
+Every discriminator returns (score (B,), class logits (B, num_classes) or None) and can carry
+the class head (`fc10`, num_classes > 0) that ACGAN and the classifier use; features(x, k) is
+the output of its k-th block, max-pooled over space. Every generator maps noise (B,
+latent_dim) to images (B, C, S, S) in [-1, 1]; a network whose natural size is larger than
+the image (32 for 28x28 MNIST) crops the centre.
 """
 import argparse
+import math
 
 import torch
 import torch.nn as nn
@@ -31,27 +47,80 @@ class FloatLayerNorm(nn.LayerNorm):
         return super().forward(x.float())
 
 
-class Discriminator(nn.Module):
-    """The critic/classifier of the assignment's table.
+def _conv_out(size, kernel, stride, padding):
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def xavier_init(module):
+    """CS231n's initialisation (seed 004's networks): Xavier-uniform weights for every linear
+    and (transposed) convolution layer; biases keep PyTorch's."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.xavier_uniform_(m.weight)
+
+
+def center_crop(x, size):
+    """(B, C, S, S) -> (B, C, size, size), the centre; nothing to do when S == size."""
+    offset = (x.shape[-1] - size) // 2
+    return x if offset == 0 else x[..., offset:offset + size, offset:offset + size]
+
+
+class Critic(nn.Module):
+    """What every discriminator shares: `blocks` run in order, trunk() turns the last block's
+    output into the feature vector the heads read, `fc1` scores it and `fc10` (when
+    num_classes > 0) classifies it."""
+    family = role = None  # set by each subclass: its name in ARCHITECTURES, "discriminator"
+    batch_statistics = False  # True when a BatchNorm mixes the samples of a batch
+
+    def _heads(self, features, num_classes):
+        self.num_classes = num_classes
+        self.fc1 = nn.Linear(features, 1)
+        self.fc10 = nn.Linear(features, num_classes) if num_classes else None
+
+    @property
+    def depth(self):
+        """How many blocks features() can read (1..depth)."""
+        return len(self.blocks)
+
+    def features(self, x, layer):
+        """The output of block `layer` (1..depth), max-pooled over space: (B, channels)."""
+        if not 1 <= layer <= self.depth:
+            raise ValueError(f"layer must be 1..{self.depth}, got {layer}")
+        for block in self.blocks[:layer]:
+            x = block(x)
+        return x.amax(dim=(2, 3)) if x.dim() == 4 else x  # (B, C, h, w) -> (B, C)
+
+    def trunk(self, h):
+        return h.flatten(1)
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        h = self.trunk(x)
+        return self.fc1(h).squeeze(1), (self.fc10(h) if self.fc10 is not None else None)
+
+
+class Discriminator(Critic):
+    """The critic/classifier of the assignment's table (family ie534).
 
     forward(x) -> (critic score (B,), class logits (B, num_classes)) for x of shape (B, C, S, S)
     in [-1, 1]. features(x, layer) -> (B, width): the output of conv`layer` (1..8) after its
     LayerNorm and LeakyReLU, max-pooled over space.
     """
+    family, role = "ie534", "discriminator"
 
     def __init__(self, width=196, num_classes=10, in_channels=3, image_size=32,
                  negative_slope=0.01):
         super().__init__()
-        if width < 1 or num_classes < 1 or image_size < 8:
-            raise ValueError("width and num_classes must be >= 1 and image_size >= 8")
+        if width < 1 or num_classes < 0 or image_size < 8:
+            raise ValueError("width must be >= 1, num_classes >= 0 and image_size >= 8")
         # The constructor's arguments: saved with the weights so a file can rebuild its model.
         self.arch = dict(width=width, num_classes=num_classes, in_channels=in_channels,
                          image_size=image_size, negative_slope=negative_slope)
-        self.width, self.num_classes = width, num_classes
-        self.in_channels, self.image_size = in_channels, image_size
+        self.width, self.in_channels, self.image_size = width, in_channels, image_size
         blocks, size, channels = [], image_size, in_channels
         for kernel, stride in DISC_LAYERS:
-            size = (size + 2 - kernel) // stride + 1
+            size = _conv_out(size, kernel, stride, 1)
             blocks.append(nn.Sequential(
                 nn.Conv2d(channels, width, kernel, stride, padding=1),
                 FloatLayerNorm([width, size, size]),  # per sample: keeps the GP valid
@@ -60,13 +129,10 @@ class Discriminator(nn.Module):
             channels = width
         self.blocks = nn.ModuleList(blocks)
         self.pool = nn.MaxPool2d(size, size)  # 4x4 -> 1x1 at image_size 32
-        self.fc1 = nn.Linear(width, 1)
-        self.fc10 = nn.Linear(width, num_classes)
+        self._heads(width, num_classes)
 
-    @property
-    def depth(self):
-        """How many layers features() can read (1..depth)."""
-        return len(self.blocks)
+    def trunk(self, h):
+        return self.pool(h).flatten(1)  # (B, width, 4, 4) -> (B, width)
 
     def layer_specs(self):
         """The layer table: one dict per layer with its sizes and receptive field on the input."""
@@ -74,7 +140,7 @@ class Discriminator(nn.Module):
         for i, block in enumerate(self.blocks, 1):
             conv = block[0]
             (k,), (s,), (p,) = conv.kernel_size[:1], conv.stride[:1], conv.padding[:1]
-            out = (size + 2 * p - k) // s + 1
+            out = _conv_out(size, k, s, p)
             rf, jump = rf + (k - 1) * jump, jump * s
             rows.append(dict(name=f"conv{i}", type="conv2d", cin=conv.in_channels,
                              cout=conv.out_channels, k=k, s=s, p=p, input=size, output=out, rf=rf))
@@ -84,35 +150,27 @@ class Discriminator(nn.Module):
                          p=0, input=size, output=size // k, rf=rf + (k - 1) * jump))
         for name in ("fc1", "fc10"):
             fc = getattr(self, name)
-            rows.append(dict(name=name, type="linear", cin=fc.in_features, cout=fc.out_features))
+            if fc is not None:
+                rows.append(dict(name=name, type="linear", cin=fc.in_features,
+                                 cout=fc.out_features))
         return rows
-
-    def features(self, x, layer):
-        if not 1 <= layer <= len(self.blocks):
-            raise ValueError(f"layer must be 1..{len(self.blocks)}, got {layer}")
-        for block in self.blocks[:layer]:
-            x = block(x)
-        return x.amax(dim=(2, 3))  # (B, width, h, w) -> (B, width)
-
-    def forward(self, x):
-        for block in self.blocks:
-            x = block(x)
-        h = self.pool(x).flatten(1)  # (B, width, 4, 4) -> (B, width)
-        return self.fc1(h).squeeze(1), self.fc10(h)
 
 
 class Generator(nn.Module):
-    """The generator of the assignment's table: noise (B, latent_dim) -> images (B, C, 32, 32)."""
+    """The generator of the assignment's table (family ie534): noise (B, latent_dim) -> images
+    (B, C, S, S), made at 8 * ceil(S / 8) and cropped to S."""
+    family, role = "ie534", "generator"
 
-    def __init__(self, latent_dim=100, width=196, out_channels=3, base_size=4):
+    def __init__(self, latent_dim=100, width=196, out_channels=3, image_size=32):
         super().__init__()
-        if width < 1 or latent_dim < 1:
-            raise ValueError("width and latent_dim must be >= 1")
+        if width < 1 or latent_dim < 1 or image_size < 8:
+            raise ValueError("width and latent_dim must be >= 1 and image_size >= 8")
         self.arch = dict(latent_dim=latent_dim, width=width, out_channels=out_channels,
-                         base_size=base_size)
+                         image_size=image_size)
         self.latent_dim, self.width = latent_dim, width
-        self.out_channels, self.base_size = out_channels, base_size
-        self.fc1 = nn.Linear(latent_dim, width * base_size * base_size)
+        self.out_channels, self.image_size = out_channels, image_size
+        self.base_size = math.ceil(image_size / 2 ** sum(GEN_UPSAMPLE))
+        self.fc1 = nn.Linear(latent_dim, width * self.base_size ** 2)
         self.bn0 = nn.BatchNorm2d(width)
         layers = []
         for i, upsample in enumerate(GEN_UPSAMPLE):
@@ -125,10 +183,6 @@ class Generator(nn.Module):
                 layers += [nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
         self.convs = nn.Sequential(*layers)
 
-    @property
-    def image_size(self):
-        return self.base_size * 2 ** sum(GEN_UPSAMPLE)
-
     def layer_specs(self):
         """The layer table: one dict per layer with its input and output sizes."""
         rows = [dict(name="fc1", type="linear", cin=self.latent_dim,
@@ -140,7 +194,7 @@ class Generator(nn.Module):
             if isinstance(conv, nn.ConvTranspose2d):
                 out, kind = (size - 1) * s - 2 * p + k, "convtranspose2d"
             else:
-                out, kind = (size + 2 * p - k) // s + 1, "conv2d"
+                out, kind = _conv_out(size, k, s, p), "conv2d"
             rows.append(dict(name=f"conv{i}", type=kind, cin=conv.in_channels,
                              cout=conv.out_channels, k=k, s=s, p=p, input=size, output=out))
             size = out
@@ -149,11 +203,189 @@ class Generator(nn.Module):
     def forward(self, z):
         h = self.fc1(z).view(-1, self.width, self.base_size, self.base_size)  # (B, W, 4, 4)
         h = torch.relu(self.bn0(h))
-        return torch.tanh(self.convs(h))  # (B, W, 4, 4) -> (B, C, 32, 32)
+        return center_crop(torch.tanh(self.convs(h)), self.image_size)  # -> (B, C, S, S)
 
 
-# Architectures by name, as model files record them.
-ARCHITECTURES = {"discriminator": Discriminator, "generator": Generator}
+# ----------------------------------------------------------------------------- dcgan (seed 003)
+
+class DCGANDiscriminator(Critic):
+    """Three 4x4 stride-2 convolutions (width, 2 width, 4 width channels), BatchNorm on all but
+    the first, LeakyReLU 0.2, then the heads on the flattened map; no pooling."""
+    family, role = "dcgan", "discriminator"
+    batch_statistics = True
+
+    def __init__(self, width=32, num_classes=0, in_channels=3, image_size=32):
+        super().__init__()
+        self.arch = dict(width=width, num_classes=num_classes, in_channels=in_channels,
+                         image_size=image_size)
+        blocks, size, cin = [], image_size, in_channels
+        for i, cout in enumerate((width, 2 * width, 4 * width)):
+            norm = i > 0  # "BatchNorm everywhere but the first layer"
+            layers = [nn.Conv2d(cin, cout, 4, 2, 1, bias=not norm)]
+            layers += [nn.BatchNorm2d(cout)] if norm else []
+            blocks.append(nn.Sequential(*layers, nn.LeakyReLU(0.2)))
+            size, cin = _conv_out(size, 4, 2, 1), cout
+        self.blocks = nn.ModuleList(blocks)
+        self._heads(cin * size * size, num_classes)  # 4 width x 4 x 4 at 32x32
+
+
+class DCGANGenerator(nn.Module):
+    """A linear layer reshaped to a 4 width x 4 x 4 map, then 4x4 stride-2 transposed
+    convolutions (4 width -> 2 width -> width -> channels; 4 -> 8 -> 16 -> 32), BatchNorm and
+    ReLU after all but the last, tanh. As in the lesson's code, the linear layer's output goes
+    to the first transposed convolution as it is."""
+    family, role = "dcgan", "generator"
+
+    def __init__(self, latent_dim=100, width=32, out_channels=3, image_size=32):
+        super().__init__()
+        self.arch = dict(latent_dim=latent_dim, width=width, out_channels=out_channels,
+                         image_size=image_size)
+        self.latent_dim, self.image_size, self.width = latent_dim, image_size, width
+        self.base_size = math.ceil(image_size / 8)
+        self.fc = nn.Linear(latent_dim, 4 * width * self.base_size ** 2)
+        layers = []
+        for cin, cout in ((4 * width, 2 * width), (2 * width, width)):
+            layers += [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout),
+                       nn.ReLU(inplace=True)]
+        layers.append(nn.ConvTranspose2d(width, out_channels, 4, 2, 1))
+        self.convs = nn.Sequential(*layers)
+
+    def forward(self, z):
+        h = self.fc(z).view(-1, 4 * self.width, self.base_size, self.base_size)
+        return center_crop(torch.tanh(self.convs(h)), self.image_size)
+
+
+# ----------------------------------------------------------------------------- mlp (seed 004)
+
+class MLPDiscriminator(Critic):
+    """Flatten, then fully connected C*S*S -> width -> width -> 1 (784-256-256-1 on MNIST)
+    with LeakyReLU 0.01."""
+    family, role = "mlp", "discriminator"
+
+    def __init__(self, width=256, num_classes=0, in_channels=1, image_size=28):
+        super().__init__()
+        self.arch = dict(width=width, num_classes=num_classes, in_channels=in_channels,
+                         image_size=image_size)
+        self.blocks = nn.ModuleList([
+            nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size ** 2, width),
+                          nn.LeakyReLU(0.01)),
+            nn.Sequential(nn.Linear(width, width), nn.LeakyReLU(0.01)),
+        ])
+        self._heads(width, num_classes)
+        xavier_init(self)
+
+
+class MLPGenerator(nn.Module):
+    """Fully connected noise -> width -> width -> C*S*S (96-1024-1024-784 on MNIST), ReLU,
+    tanh, reshaped to an image."""
+    family, role = "mlp", "generator"
+
+    def __init__(self, latent_dim=96, width=1024, out_channels=1, image_size=28):
+        super().__init__()
+        self.arch = dict(latent_dim=latent_dim, width=width, out_channels=out_channels,
+                         image_size=image_size)
+        self.latent_dim, self.image_size = latent_dim, image_size
+        self.shape = (out_channels, image_size, image_size)
+        self.net = nn.Sequential(
+            nn.Linear(latent_dim, width), nn.ReLU(inplace=True),
+            nn.Linear(width, width), nn.ReLU(inplace=True),
+            nn.Linear(width, out_channels * image_size ** 2), nn.Tanh())
+        xavier_init(self)
+
+    def forward(self, z):
+        return self.net(z).view(-1, *self.shape)  # (B, C*S*S) -> (B, C, S, S)
+
+
+# ----------------------------------------------------------------------------- infogan (seed 004)
+
+class ConvDiscriminator(Critic):
+    """TensorFlow's MNIST tutorial network: 5x5 convolutions of width and 2 width channels,
+    each with LeakyReLU 0.01 and a 2x2 max-pool, then fully connected to 32 width (4x4x64 =
+    1024 at width 32) with LeakyReLU 0.01, and the heads."""
+    family, role = "infogan", "discriminator"
+
+    def __init__(self, width=32, num_classes=0, in_channels=1, image_size=28):
+        super().__init__()
+        self.arch = dict(width=width, num_classes=num_classes, in_channels=in_channels,
+                         image_size=image_size)
+        size = image_size
+        for _ in range(2):
+            size = _conv_out(size, 5, 1, 0) // 2  # a valid 5x5 convolution, then the pool
+        if size < 1:
+            raise ValueError(f"image_size {image_size} is too small for two 5x5 convolutions")
+        self.blocks = nn.ModuleList([
+            nn.Sequential(nn.Conv2d(in_channels, width, 5), nn.LeakyReLU(0.01),
+                          nn.MaxPool2d(2, 2)),
+            nn.Sequential(nn.Conv2d(width, 2 * width, 5), nn.LeakyReLU(0.01),
+                          nn.MaxPool2d(2, 2)),
+            nn.Sequential(nn.Flatten(), nn.Linear(2 * width * size * size, 32 * width),
+                          nn.LeakyReLU(0.01)),
+        ])
+        self._heads(32 * width, num_classes)
+        xavier_init(self)
+
+
+class InfoGANGenerator(nn.Module):
+    """InfoGAN's MNIST generator: fully connected to 32 width (1024) with ReLU and BatchNorm,
+    fully connected to 4 width x 7 x 7 (128 channels) with ReLU and BatchNorm, then 4x4
+    stride-2 transposed convolutions to 2 width channels (ReLU, BatchNorm) and to the image
+    (tanh): 7 -> 14 -> 28. The seed's order, ReLU before BatchNorm, is kept."""
+    family, role = "infogan", "generator"
+
+    def __init__(self, latent_dim=96, width=32, out_channels=1, image_size=28):
+        super().__init__()
+        self.arch = dict(latent_dim=latent_dim, width=width, out_channels=out_channels,
+                         image_size=image_size)
+        self.latent_dim, self.image_size, self.width = latent_dim, image_size, width
+        self.base_size = math.ceil(image_size / 4)
+        self.fc = nn.Sequential(
+            nn.Linear(latent_dim, 32 * width), nn.ReLU(inplace=True), nn.BatchNorm1d(32 * width),
+            nn.Linear(32 * width, 4 * width * self.base_size ** 2), nn.ReLU(inplace=True),
+            nn.BatchNorm1d(4 * width * self.base_size ** 2))
+        self.convs = nn.Sequential(
+            nn.ConvTranspose2d(4 * width, 2 * width, 4, 2, 1), nn.ReLU(inplace=True),
+            nn.BatchNorm2d(2 * width),
+            nn.ConvTranspose2d(2 * width, out_channels, 4, 2, 1), nn.Tanh())
+        xavier_init(self)
+
+    def forward(self, z):
+        h = self.fc(z).view(-1, 4 * self.width, self.base_size, self.base_size)
+        return center_crop(self.convs(h), self.image_size)
+
+
+# Families by name: (discriminator, generator, the width when none is given, how much wider
+# the generator is). mlp's 256 and 4 x 256 = 1024 are the seed's hidden sizes.
+ARCHITECTURES = {
+    "ie534": (Discriminator, Generator, 196, 1),
+    "dcgan": (DCGANDiscriminator, DCGANGenerator, 32, 1),
+    "mlp": (MLPDiscriminator, MLPGenerator, 256, 4),
+    "infogan": (ConvDiscriminator, InfoGANGenerator, 32, 1),
+}
+ROLES = ("discriminator", "generator")
+
+
+def build(family, role, **arch):
+    """A network by family name and role ('discriminator' or 'generator'), from the
+    constructor arguments a model file records."""
+    return ARCHITECTURES[family][ROLES.index(role)](**arch)
+
+
+def default_width(family):
+    return ARCHITECTURES[family][2]
+
+
+def discriminator(family, width=None, num_classes=0, channels=3, image_size=32):
+    """The family's discriminator for images (channels, image_size, image_size)."""
+    d, _, default, _ = ARCHITECTURES[family]
+    return d(width=width or default, num_classes=num_classes, in_channels=channels,
+             image_size=image_size)
+
+
+def generator(family, latent_dim, width=None, channels=3, image_size=32):
+    """The family's generator of images (channels, image_size, image_size)."""
+    _, g, default, wider = ARCHITECTURES[family]
+    return g(latent_dim=latent_dim, width=wider * (width or default), out_channels=channels,
+             image_size=image_size)
 
 
 def format_table(rows):
@@ -172,15 +404,26 @@ def format_table(rows):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Print the layer tables of the networks.")
-    parser.add_argument("--width", type=int, default=196, help="channels of every hidden layer")
+    parser = argparse.ArgumentParser(description="Print the networks of a family.")
+    parser.add_argument("--arch", choices=tuple(ARCHITECTURES), default="ie534",
+                        help="the family of networks")
+    parser.add_argument("--width", type=int, default=None,
+                        help="its width (default the family's: ie534 196, dcgan and infogan 32, "
+                             "mlp 256, whose generator is 4 times as wide)")
     parser.add_argument("--num_classes", type=int, default=10, help="outputs of fc10")
+    parser.add_argument("--latent_dim", type=int, default=100, help="noise values")
+    parser.add_argument("--image_size", type=int, default=32, help="image side in pixels")
+    parser.add_argument("--channels", type=int, default=3, help="image channels")
     args = parser.parse_args(argv)
-    disc, gen = Discriminator(args.width, args.num_classes), Generator(width=args.width)
-    for title, model in (("Discriminator", disc), ("Generator", gen)):
+    nets = (("Discriminator", discriminator(args.arch, args.width, args.num_classes,
+                                            args.channels, args.image_size)),
+            ("Generator", generator(args.arch, args.latent_dim, args.width, args.channels,
+                                    args.image_size)))
+    for title, model in nets:
         params = sum(p.numel() for p in model.parameters())
-        print(f"{title} (width {args.width}, {params:,} parameters)")
-        print(format_table(model.layer_specs()) + "\n")
+        print(f"{title} ({args.arch}, {params:,} parameters)")
+        print(format_table(model.layer_specs()) if hasattr(model, "layer_specs") else model)
+        print()
 
 
 if __name__ == "__main__":

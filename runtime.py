@@ -109,6 +109,12 @@ class Runtime:
         kind = dict(fused=True) if self.fused_adam else {}
         return torch.optim.Adam(params, lr=lr, betas=tuple(float(b) for b in betas), **kind)
 
+    def optimizer(self, name, params, lr, betas=(0.9, 0.999)):
+        """'adam' (fused on the fast path) or 'rmsprop' (WGAN's; betas do not apply)."""
+        if name == "rmsprop":
+            return torch.optim.RMSprop(params, lr=lr)
+        return self.adam(params, lr, betas)
+
     def describe(self):
         return dict(device=str(self.device), **{k: getattr(self, k) for k in SPEED_FLAGS},
                     deterministic=self.deterministic, sync_bn=self.sync_bn)

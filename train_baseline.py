@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from checkpoints import OPTIMIZER, WEIGHTS, load_state, save_model
 from cli import ArgumentParser, add_shared_flags, run_main
-from models import Discriminator
+from models import discriminator
 from pictures import plot_curves
 from runtime import add_speed_flags, seed_everything
 from training import adam_step_guard, evaluate, open_run
@@ -33,11 +33,16 @@ def build_parser():
     return p
 
 
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
+
+
 def lr_at(epoch, base_lr, epochs):
-    """The assignment's schedule (/10 at epoch 50, /100 at 75 of 100), scaled to any length."""
-    if epoch >= int(0.75 * epochs):
+    """The assignment's schedule (/10 at epoch 50, /100 at 75 of 100), scaled to any length;
+    the first epoch always has the full rate (a one-epoch run is not trained at lr/100)."""
+    if epoch >= max(1, int(0.75 * epochs)):
         return base_lr / 100
-    if epoch >= int(0.5 * epochs):
+    if epoch >= max(1, int(0.5 * epochs)):
         return base_lr / 10
     return base_lr
 
@@ -113,7 +118,8 @@ def _train(args, r):
     rt, dist = r.runtime, r.dist
     data, train, test = r.load_data()
     seed_everything(args.seed)
-    model = rt.module(Discriminator(args.width, data.num_classes))
+    model = rt.module(discriminator(args.arch, args.width, data.num_classes, data.channels,
+                                    data.image_size))
     model.fc1.requires_grad_(False)  # the critic head plays no part here (and DDP needs to know)
     optimizer = rt.adam(model.parameters(), lr=args.lr)
     # The step runs through DDP for several processes, compiled on the fast path; both share
@@ -130,13 +136,12 @@ def _train(args, r):
                    epochs=args.epochs, seconds=round(r.seconds, 1),
                    model=os.path.join(args.out_dir, MODEL_FILE))
     if dist.is_main:
-        save_model(metrics["model"], model, "discriminator", r.config, metrics, data.classes,
-                   "train_baseline.py")
+        save_model(metrics["model"], model, r.config, metrics, data.classes, "train_baseline.py")
     return metrics, model
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     metrics, _ = run(args)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(dict(script="train_baseline", dataset=args.dataset, **metrics)),

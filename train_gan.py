@@ -1,21 +1,26 @@
-"""Part 1, with the generator: ACGAN + WGAN-GP on CIFAR-10.
+"""Part 1, with the generator: ACGAN + WGAN-GP on CIFAR-10, and every other GAN of the
+lessons through one training loop (--recipe, or --loss, --arch and --dataset).
 
     python train_gan.py                                 # width 196, 200 epochs (the assignment)
     python train_gan.py --width 128 --epochs 400        # the assignment's other option
     python train_gan.py --resume                        # continue an interrupted run
+    python train_gan.py --recipe cs231n-dcgan --data_dir ../shared/data   # a lesson's GAN
+    python train_gan.py --recipe wgan-clip --dataset mnist --data_dir ../shared/data
     python train_gan.py --dataset digits --width 32 --lr 1e-3 --batch_size 64 --epochs 20 \
         --out_dir runs/demo                             # a CPU demo in about three minutes
 
-Each iteration: a generator step (every --gen_train iterations) with the discriminator frozen,
-loss -E[D(G(z))] + CE(aux(G(z)), c); then a discriminator step, loss E[D(fake)] - E[D(real)]
-+ CE on real + CE on fake + a gradient penalty (lambda 10) on real/fake interpolates. The first
-10 entries of the 100 noise values are the one-hot class c. Both nets use Adam (lr 1e-4, betas
-(0.0, 0.9)) with the assignment's step-overflow guard.
+Each iteration: a generator step (every --gen_train iterations) through the frozen
+discriminator, then a discriminator step. The loss family (losses.py: wgan-gp, wgan, gan,
+gan-saturating, lsgan, hinge) gives both losses; a gradient penalty (--gp_weight, 10 for
+wgan-gp) and weight clipping (--clip, 0.01 for wgan) regularise the critic; with --acgan on
+(the assignment) the first num_classes of the --latent_dim noise values are the one-hot class
+c and both networks add ACGAN's cross-entropy on fc10. The assignment's recipe (ie534, the
+default): Adam lr 1e-4, betas (0.0, 0.9), with its step-overflow guard.
 
 Writes to --out_dir: output/000.png, 001.png, ... (after every epoch, the same 100 noise
-vectors, class c in column c), gan.ckpt (every epoch, for --resume), generator.model and
-discriminator.model (which visualize.py loads), gan_log.jsonl, gan_config.json and
-gan_curves.png. The last line on stdout is JSON with the final figures.
+vectors; for a class-conditional generator class c in column c), gan.ckpt (every epoch, for
+--resume), generator.model and discriminator.model (which visualize.py loads), gan_log.jsonl,
+gan_config.json and gan_curves.png. The last line on stdout is JSON with the final figures.
 """
 import json
 import os
@@ -28,18 +33,22 @@ from cli import (FRACTION, NONNEGATIVE, POSITIVE_INT, ArgumentParser, UserError,
                  add_shared_flags, run_main)
 from data import make_generator
 from distributed import Dist
-from losses import auxiliary_class_loss, gradient_penalty, wgan_critic_loss, wgan_generator_loss
-from models import Discriminator, Generator
+from losses import LOSSES, auxiliary_class_loss, clip_weights, gradient_penalty
+from models import discriminator, generator
 from pictures import plot_curves, save_grid, to_unit
+from recipes import RECIPES
 from runtime import Runtime, add_speed_flags, seed_everything
 from training import adam_step_guard, evaluate, open_run
 
 PLAIN = Runtime(torch.device("cpu"))  # fp32, eager: the steps' default
-# What the discriminator step reports, in the order the assignment prints them.
-D_STATS = ("gp", "d_fake", "d_real", "real_class", "fake_class", "real_acc")
-GAN_PANELS = [("critic score", ["d_real", "d_fake"]), ("Wasserstein estimate", ["w_dist"]),
-              ("gradient penalty", ["gp"]), ("class cross-entropy", ["real_class", "fake_class"]),
-              ("generator loss", ["g_loss"]), ("accuracy (%)", ["real_acc", "test_acc"])]
+# What the discriminator step reports: the assignment's print order, then the loss itself.
+D_STATS = ("gp", "d_fake", "d_real", "real_class", "fake_class", "real_acc", "d_loss")
+CLASS_STATS = ("real_class", "fake_class", "real_acc")  # only with a class head
+GAN_PANELS = [("discriminator scores", ["d_real", "d_fake"]),
+              ("score gap (the Wasserstein estimate for WGANs)", ["w_dist"]),
+              ("losses", ["d_loss", "g_loss"]), ("gradient penalty", ["gp"]),
+              ("class cross-entropy", ["real_class", "fake_class"]),
+              ("accuracy (%)", ["real_acc", "test_acc"])]
 
 
 def build_parser():
@@ -49,42 +58,109 @@ def build_parser():
                      notes={"epochs": option, "width": option})
     add_speed_flags(p, training=True).add_argument(
         "--sync_bn", choices=("auto", "on", "off"), default="auto",
-        help="the generator's BatchNorm over the global batch (SyncBatchNorm): auto is on for "
-             "several CUDA processes, as the assignment normalises over all 128 images")
+        help="BatchNorm over the global batch (SyncBatchNorm): auto is on for several CUDA "
+             "processes, as the assignment normalises over all 128 images")
     g = p.add_argument_group("GAN")
+    g.add_argument("--recipe", choices=tuple(RECIPES), default="ie534",
+                   help="set every default to one lesson's GAN (recipes.py); flags still "
+                        "override it: " + "; ".join(f"{k}: {r.lesson}" for k, r in
+                                                     RECIPES.items()))
+    g.add_argument("--loss", choices=tuple(LOSSES), default="wgan-gp",
+                   help="the loss family (losses.py)")
+    g.add_argument("--acgan", choices=("on", "off"), default="on",
+                   help="ACGAN's class conditioning and auxiliary classifier; off trains an "
+                        "unconditional generator")
     g.add_argument("--gen_train", type=POSITIVE_INT, default=1,
-                   help="train the generator every N discriminator steps")
-    g.add_argument("--gp_weight", type=NONNEGATIVE, default=10.0, help="gradient penalty lambda")
+                   help="train the generator every N discriminator steps (WGAN's n_critic)")
+    g.add_argument("--gp_weight", type=NONNEGATIVE, default=None,
+                   help="gradient penalty lambda (default 10 for wgan-gp, else 0: off)")
+    g.add_argument("--clip", type=NONNEGATIVE, default=None,
+                   help="clip the critic's weights to [-c, c] after each step (default 0.01 "
+                        "for wgan, else 0: off)")
     g.add_argument("--latent_dim", type=POSITIVE_INT, default=100,
-                   help="noise values per image; the first num_classes are the one-hot class")
+                   help="noise values per image; with --acgan on the first num_classes are "
+                        "the one-hot class")
+    g.add_argument("--noise", choices=("normal", "uniform"), default="normal",
+                   help="the noise's distribution: N(0, 1) or uniform in [-1, 1]")
+    g.add_argument("--optimizer", choices=("adam", "rmsprop"), default="adam",
+                   help="the optimizer of both networks")
     g.add_argument("--beta1", type=FRACTION, default=0.0, help="Adam beta1 of both networks")
     g.add_argument("--beta2", type=FRACTION, default=0.9, help="Adam beta2 of both networks")
     return p
 
 
+def parse_args(argv=None):
+    """The flags, over the recipe's defaults, over the parser's; then the defaults that hang on
+    the loss family (the penalty for wgan-gp, clipping for wgan)."""
+    parser = build_parser()
+    chosen, _ = parser.parse_known_args(argv)
+    parser.set_defaults(**RECIPES[chosen.recipe].defaults)
+    args = parser.parse_args(argv)
+    if args.gp_weight is None:
+        args.gp_weight = 10.0 if args.loss == "wgan-gp" else 0.0
+    if args.clip is None:
+        args.clip = 0.01 if args.loss == "wgan" else 0.0
+    return args
+
+
 # ----------------------------------------------------------------------------- noise
 
-def class_noise(labels, latent_dim, num_classes, generator):
-    """N(0, 1) noise (B, latent_dim) whose first num_classes entries are the one-hot label."""
-    z = torch.randn(len(labels), latent_dim, generator=generator, device=labels.device)
+def draw_noise(n, latent_dim, generator, kind="normal"):
+    """(n, latent_dim) noise: N(0, 1), or uniform in [-1, 1] (the CS231n and Udacity lessons)."""
+    dev = generator.device
+    if kind == "uniform":
+        return torch.rand(n, latent_dim, generator=generator, device=dev) * 2 - 1
+    return torch.randn(n, latent_dim, generator=generator, device=dev)
+
+
+def class_noise(labels, latent_dim, num_classes, generator, kind="normal"):
+    """Noise (B, latent_dim) whose first num_classes entries are the one-hot label."""
+    z = draw_noise(len(labels), latent_dim, generator, kind)
     z[:, :num_classes] = torch.nn.functional.one_hot(labels, num_classes).to(z.dtype)
     return z
 
 
-def sample_noise(n, latent_dim, num_classes, generator):
-    """Random classes and their noise: (z (n, latent_dim), labels (n,))."""
+def sample_noise(n, latent_dim, num_classes, generator, kind="normal"):
+    """Random classes and their noise: (z (n, latent_dim), labels (n,)); with num_classes 0
+    (an unconditional generator) plain noise and labels None."""
+    if not num_classes:
+        return draw_noise(n, latent_dim, generator, kind), None
     labels = torch.randint(0, num_classes, (n,), generator=generator, device=generator.device)
-    return class_noise(labels, latent_dim, num_classes, generator), labels
+    return class_noise(labels, latent_dim, num_classes, generator, kind), labels
 
 
-def fixed_noise(num_classes, latent_dim, seed, device, per_class=10):
-    """The grid's noise, drawn once: image i has class i % num_classes, so column c is class c."""
+def fixed_noise(num_classes, latent_dim, seed, device, per_class=10, kind="normal"):
+    """The grid's noise, drawn once: image i has class i % num_classes, so column c is class c;
+    for an unconditional generator 100 draws (and labels None)."""
     g = make_generator("cpu", seed, "fixed_noise")
+    if not num_classes:
+        return draw_noise(100, latent_dim, g, kind).to(device), None
     labels = torch.arange(num_classes).repeat(per_class)
-    return class_noise(labels, latent_dim, num_classes, g).to(device), labels.to(device)
+    return class_noise(labels, latent_dim, num_classes, g, kind).to(device), labels.to(device)
 
 
 # ----------------------------------------------------------------------------- steps
+
+@dataclass(frozen=True)
+class GanSpec:
+    """What a GAN step does, whatever the networks: the loss family, its regularisers, how
+    often the generator trains and the noise."""
+    loss: str = "wgan-gp"
+    gp_weight: float = 10.0
+    clip: float = 0.0
+    gen_train: int = 1
+    latent_dim: int = 100
+    noise: str = "normal"
+    step_cap: int = 1024
+
+    @classmethod
+    def from_args(cls, args):
+        return cls(args.loss, args.gp_weight, args.clip, args.gen_train, args.latent_dim,
+                   args.noise, args.adam_step_cap)
+
+
+ASSIGNMENT = GanSpec()  # ACGAN + WGAN-GP as the assignment has it
+
 
 @dataclass
 class GanNets:
@@ -109,67 +185,88 @@ class GanNets:
                 setattr(self, name, default)
 
 
-def generator_step(nets, opt_g, z, labels, runtime=PLAIN, step_cap=1024):
+def generator_step(nets, opt_g, z, labels, spec=ASSIGNMENT, runtime=PLAIN):
     """One generator update through a frozen discriminator; returns the loss (a tensor)."""
     nets.D.requires_grad_(False)  # the critic's weights collect no gradient here
     try:
         with runtime.autocast():
             scores, logits = nets.D_frozen(nets.G_train(z))
-        loss = wgan_generator_loss(scores.float()) + auxiliary_class_loss(logits.float(), labels)
+        loss = LOSSES[spec.loss].generator(scores.float())
+        if logits is not None:
+            loss = loss + auxiliary_class_loss(logits.float(), labels)
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
         opt_g.step()
-        adam_step_guard(opt_g, step_cap)
+        adam_step_guard(opt_g, spec.step_cap)
     finally:
         nets.D.requires_grad_(True)
     return loss.detach()
 
 
-def discriminator_step(nets, opt_d, real, real_labels, z, fake_labels, alpha, gp_weight=10.0,
-                       runtime=PLAIN, step_cap=1024):
-    """One critic/classifier update; returns (loss, stats tensor in the order of D_STATS)."""
+def _critic_scores(nets, real, fake):
+    """(real scores, fake scores, real logits, fake logits) of the training critic."""
     n = len(real)
+    if not nets.D.batch_statistics:
+        # Real and fake in one pass: without BatchNorm the samples do not mix, so this
+        # equals two passes (LayerNorm is per sample).
+        scores, logits = nets.D_train(torch.cat([real, fake]))
+        split = (None, None) if logits is None else (logits[:n], logits[n:])
+        return scores[:n], scores[n:], *split
+    # BatchNorm: real and fake batches are normalised apart, as the lessons do.
+    (real_scores, real_logits), (fake_scores, fake_logits) = nets.D_train(real), nets.D_train(fake)
+    return real_scores, fake_scores, real_logits, fake_logits
+
+
+def discriminator_step(nets, opt_d, real, real_labels, z, fake_labels, alpha, spec=ASSIGNMENT,
+                       runtime=PLAIN):
+    """One critic (and classifier) update; returns (loss, stats tensor in D_STATS's order)."""
+    zero = torch.zeros((), device=real.device)
     with runtime.autocast():
         with torch.no_grad():
-            fake = nets.G_fake(z)  # the generator is not trained here
-        # Real and fake in one pass: LayerNorm is per sample, so this equals two passes.
-        scores, logits = nets.D_train(torch.cat([real, fake.to(real.dtype)]))
+            fake = nets.G_fake(z).to(real.dtype)  # the generator is not trained here
+        real_scores, fake_scores, real_logits, fake_logits = _critic_scores(nets, real, fake)
         # The penalty's double backward runs through the plain module, outside torch.compile.
-        gp = gradient_penalty(lambda x: nets.D(x)[0], real, fake, alpha, gp_weight)
-    scores, logits, gp = scores.float(), logits.float(), gp.float()
-    real_scores, fake_scores = scores[:n], scores[n:]
-    real_class = auxiliary_class_loss(logits[:n], real_labels)
-    fake_class = auxiliary_class_loss(logits[n:], fake_labels)
-    loss = wgan_critic_loss(real_scores, fake_scores) + real_class + fake_class + gp
+        gp = (gradient_penalty(lambda x: nets.D(x)[0], real, fake, alpha, spec.gp_weight)
+              if spec.gp_weight else zero)
+    real_scores, fake_scores, gp = real_scores.float(), fake_scores.float(), gp.float()
+    loss = LOSSES[spec.loss].discriminator(real_scores, fake_scores) + gp
+    real_class = fake_class = acc = zero
+    if real_logits is not None:
+        real_class = auxiliary_class_loss(real_logits.float(), real_labels)
+        fake_class = auxiliary_class_loss(fake_logits.float(), fake_labels)
+        loss = loss + real_class + fake_class
+        acc = (real_logits.argmax(1) == real_labels).float().mean() * 100
     opt_d.zero_grad(set_to_none=True)
     loss.backward()
     opt_d.step()
-    adam_step_guard(opt_d, step_cap)
-    acc = (logits[:n].argmax(1) == real_labels).float().mean() * 100
-    stats = torch.stack([gp, fake_scores.mean(), real_scores.mean(), real_class, fake_class, acc])
+    adam_step_guard(opt_d, spec.step_cap)
+    if spec.clip:
+        clip_weights(nets.D, spec.clip)
+    stats = torch.stack([gp, fake_scores.mean(), real_scores.mean(), real_class, fake_class, acc,
+                         loss])
     return loss.detach(), stats.detach()
 
 
-def gan_iteration(nets, opt_g, opt_d, real, real_labels, step, args, runtime, gen):
-    """A full iteration: the generator step (every args.gen_train) and the critic step.
+def gan_iteration(nets, opt_g, opt_d, real, real_labels, step, spec, runtime, gen):
+    """A full iteration: the generator step (every spec.gen_train) and the critic step.
 
     All draws (the noise, the classes, the interpolation weights) come from `gen`.
     Returns (generator loss or 0, critic loss, critic stats).
     """
-    dev, n = real.device, len(real)
-    z_d, fake_labels = sample_noise(n, args.latent_dim, nets.D.num_classes, gen)
+    dev, n, classes = real.device, len(real), nets.D.num_classes
+    z_d, fake_labels = sample_noise(n, spec.latent_dim, classes, gen, spec.noise)
     alpha = torch.rand(n, generator=gen, device=dev)
     loss_g = torch.zeros((), device=dev)
-    if step % args.gen_train == 0:
-        z_g, g_labels = sample_noise(n, args.latent_dim, nets.D.num_classes, gen)
-        loss_g = generator_step(nets, opt_g, z_g, g_labels, runtime, args.adam_step_cap)
+    if step % spec.gen_train == 0:
+        z_g, g_labels = sample_noise(n, spec.latent_dim, classes, gen, spec.noise)
+        loss_g = generator_step(nets, opt_g, z_g, g_labels, spec, runtime)
     loss_d, stats = discriminator_step(nets, opt_d, real, real_labels, z_d, fake_labels, alpha,
-                                       args.gp_weight, runtime, args.adam_step_cap)
+                                       spec, runtime)
     return loss_g, loss_d, stats
 
 
 class GanTrainer:
-    """ACGAN + WGAN-GP for the shared epoch loop (training.Run.fit)."""
+    """Any GAN of the lessons, for the shared epoch loop (training.Run.fit)."""
     kind = "gan"
     fields = {"generator": WEIGHTS, "discriminator": WEIGHTS, "opt_g": OPTIMIZER,
               "opt_d": OPTIMIZER}
@@ -180,6 +277,7 @@ class GanTrainer:
         """train and test are the batches (the images per epoch, the rank and the test
         accuracy come from them); z_fixed is the grid's noise."""
         self.args, self.nets, self.opt_g, self.opt_d = args, nets, opt_g, opt_d
+        self.spec = GanSpec.from_args(args)
         self.runtime, self.test, self.z_fixed = runtime, test, z_fixed
         self.rank = train.rank if train is not None else 0
         self.images_per_epoch = len(train) * args.batch_size if train is not None else 0
@@ -204,73 +302,83 @@ class GanTrainer:
         rank), so a run resumed at any step draws what an uninterrupted run would."""
         gen = make_generator(real.device, self.args.seed, "gan", self.epoch, i, self.rank)
         loss_g, loss_d, stats = gan_iteration(self.nets, self.opt_g, self.opt_d, real, labels,
-                                              i, self.args, self.runtime, gen)
+                                              i, self.spec, self.runtime, gen)
         n = len(D_STATS)  # in place, with Python scalars: no host-device copies
         sums[:n] += stats
         sums[n] += loss_g
-        sums[n + 1] += float(i % self.args.gen_train == 0)
+        sums[n + 1] += float(i % self.spec.gen_train == 0)
         sums[n + 2] += 1
         return loss_d + loss_g
 
     def means(self, sums):
-        """The running sums as means: D_STATS per step, the generator loss per G step."""
+        """The running sums as means: D_STATS per step, the generator loss per G step; the
+        class figures only where there is a class head."""
         s = sums.tolist()
         n, g_steps = max(s[-1], 1.0), max(s[-2], 1.0)
         values = [v / n for v in s[:len(D_STATS)]] + [s[len(D_STATS)] / g_steps]
-        return {k: round(v, 4) for k, v in zip(D_STATS + ("g_loss",), values)}
+        return {k: round(v, 4) for k, v in zip(D_STATS + ("g_loss",), values)
+                if self.nets.D.num_classes or k not in CLASS_STATS}
 
     def end_epoch(self, epoch, means, seconds):
-        test_acc, _ = evaluate(self.nets.D, self.test, self.runtime)
-        save_samples(self.nets.G, self.z_fixed, os.path.join(self.grids, f"{epoch:03d}.png"))
-        record = dict(test_acc=round(test_acc, 2),
-                      images_per_s=round(self.images_per_epoch / max(seconds, 1e-9), 1), **means,
+        record, text = {}, []
+        if self.nets.D.num_classes:
+            test_acc, _ = evaluate(self.nets.D, self.test, self.runtime)
+            record["test_acc"] = round(test_acc, 2)
+            text.append(f"test acc {test_acc:.2f} real acc {means['real_acc']:.2f}")
+        save_samples(self.nets.G, self.z_fixed, os.path.join(self.grids, f"{epoch:03d}.png"),
+                     nrow=self.nets.D.num_classes or 10)
+        record.update(images_per_s=round(self.images_per_epoch / max(seconds, 1e-9), 1), **means,
                       w_dist=round(means["d_real"] - means["d_fake"], 4))
-        return record, (f"test acc {test_acc:.2f} real acc {means['real_acc']:.2f} "
-                        f"gp {means['gp']:.3f}")
+        text.append(f"d_loss {means['d_loss']:.3f} g_loss {means['g_loss']:.3f}")
+        if self.spec.gp_weight:
+            text.append(f"gp {means['gp']:.3f}")
+        return record, " ".join(text)
 
     def plot(self, history):
-        plot_curves(history, GAN_PANELS, os.path.join(self.args.out_dir, "gan_curves.png"),
-                    "ACGAN + WGAN-GP, epoch means")
+        a = self.args
+        plot_curves(history, GAN_PANELS, os.path.join(a.out_dir, "gan_curves.png"),
+                    f"{a.loss} ({a.arch} networks{', ACGAN' if a.acgan == 'on' else ''}) on "
+                    f"{a.dataset}, epoch means")
 
 
 # ----------------------------------------------------------------------------- outputs
 
 @torch.no_grad()
-def save_samples(G, z, path):
-    """The fixed noise through the generator in eval mode, as a 10-column grid PNG."""
+def save_samples(G, z, path, nrow=10):
+    """The fixed noise through the generator in eval mode, as a grid PNG of nrow columns."""
     was_training = G.training
     G.eval()
     images = G(z)
     G.train(was_training)
-    save_grid(to_unit(images), path, nrow=10)
+    save_grid(to_unit(images), path, nrow=nrow)
     return images
 
 
-def build_gan(args, num_classes, runtime, dist=None):
+def build_gan(args, num_classes, runtime, dist=None, channels=3, image_size=32):
     """The networks (initialised from the seed), their training callables and optimizers.
 
-    With several processes G_train and D_train are wrapped in DistributedDataParallel, so
-    each backward averages the gradients of all processes; the generator step looks through
-    the plain critic (frozen, nothing to average) and the penalty's double backward goes
-    through the plain module into the same single backward of the critic's loss.
+    num_classes is the class head's size (0 for --acgan off: an unconditional pair). With
+    several processes G_train and D_train are wrapped in DistributedDataParallel, so each
+    backward averages the gradients of all processes; the generator step looks through the
+    plain critic (frozen, nothing to average) and the penalty's double backward goes through
+    the plain module into the same single backward of the critic's loss.
     """
     if args.latent_dim < num_classes:
         raise UserError(f"--latent_dim {args.latent_dim} cannot hold the one-hot class of "
                         f"{num_classes} classes")
     dist = dist or Dist()
     seed_everything(args.seed)
-    G = Generator(args.latent_dim, args.width)
+    G = generator(args.arch, args.latent_dim, args.width, channels, image_size)
+    D = discriminator(args.arch, args.width, num_classes, channels, image_size)
     if runtime.sync_bn:
-        G = torch.nn.SyncBatchNorm.convert_sync_batchnorm(G)
-    G = runtime.module(G)
-    D = runtime.module(Discriminator(args.width, num_classes))
-    fast_g, fast_d = runtime.compiled(G), runtime.compiled(D)
+        G, D = (torch.nn.SyncBatchNorm.convert_sync_batchnorm(m) for m in (G, D))
+    G, D = runtime.module(G), runtime.module(D)
     nets = GanNets(G, D, G_train=runtime.compiled(dist.wrap(G, runtime.device)),
-                   D_train=runtime.compiled(dist.wrap(D, runtime.device)), D_frozen=fast_d,
-                   G_fake=fast_g)
-    betas = (args.beta1, args.beta2)
-    return (nets, runtime.adam(G.parameters(), args.lr, betas),
-            runtime.adam(D.parameters(), args.lr, betas))
+                   D_train=runtime.compiled(dist.wrap(D, runtime.device)),
+                   D_frozen=runtime.compiled(D), G_fake=runtime.compiled(G))
+    make = lambda m: runtime.optimizer(args.optimizer, m.parameters(), args.lr,  # noqa: E731
+                                       (args.beta1, args.beta2))
+    return nets, make(G), make(D)
 
 
 def run(args):
@@ -282,8 +390,9 @@ def run(args):
 def _train(args, r):
     rt, dist = r.runtime, r.dist
     data, train, test = r.load_data()
-    nets, opt_g, opt_d = build_gan(args, data.num_classes, rt, dist)
-    z_fixed, _ = fixed_noise(data.num_classes, args.latent_dim, args.seed, rt.device)
+    classes = data.num_classes if args.acgan == "on" else 0
+    nets, opt_g, opt_d = build_gan(args, classes, rt, dist, data.channels, data.image_size)
+    z_fixed, _ = fixed_noise(classes, args.latent_dim, args.seed, rt.device, kind=args.noise)
     trainer = GanTrainer(args, nets, opt_g, opt_d, rt, train=train, test=test, z_fixed=z_fixed)
     if r.ckpt:
         trainer.load(r.ckpt, r.resume_from)
@@ -299,16 +408,16 @@ def _train(args, r):
     for name, module in (("generator", nets.G), ("discriminator", nets.D)):
         metrics[name] = os.path.join(args.out_dir, f"{name}.model")
         if dist.is_main:
-            save_model(metrics[name], module, name, r.config, metrics, data.classes,
-                       "train_gan.py")
+            save_model(metrics[name], module, r.config, metrics, data.classes, "train_gan.py")
     return metrics, nets
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     metrics, _ = run(args)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps(dict(script="train_gan", dataset=args.dataset, **metrics)), flush=True)
+        print(json.dumps(dict(script="train_gan", dataset=args.dataset, recipe=args.recipe,
+                              **metrics)), flush=True)
     return metrics
 
 

@@ -38,7 +38,7 @@ def adam_step_guard(optimizer, cap=1024, reset=None):
     CPU, or on the GPU for fused/capturable Adam); it is changed in place, with no host-device
     sync.
     """
-    if not cap:
+    if not cap or not isinstance(optimizer, torch.optim.Adam):
         return
     reset = max(1, cap - 24) if reset is None else reset
     for group in optimizer.param_groups:
@@ -124,7 +124,8 @@ class Run:
         a = self.args
         data = load_dataset(a.dataset, a.data_dir, a.cache_dir, a.subset, a.seed)
         train, test = make_loaders(a, data, self.runtime, self.dist)
-        self.jitter = train.augment.strengths
+        if train.augment is not None and train.augment.crop:
+            self.jitter = train.augment.strengths
         return data, train, test
 
     def save(self, trainer, epoch, step=0, sums=None):
@@ -281,8 +282,13 @@ def make_loaders(args, data, runtime, dist=None):
     from data import Augment, Batches, jitter_strengths
 
     dist = dist or Dist()
-    aug = Augment(jitter_strengths(args.seed, getattr(args, "color_jitter", "assignment")),
-                  flip=data.flip)
+    kind = getattr(args, "augment", "assignment")
+    aug = None
+    if kind != "none":  # 'flip' keeps only the horizontal flip (where the dataset allows it)
+        strengths = jitter_strengths(args.seed, args.color_jitter if kind == "assignment"
+                                     else "off")
+        aug = Augment(strengths, flip=data.flip, size=data.image_size,
+                      crop=kind == "assignment")
     common = dict(device=runtime.device, on_device=runtime.data_on_device,
                   memory_format=runtime.memory_format)
     train = Batches(data.train_x, data.train_y, dist.per_rank_batch(args.batch_size),

@@ -28,9 +28,9 @@ from cli import (COUNT, INTEGER, NONNEGATIVE, POSITIVE, POSITIVE_INT, ArgumentPa
 from data import load_dataset, make_generator, to_float
 from pictures import save_grid, to_unit
 from runtime import Runtime, add_speed_flags
-from train_gan import class_noise
+from train_gan import class_noise, draw_noise
 
-FIGURES = ("perturb", "max-class", "max-features", "samples", "report", "all")
+FIGURES = ("perturb", "max-class", "max-features", "samples", "export", "report", "all")
 MODELS = {"baseline": ("cifar10.model", "train_baseline.py"),
           "gan": ("discriminator.model", "train_gan.py")}
 LEVEL = 2 / 255  # one 8-bit level in the [-1, 1] range
@@ -80,6 +80,10 @@ def build_parser():
     g.add_argument("--n_per_class", type=POSITIVE_INT, default=10, help="samples per class")
     g.add_argument("--interp_steps", type=POSITIVE_INT, default=10,
                    help="images in each class's interpolation row")
+    g = p.add_argument_group("export")
+    g.add_argument("--n", type=POSITIVE_INT, default=50000,
+                   help="how many generated images to write as PNG files (50,000: what FID "
+                        "and IS are reported on); into --out_dir, default RUN_DIR/export")
     add_speed_flags(p, ("amp", "channels_last"))
     return p
 
@@ -179,7 +183,8 @@ def max_class(model, mean_image, num_classes, **ascent):
 
 def max_features(model, mean_image, layer, n, **ascent):
     """One copy of the mean image per feature of `layer` (the first n), each pushed up its own."""
-    n = min(n, model.width)
+    with torch.no_grad():
+        n = min(n, model.features(mean_image, layer).shape[1])
     x0 = mean_image.expand(n, -1, -1, -1)
     objective = own_feature(model, layer)
     with torch.no_grad():
@@ -205,23 +210,68 @@ def class_indices(names, classes):
     return out
 
 
-@torch.no_grad()
-def generate(G, classes, n_per_class, num_classes, seed, device):
-    """n_per_class samples of each class, laid out with one column per class (row-major)."""
-    labels = torch.tensor(classes, device=device).repeat(n_per_class)  # (n * k,)
-    z = class_noise(labels, G.latent_dim, num_classes, make_generator(device, seed, "samples"))
-    return G(z), labels
+def conditioning(ckpt):
+    """(how many classes a generator is conditioned on, 0 for none; its noise) from its file."""
+    settings = ckpt["settings"]
+    classes = len(ckpt["classes"]) if settings.get("acgan", "on") == "on" else 0
+    return classes, settings.get("noise", "normal")
+
+
+def latent(G, labels, n, num_classes, generator, kind="normal"):
+    """Noise for G: conditioned on labels (B,) when num_classes > 0, else n plain draws."""
+    if num_classes:
+        return class_noise(labels, G.latent_dim, num_classes, generator, kind)
+    return draw_noise(n, G.latent_dim, generator, kind)
 
 
 @torch.no_grad()
-def interpolations(G, classes, steps, num_classes, seed, device):
-    """For each class, a row of images between two noise vectors that share the class."""
-    labels = torch.tensor(classes, device=device)
+def generate(G, columns, n_per_column, num_classes, seed, device, kind="normal"):
+    """n_per_column samples for each column, row-major: column c is class columns[c] for a
+    conditional generator (labels returned), any sample for an unconditional one (None)."""
+    labels = torch.tensor(columns, device=device).repeat(n_per_column) if num_classes else None
+    g = make_generator(device, seed, "samples")
+    return G(latent(G, labels, n_per_column * len(columns), num_classes, g, kind)), labels
+
+
+@torch.no_grad()
+def interpolations(G, rows, steps, num_classes, seed, device, kind="normal"):
+    """A row of images between two noise vectors per row (sharing the class rows[r] for a
+    conditional generator)."""
+    labels = torch.tensor(rows, device=device) if num_classes else None
     g = make_generator(device, seed, "interpolation")
-    z0, z1 = (class_noise(labels, G.latent_dim, num_classes, g) for _ in range(2))
+    z0, z1 = (latent(G, labels, len(rows), num_classes, g, kind) for _ in range(2))
     t = torch.linspace(0, 1, steps, device=device)[None, :, None]  # (1, steps, 1)
-    z = (1 - t) * z0[:, None] + t * z1[:, None]  # (classes, steps, latent)
+    z = (1 - t) * z0[:, None] + t * z1[:, None]  # (rows, steps, latent)
     return G(z.flatten(0, 1))
+
+
+@torch.no_grad()
+def export_samples(G, n, num_classes, seed, device, folder, kind="normal", batch=500):
+    """n generated images as PNG files in folder: 00000.png ..., or for a class-conditional
+    generator balanced over the classes, 00000_c3.png (class 3) ...; returns the file names.
+    Earlier exports' files there are removed first, so the folder holds this export only."""
+    import re
+
+    from PIL import Image
+
+    os.makedirs(folder, exist_ok=True)
+    for f in os.listdir(folder):
+        if re.fullmatch(r"\d{5,}(_c\d+)?\.png", f):
+            os.remove(os.path.join(folder, f))
+    g, names = make_generator(device, seed, "export"), []
+    for start in range(0, n, batch):
+        count = min(batch, n - start)
+        labels = (torch.arange(start, start + count, device=device) % num_classes
+                  if num_classes else None)
+        images = to_unit(G(latent(G, labels, count, num_classes, g, kind)))  # (B, C, S, S)
+        pixels = (images * 255).round().byte().permute(0, 2, 3, 1).numpy()  # (B, S, S, C)
+        for k, array in enumerate(pixels):
+            i = start + k
+            name = f"{i:05d}_c{i % num_classes}.png" if num_classes else f"{i:05d}.png"
+            Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(
+                os.path.join(folder, name))
+            names.append(name)
+    return names
 
 
 # ----------------------------------------------------------------------------- the commands
@@ -258,9 +308,9 @@ class Context:
 
     def model(self, name):
         if name not in self._models:
-            arch, made_by = (("generator", "train_gan.py") if name == "generator"
+            role, made_by = (("generator", "train_gan.py") if name == "generator"
                              else ("discriminator", MODELS[name][1]))
-            model, ckpt = load_model(self.paths[name], arch, made_by)
+            model, ckpt = load_model(self.paths[name], role, made_by)
             model.requires_grad_(False)  # only the input is optimised here
             self._models[name] = (self.runtime.module(model), ckpt)
         return self._models[name]
@@ -269,6 +319,21 @@ class Context:
         ckpt = self.model(name)[1]
         n = ckpt["arch_args"].get("num_classes", 10)
         return list(ckpt.get("classes") or [str(i) for i in range(n)])
+
+    def with_class_head(self, figure):
+        """The chosen discriminators that have a class head; one without is an error when the
+        figure was asked for alone, and is skipped with a line under 'all'."""
+        names = []
+        for name in self.names:
+            if self.model(name)[0].num_classes:
+                names.append(name)
+                continue
+            why = (f"{figure} needs a class head, and the {name} discriminator "
+                   f"({self.paths[name]}) has none (trained with --acgan off)")
+            if self.args.figure != "all":
+                raise UserError(why + ": try max-features or samples")
+            info(f"{figure}: skipped: {why}")
+        return names
 
     def batch(self):
         """The test batch (x in [-1, 1], labels) from the dataset the first model was trained on."""
@@ -304,8 +369,10 @@ def ascent_options(args, generator=None):
 def run_perturb(ctx):
     args = ctx.args
     x, y = ctx.batch()
-    save_grid(to_unit(x), ctx.out("real_images.png"))
-    for name in ctx.names:
+    names = ctx.with_class_head("perturb")
+    if names:
+        save_grid(to_unit(x), ctx.out("real_images.png"))
+    for name in names:
         model, _ = ctx.model(name)
         num_classes = len(ctx.classes(name))
         with ctx.runtime.autocast():
@@ -349,7 +416,7 @@ def run_max_class(ctx):
     x, _ = ctx.batch()
     mean = x.mean(0, keepdim=True)
     tag = suffix(args, "steps", "lr", "weight_decay", "jitter", "blur_every", "blur_sigma")
-    for name in ctx.names:
+    for name in ctx.with_class_head("max-class"):
         model, _ = ctx.model(name)
         classes = ctx.classes(name)
         g = make_generator("cpu", args.seed, "jitter", name)
@@ -394,17 +461,22 @@ def run_samples(ctx):
     G, ckpt = ctx.model("generator")
     G.eval()
     classes = ctx.classes("generator")
-    chosen = class_indices(args.classes, classes)
+    num_classes, kind = conditioning(ckpt)
+    if not num_classes and args.classes != ["all"]:
+        raise UserError("--classes: this generator is unconditional (trained with --acgan off)")
+    chosen = class_indices(args.classes, classes) if num_classes else list(range(10))
     with ctx.runtime.autocast():
-        images, labels = generate(G, chosen, args.n_per_class, len(classes), args.seed,
-                                  ctx.device)
-        rows = interpolations(G, chosen, args.interp_steps, len(classes), args.seed, ctx.device)
+        images, labels = generate(G, chosen, args.n_per_class, num_classes, args.seed,
+                                  ctx.device, kind)
+        rows = interpolations(G, chosen, args.interp_steps, num_classes, args.seed, ctx.device,
+                              kind)
     images = images.float()
     tag = suffix(args, "classes", "n_per_class") + f"_seed{args.seed}"
     save_grid(to_unit(images), ctx.out(f"samples{tag}.png"), nrow=len(chosen))
     save_grid(to_unit(rows), ctx.out(f"interpolation{tag}.png"), nrow=args.interp_steps)
-    result = dict(classes=[classes[c] for c in chosen], n_per_class=args.n_per_class)
-    if os.path.exists(ctx.paths["baseline"]):  # an outside judge: does the baseline agree?
+    result = dict(classes=[classes[c] for c in chosen] if num_classes else None,
+                  n_per_class=args.n_per_class)
+    if num_classes and os.path.exists(ctx.paths["baseline"]):  # an outside judge: agreement?
         judge, _ = ctx.model("baseline")
         with torch.no_grad():
             pred = judge(images)[1].argmax(1)
@@ -550,8 +622,23 @@ def build_report(run_dir, vis_dir, path, paths=None):
     return titles
 
 
+def run_export(ctx):
+    args = ctx.args
+    G, ckpt = ctx.model("generator")
+    G.eval()
+    num_classes, kind = conditioning(ckpt)
+    folder = args.out_dir or os.path.join(args.run_dir, "export")
+    with ctx.runtime.autocast():
+        names = export_samples(G, args.n, num_classes, args.seed, ctx.device, folder, kind)
+    info(f"export: {len(names)} images in {folder}" +
+         (f", {len(names) // num_classes} or more of each of {num_classes} classes (_cK in the "
+          "name)" if num_classes else ""))
+    return dict(folder=folder, n=len(names), classes=num_classes)
+
+
 COMMANDS = {"perturb": run_perturb, "max-class": run_max_class,
-            "max-features": run_max_features, "samples": run_samples}
+            "max-features": run_max_features, "samples": run_samples, "export": run_export}
+ALL = ("perturb", "max-class", "max-features", "samples")  # what 'all' makes before the report
 
 
 def check_layers(ctx):
@@ -566,20 +653,22 @@ def check_layers(ctx):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     ctx = Context(args)
-    figures = list(COMMANDS) if args.figure == "all" else [args.figure]
+    figures = list(ALL) if args.figure == "all" else [args.figure]
     figures = [f for f in figures if f != "report"]
     if "max-features" in figures:
         check_layers(ctx)
     if args.figure == "all":  # say which files are missing before any long computation
         for name in ctx.names + ["generator"]:
             ctx.model(name)
-    times = {}
+    times, result = {}, dict(script="visualize", figure=args.figure, out_dir=ctx.out_dir)
     for figure in figures:
         t0 = time.time()
-        COMMANDS[figure](ctx)
+        made = COMMANDS[figure](ctx)
+        if made:
+            result[figure] = made
         times[figure] = round(time.time() - t0, 2)
-        info(f"{figure}: {times[figure]:.1f}s, figures in {ctx.out_dir}")
-    result = dict(script="visualize", figure=args.figure, out_dir=ctx.out_dir, seconds=times)
+        info(f"{figure}: {times[figure]:.1f}s")
+    result["seconds"] = times
     if args.figure in ("report", "all"):
         t0 = time.time()
         result["report"] = ctx.out("report.pdf")

@@ -26,6 +26,14 @@ def cifar_dir():
 
 
 @pytest.fixture(scope="session")
+def mnist_dir():
+    """The folder holding MNIST/raw and FashionMNIST/raw in torchvision's format."""
+    if not os.path.isdir(os.path.join(SHARED_DATA, "MNIST", "raw")):
+        pytest.skip(f"no MNIST copy under {SHARED_DATA} (set CNN_GAN_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory):
     """One decode cache for the whole session, so CIFAR-10 is decoded once."""
     return str(tmp_path_factory.mktemp("cache"))

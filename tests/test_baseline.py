@@ -20,6 +20,7 @@ def test_lr_schedule_follows_the_assignment():
     lrs = [train_baseline.lr_at(e, 1e-4, 100) for e in range(100)]
     assert lrs[:50] == [1e-4] * 50 and lrs[50:75] == [1e-5] * 25 and lrs[75:] == [1e-6] * 25
     assert [train_baseline.lr_at(e, 1.0, 4) for e in range(4)] == [1.0, 1.0, 0.1, 0.01]
+    assert train_baseline.lr_at(0, 1.0, 1) == 1.0 and train_baseline.lr_at(1, 1.0, 2) == 0.01
 
 
 def test_learns_digits_above_90_percent(digits_baseline, tmp_path):

@@ -211,3 +211,68 @@ def test_cifar10_from_png_copy(cifar_dir, cache_dir):
     assert torch.bincount(d.test_y).tolist() == [1000] * 10
     mean = d.test_x.float().mean(dim=(0, 2, 3)) / 255  # the published test-set means
     assert torch.allclose(mean, torch.tensor([0.4942, 0.4851, 0.4504]), atol=2e-3)
+
+
+def _write_svhn(folder, n_train=30, n_test=12):
+    """Small .mat files in SVHN's format: X (32, 32, 3, N) uint8, y (N, 1) in 1..10."""
+    import scipy.io
+
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        x = rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8)
+        y = (np.arange(n) % 10 + 1).reshape(n, 1).astype(np.uint8)  # 10 is the digit 0
+        scipy.io.savemat(os.path.join(folder, f"{split}_32x32.mat"), {"X": x, "y": y})
+        arrays[split] = (x, y)
+    return arrays
+
+
+def test_svhn_from_mat_files(tmp_path):
+    arrays = _write_svhn(str(tmp_path))
+    d = load_dataset("svhn", str(tmp_path))
+    assert d.train_x.shape == (30, 3, 32, 32) and d.test_x.shape == (12, 3, 32, 32)
+    assert d.train_x.dtype == torch.uint8 and d.channels == 3 and d.image_size == 32
+    x, y = arrays["train"]
+    # image 7, channel 2, row 5, column 9 is X[5, 9, 2, 7]
+    assert d.train_x[7, 2, 5, 9].item() == x[5, 9, 2, 7]
+    assert d.train_y.tolist() == [(v % 10) for v in y[:, 0].tolist()]  # 10 -> 0
+    assert d.classes == tuple(str(i) for i in range(10)) and not d.flip
+    (tmp_path / "test_32x32.mat").write_bytes(b"not a mat file")
+    with pytest.raises(DataError, match="test_32x32.mat"):
+        load_dataset("svhn", str(tmp_path))
+
+
+def test_svhn_without_files_or_network_says_where_to_point(tmp_path, monkeypatch):
+    import torchvision
+
+    def offline(*a, **k):
+        raise URLError("no network")
+
+    monkeypatch.setattr(torchvision.datasets, "SVHN", offline)
+    with pytest.raises(DataError, match="--data_dir"):
+        load_dataset("svhn", str(tmp_path))
+
+
+def test_mnist_and_fashion_mnist_from_torchvisions_files(mnist_dir):
+    for name, first_labels in (("mnist", [5, 0, 4, 1, 9]), ("fashion_mnist", [9, 0, 0, 3, 0])):
+        d = load_dataset(name, mnist_dir)
+        assert d.train_x.shape == (60000, 1, 28, 28) and d.test_x.shape == (10000, 1, 28, 28)
+        assert d.train_x.dtype == torch.uint8 and d.channels == 1 and d.image_size == 28
+        assert d.train_y[:5].tolist() == first_labels  # the published first labels
+        assert d.num_classes == 10
+    assert not load_dataset("mnist", mnist_dir).flip  # a flipped digit is another shape
+
+
+def test_grey_images_get_brightness_and_contrast_only():
+    """torchvision's saturation and hue leave a one-channel image alone; so does ours, and
+    brightness and contrast act on it as on any image."""
+    x = torch.rand(4, 1, 28, 28)
+    factors = torch.tensor([[1.2, 0.8, 1.5, 0.3]] * 4)
+    order = torch.tensor([[3, 2, 1, 0]] * 4)
+    ours = color_jitter(x, factors, order)
+    ref = torch.stack([TF.adjust_brightness(TF.adjust_contrast(TF.adjust_saturation(
+        TF.adjust_hue(x[i], 0.3), 1.5), 0.8), 1.2) for i in range(4)])
+    assert torch.allclose(ours, ref, atol=1e-6)
+    crop = Augment((0.1, 0.1, 0.1, 0.1), flip=False, size=28)
+    out = crop(x, torch.Generator().manual_seed(0))
+    assert out.shape == (4, 1, 28, 28) and out.min() >= 0 and out.max() <= 1

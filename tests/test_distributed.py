@@ -30,24 +30,28 @@ def _worker(rank, world, port, script, argv, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    module = {"baseline": train_baseline, "gan": train_gan}[script]
-    _, trained = module.run(module.build_parser().parse_args(argv))
+    module = train_baseline if script == "baseline" else train_gan
+    _, trained = module.run(module.parse_args(argv))
     nets = {"model": trained} if script == "baseline" else {"G": trained.G, "D": trained.D}
     torch.save({k: {n: t.clone() for n, t in m.state_dict().items()} for k, m in nets.items()},
                os.path.join(out, f"rank{rank}.pt"))
 
 
-@pytest.mark.parametrize("script", ["baseline", "gan"])
+@pytest.mark.parametrize("script", ["baseline", "gan", "dcgan"])
 def test_two_processes_hold_identical_weights_and_only_rank0_writes(script, tmp_path):
+    """dcgan: a BatchNorm critic, which sees real and fake in two passes before one backward."""
     run_dir = tmp_path / "run"
     argv = TINY + ["--subset", "256", "--batch_size", "32", "--epochs", "2",
                    "--out_dir", str(run_dir)]
+    if script == "dcgan":
+        argv += ["--recipe", "udacity-dcgan-svhn", "--dataset", "digits"]
     mp.spawn(_worker, args=(2, _free_port(), script, argv, str(tmp_path)), nprocs=2)
     a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
     for net in a:
         for name, t in a[net].items():
             if "running" in name or "num_batches" in name:
-                continue  # BatchNorm statistics are each process's own (see --sync_bn)
+                continue  # BatchNorm statistics are each process's own on the CPU (SyncBatchNorm
+                # needs CUDA): the weights are what the processes must agree on
             assert torch.equal(t, b[net][name]), (net, name)
     # the saved model is what the processes hold
     kind = "cifar10.model" if script == "baseline" else "discriminator.model"

@@ -114,11 +114,12 @@ def test_discriminator_step_leaves_the_generator_alone():
     real, y = torch.rand(16, 3, 32, 32) * 2 - 1, torch.randint(0, 10, (16,))
     z, fy = sample_noise(16, 100, 10, gen)
     loss, stats = discriminator_step(GanNets(G, D), opt_d, real, y, z, fy, torch.rand(16))
-    assert torch.isfinite(loss) and stats.shape == (6,)
+    assert torch.isfinite(loss) and stats.shape == (7,)
     assert all(p.grad is None for p in G.parameters())
     assert all(torch.equal(a, b) for a, b in zip(g_params, G.parameters()))
     assert not torch.equal(d_before, D.fc10.weight)
-    gp, d_fake, d_real, real_class, fake_class, acc = stats.tolist()
+    gp, d_fake, d_real, real_class, fake_class, acc, d_loss = stats.tolist()
+    assert d_loss == pytest.approx(loss.item())
     assert gp >= 0 and real_class > 0 and fake_class > 0 and 0 <= acc <= 100
 
 
@@ -206,14 +207,16 @@ def test_losses_and_statistics_recomputed_by_hand():
 
     import torch.nn.functional as F
 
-    assert train_gan.D_STATS == ("gp", "d_fake", "d_real", "real_class", "fake_class", "real_acc")
+    assert train_gan.D_STATS == ("gp", "d_fake", "d_real", "real_class", "fake_class", "real_acc",
+                                 "d_loss")
     G, D, opt_g, opt_d = _nets()
     G0, D0 = copy.deepcopy(G), copy.deepcopy(D)  # the networks before the step changes them
     gen = torch.Generator().manual_seed(3)
     real, y = torch.rand(8, 3, 32, 32, generator=gen) * 2 - 1, torch.arange(8) % 10
     z, fy = sample_noise(8, 100, 10, gen)
     alpha = torch.rand(8, generator=gen)
-    loss, stats = discriminator_step(GanNets(G, D), opt_d, real, y, z, fy, alpha, gp_weight=7.0)
+    loss, stats = discriminator_step(GanNets(G, D), opt_d, real, y, z, fy, alpha,
+                                     train_gan.GanSpec(gp_weight=7.0))
 
     with torch.no_grad():
         fake = G0(z)  # train mode, as in the step: BatchNorm on the batch's statistics
@@ -227,7 +230,8 @@ def test_losses_and_statistics_recomputed_by_hand():
     expected = s_fake.mean() - s_real.mean() + ce_real + ce_fake + gp
     assert torch.allclose(loss, expected, rtol=1e-5, atol=1e-6)
     acc = (l_real.argmax(1) == y).float().mean() * 100
-    by_hand = torch.stack([gp, s_fake.mean(), s_real.mean(), ce_real, ce_fake, acc]).detach()
+    by_hand = torch.stack([gp, s_fake.mean(), s_real.mean(), ce_real, ce_fake, acc,
+                           expected]).detach()
     assert torch.allclose(stats, by_hand, rtol=1e-4, atol=1e-5), (stats, by_hand)
 
     G, D, opt_g, _ = _nets(seed=1)
@@ -245,21 +249,20 @@ def test_bf16_autocast_iteration_stays_close_to_fp32():
     points the same way (cosine > 0.98, measured 0.997) and so, less closely, does the
     generator's (cosine > 0.85, measured 0.90: at initialisation its weight gradients are sums
     of many terms that nearly cancel, and bf16's 8-bit mantissa shows there). The learning
-    rate is 0 so that both critic steps see the same generator: with beta1 = 0 a first Adam
-    step moves each weight by lr * sign(grad), and rounding flips the sign of tiny gradients."""
-    from types import SimpleNamespace
-
+    rate is 1e-30, too small to move a weight, so that both critic steps see the same
+    generator: with beta1 = 0 a first Adam step moves each weight by lr * sign(grad), and
+    rounding flips the sign of tiny gradients."""
     from runtime import Runtime
-    from train_gan import build_gan, gan_iteration
+    from train_gan import GanSpec, build_gan, gan_iteration, parse_args
 
-    args = SimpleNamespace(latent_dim=100, width=8, seed=0, lr=0.0, beta1=0.0, beta2=0.9,
-                           gen_train=1, gp_weight=10.0, adam_step_cap=1024)
+    args = parse_args(["--width", "8", "--lr", "1e-30"])  # the assignment's GAN, narrow
+    spec = GanSpec.from_args(args)
     results = []
     for rt in (Runtime(torch.device("cpu")), Runtime(torch.device("cpu"), amp=True)):
         nets, opt_g, opt_d = build_gan(args, 10, rt)
         gen = torch.Generator().manual_seed(1)
         real, labels = torch.rand(16, 3, 32, 32, generator=gen) * 2 - 1, torch.arange(16) % 10
-        out = gan_iteration(nets, opt_g, opt_d, real, labels, 0, args, rt,
+        out = gan_iteration(nets, opt_g, opt_d, real, labels, 0, spec, rt,
                             torch.Generator().manual_seed(2))
         grads = [torch.cat([p.grad.flatten() for p in m.parameters()]) for m in (nets.G, nets.D)]
         results.append((out, grads))

@@ -98,3 +98,85 @@ def test_sizes_are_constructor_arguments():
     assert d(torch.randn(2, 3, 32, 32))[1].shape == (2, 5)
     assert Generator(latent_dim=20, width=12)(torch.randn(2, 20)).shape == (2, 3, 32, 32)
     assert Discriminator(**d.arch).arch == d.arch
+
+
+# ----------------------------------------------------------------------------- every family
+
+from models import ARCHITECTURES, discriminator, generator  # noqa: E402
+
+
+def _params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("family", list(ARCHITECTURES))
+@pytest.mark.parametrize("channels,size", [(1, 28), (3, 32)])
+def test_every_family_takes_its_datasets_shape(family, channels, size):
+    g = generator(family, 96, 8 if family == "ie534" else None, channels, size).eval()
+    d = discriminator(family, 8 if family == "ie534" else None, 10, channels, size)
+    images = g(torch.randn(5, 96))
+    assert images.shape == (5, channels, size, size)
+    assert images.min() >= -1 and images.max() <= 1  # tanh
+    score, logits = d(images)
+    assert score.shape == (5,) and logits.shape == (5, 10)
+    score, logits = discriminator(family, 8 if family == "ie534" else None, 0, channels, size)(
+        images)
+    assert score.shape == (5,) and logits is None  # no class head: an unconditional GAN
+    for k in range(1, d.depth + 1):
+        assert d.features(images, k).dim() == 2
+
+
+def test_mlp_pair_is_seed_004s():
+    """784-256-256-1 with LeakyReLU 0.01; noise-1024-1024-784 with ReLU and tanh."""
+    d = discriminator("mlp", channels=1, image_size=28)
+    g = generator("mlp", 96, channels=1, image_size=28)
+    assert _params(d) == (784 * 256 + 256) + (256 * 256 + 256) + (256 + 1) == 267009
+    assert _params(g) == (96 * 1024 + 1024) + (1024 * 1024 + 1024) + (1024 * 784 + 784)
+    assert [m.negative_slope for m in d.modules() if isinstance(m, nn.LeakyReLU)] == [0.01] * 2
+    assert isinstance(g.net[-1], nn.Tanh) and sum(isinstance(m, nn.ReLU) for m in g.net) == 2
+
+
+def test_infogan_pair_is_seed_004s():
+    """The TensorFlow-tutorial discriminator (conv 32 5x5, pool, conv 64 5x5, pool, fc 4x4x64,
+    fc 1) and the InfoGAN generator (fc 1024, fc 7x7x128, deconv 64, deconv 1)."""
+    d = discriminator("infogan", channels=1, image_size=28)
+    g = generator("infogan", 96, channels=1, image_size=28)
+    convs = (5 * 5 * 1 * 32 + 32) + (5 * 5 * 32 * 64 + 64)
+    assert _params(d) == convs + (4 * 4 * 64 * 1024 + 1024) + (1024 + 1) == 1102721
+    bn = lambda c: 2 * c  # noqa: E731  (weight and bias)
+    assert _params(g) == ((96 * 1024 + 1024) + bn(1024) + (1024 * 7 * 7 * 128 + 7 * 7 * 128)
+                          + bn(7 * 7 * 128) + (128 * 64 * 4 * 4 + 64) + bn(64)
+                          + (64 * 1 * 4 * 4 + 1))
+    x = torch.randn(2, 96)
+    h = g.fc(x).view(-1, 128, 7, 7)
+    assert g.convs[0](h).shape == (2, 64, 14, 14)  # 7 -> 14 -> 28, no crop at 28
+
+
+def test_dcgan_pair_is_seed_003s():
+    """No pooling, strided 4x4 convolutions, BatchNorm on all but the first discriminator layer,
+    LeakyReLU 0.2, no bias before a BatchNorm; generator 4 -> 8 -> 16 -> 32 with BatchNorm and
+    ReLU, tanh."""
+    d = discriminator("dcgan", channels=3, image_size=32)
+    g = generator("dcgan", 100, channels=3, image_size=32)
+    convs = [m for m in d.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.stride for c in convs] == [(2, 2)] * 3 and [c.kernel_size for c in convs] == \
+        [(4, 4)] * 3
+    assert not any(isinstance(m, nn.MaxPool2d) for m in d.modules())
+    assert [c.bias is None for c in convs] == [False, True, True]  # BatchNorm after 2 and 3
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in d.modules()) == 2
+    assert {m.negative_slope for m in d.modules() if isinstance(m, nn.LeakyReLU)} == {0.2}
+    assert _params(d) == (3 * 32 * 16 + 32) + (32 * 64 * 16 + 2 * 64) + (64 * 128 * 16 + 2 * 128) \
+        + (128 * 4 * 4 + 1)
+    deconvs = [m for m in g.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert [c.bias is None for c in deconvs] == [True, True, False]
+    assert _params(g) == (100 * 2048 + 2048) + (128 * 64 * 16 + 2 * 64) + (64 * 32 * 16 + 2 * 32) \
+        + (32 * 3 * 16 + 3)
+    assert d.batch_statistics and not discriminator("ie534", 8).batch_statistics
+
+
+def test_ie534_generator_crops_to_28():
+    g = generator("ie534", 100, 8, 1, 28).eval()
+    full = nn.Sequential(*list(g.convs))
+    z = torch.randn(2, 100)
+    h = torch.relu(g.bn0(g.fc1(z).view(-1, 8, 4, 4)))
+    assert torch.equal(g(z), torch.tanh(full(h))[..., 2:30, 2:30])  # made at 32, centre kept

@@ -8,12 +8,12 @@ from conftest import run_cli
 
 import bench
 import train_baseline
+from models import Discriminator
 from runtime import Runtime
 from train_baseline import train_step
-from train_gan import build_gan, gan_iteration
+from train_gan import GanSpec, build_gan, gan_iteration, parse_args
 
-GAN_ARGS = SimpleNamespace(latent_dim=100, width=8, seed=0, lr=1e-3, beta1=0.0, beta2=0.9,
-                           gen_train=1, gp_weight=10.0, adam_step_cap=1024)
+GAN_ARGS = parse_args(["--width", "8", "--lr", "1e-3"])  # the assignment's GAN, narrow
 
 
 def test_runtime_is_plain_on_cpu_unless_asked():
@@ -41,7 +41,7 @@ def test_compiled_gan_iteration_matches_eager():
         nets, opt_g, opt_d = build_gan(GAN_ARGS, 10, rt)
         gen = torch.Generator().manual_seed(1)
         real, labels = torch.rand(8, 3, 32, 32, generator=gen) * 2 - 1, torch.arange(8)
-        out = gan_iteration(nets, opt_g, opt_d, real, labels, 0, GAN_ARGS, rt,
+        out = gan_iteration(nets, opt_g, opt_d, real, labels, 0, GanSpec.from_args(GAN_ARGS), rt,
                             torch.Generator().manual_seed(2))
         grads = [torch.cat([p.grad.flatten() for p in m.parameters()]) for m in (nets.G, nets.D)]
         results.append((out, grads))
@@ -59,7 +59,7 @@ def test_bf16_channels_last_fused_step_stays_close_to_fp32():
     for rt in (Runtime(torch.device("cpu")),
                Runtime(torch.device("cpu"), amp=True, channels_last=True, fused_adam=True)):
         torch.manual_seed(1)
-        model = rt.module(train_baseline.Discriminator(8))
+        model = rt.module(Discriminator(8))
         opt = rt.adam(model.parameters(), lr=1e-3)
         losses.append([train_step(model, opt, x.contiguous(memory_format=rt.memory_format), y,
                                   rt)[0].item() for _ in range(3)])
@@ -95,6 +95,12 @@ def test_bench_runs_on_the_cpu_and_reports_every_figure(capsys):
             assert f[path]["peak_mib"] > 0
         assert f["speedup"] == round(f["fast"]["images_per_s"] / f["original"]["images_per_s"], 2)
     assert "| baseline_step |" in out  # the table for the README
+    from recipes import RECIPES
+
+    assert set(res["recipes"]) == set(RECIPES)  # every recipe's iteration, at the given sizes
+    for recipe, f in res["recipes"].items():
+        assert f["images_per_s"] > 0 and f["batch_size"] == 16, recipe
+        assert f["arch"] == RECIPES[recipe].defaults["arch"]
 
 
 def test_deterministic_turns_on_deterministic_kernels_and_off_autotuning():
