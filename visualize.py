@@ -368,10 +368,11 @@ def ascent_options(args, generator=None):
 
 def run_perturb(ctx):
     args = ctx.args
-    x, y = ctx.batch()
     names = ctx.with_class_head("perturb")
-    if names:
-        save_grid(to_unit(x), ctx.out("real_images.png"))
+    if not names:
+        return
+    x, y = ctx.batch()
+    save_grid(to_unit(x), ctx.out("real_images.png"))
     for name in names:
         model, _ = ctx.model(name)
         num_classes = len(ctx.classes(name))
