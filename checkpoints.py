@@ -119,7 +119,9 @@ def resolve_resume(args, ckpt_path):
 # what it trains.
 RESUMABLE_CHANGES = {"device", "data_dir", "cache_dir", "resume", "overwrite", "out_dir",
                      "log_every", "amp", "compile", "channels_last", "fused_adam",
-                     "data_on_device", "stop_file", "time_limit", "deterministic"}
+                     "data_on_device", "stop_file", "time_limit", "deterministic",
+                     "eval_every", "eval_metrics", "eval_samples", "eval_classifier",
+                     "inception_weights"}
 
 
 def check_same_settings(saved, current, path):

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 import torch
 
 from checkpoints import OPTIMIZER, WEIGHTS, load_state, save_model
-from cli import (FRACTION, NONNEGATIVE, POSITIVE_INT, ArgumentParser, UserError,
-                 add_shared_flags, run_main)
-from data import make_generator
+from cli import (COUNT, FRACTION, NONNEGATIVE, POSITIVE_INT, ArgumentParser, UserError,
+                 add_shared_flags, info, run_main)
+from data import default_cache_dir, make_generator
 from distributed import Dist
 from losses import LOSSES, auxiliary_class_loss, clip_weights, gradient_penalty
 from models import discriminator, generator
@@ -48,7 +48,8 @@ GAN_PANELS = [("discriminator scores", ["d_real", "d_fake"]),
               ("score gap (the Wasserstein estimate for WGANs)", ["w_dist"]),
               ("losses", ["d_loss", "g_loss"]), ("gradient penalty", ["gp"]),
               ("class cross-entropy", ["real_class", "fake_class"]),
-              ("accuracy (%)", ["real_acc", "test_acc"])]
+              ("accuracy (%)", ["real_acc", "test_acc", "cacc"])]
+QUALITY = ("fid", "kid", "cfid", "is")  # the --eval_every figures that get a panel each
 
 
 def build_parser():
@@ -86,6 +87,18 @@ def build_parser():
                    help="the optimizer of both networks")
     g.add_argument("--beta1", type=FRACTION, default=0.0, help="Adam beta1 of both networks")
     g.add_argument("--beta2", type=FRACTION, default=0.9, help="Adam beta2 of both networks")
+    g = p.add_argument_group("sample quality during training (metrics.py)")
+    g.add_argument("--eval_every", type=COUNT, default=0,
+                   help="every N epochs (and after the last) measure the samples; 0: never")
+    g.add_argument("--eval_metrics", default="fid,is",
+                   help="comma-separated, from fid, is, kid (Inception, through torch-fidelity), "
+                        "cfid and cacc (--eval_classifier)")
+    g.add_argument("--eval_samples", type=POSITIVE_INT, default=5000,
+                   help="samples per evaluation (FID on fewer than 50,000 reads higher)")
+    g.add_argument("--eval_classifier", default=None,
+                   help="a model file from train_baseline.py, for cfid and cacc")
+    g.add_argument("--inception_weights", default=None,
+                   help="torch-fidelity's InceptionV3 weights file, for nodes without internet")
     return p
 
 
@@ -273,10 +286,12 @@ class GanTrainer:
     sums_width = len(D_STATS) + 3  # D_STATS, the generator loss, generator steps, steps
 
     def __init__(self, args, nets, opt_g, opt_d, runtime=PLAIN, *, train=None, test=None,
-                 z_fixed=None):
+                 z_fixed=None, quality=None):
         """train and test are the batches (the images per epoch, the rank and the test
-        accuracy come from them); z_fixed is the grid's noise."""
+        accuracy come from them); z_fixed is the grid's noise; quality measures the samples
+        every --eval_every epochs (a function of G giving a dict of figures)."""
         self.args, self.nets, self.opt_g, self.opt_d = args, nets, opt_g, opt_d
+        self.quality = quality
         self.spec = GanSpec.from_args(args)
         self.runtime, self.test, self.z_fixed = runtime, test, z_fixed
         self.rank = train.rank if train is not None else 0
@@ -332,11 +347,19 @@ class GanTrainer:
         text.append(f"d_loss {means['d_loss']:.3f} g_loss {means['g_loss']:.3f}")
         if self.spec.gp_weight:
             text.append(f"gp {means['gp']:.3f}")
+        every = self.args.eval_every
+        if self.quality and ((epoch + 1) % every == 0 or epoch + 1 == self.args.epochs):
+            figures = self.quality(self.nets.G)
+            record.update({k: round(v, 4) for k, v in figures.items() if not isinstance(v, dict)},
+                          eval_samples=self.args.eval_samples)
+            text += [f"{k} {v:.3f}" for k, v in figures.items() if not isinstance(v, dict)]
         return record, " ".join(text)
 
     def plot(self, history):
         a = self.args
-        plot_curves(history, GAN_PANELS, os.path.join(a.out_dir, "gan_curves.png"),
+        n = a.eval_samples
+        panels = GAN_PANELS + [(f"{k.upper()} ({n} samples)", [k]) for k in QUALITY]
+        plot_curves(history, panels, os.path.join(a.out_dir, "gan_curves.png"),
                     f"{a.loss} ({a.arch} networks{', ACGAN' if a.acgan == 'on' else ''}) on "
                     f"{a.dataset}, epoch means")
 
@@ -383,8 +406,37 @@ def build_gan(args, num_classes, runtime, dist=None, channels=3, image_size=32):
 
 def run(args):
     """Train as the flags say; returns (final figures, GanNets)."""
+    if args.eval_every:
+        from metrics import check_request, parse_metrics
+
+        check_request(parse_metrics(args.eval_metrics), args.eval_classifier,
+                      args.inception_weights, conditional=args.acgan == "on")
     with open_run(args, GanTrainer) as r:
         return _train(args, r)
+
+
+def sample_quality(args, data, runtime, classes):
+    """A function of the generator: the --eval_metrics of --eval_samples samples against the
+    training images (whose features torch-fidelity computes once and caches)."""
+    import metrics
+
+    chosen = metrics.parse_metrics(args.eval_metrics)
+    real_name = metrics.real_cache_name(args.dataset, args.data_dir, "train", len(data.train_y),
+                                        args.seed if args.subset else None)
+    cache_root = os.path.join(args.cache_dir or default_cache_dir(), "fidelity")
+
+    def measure(G):
+        fake, labels = metrics.sample_generator(G, args.eval_samples, classes, args.seed,
+                                                runtime.device, args.noise)
+        G.train()
+        return metrics.evaluate(fake, labels, data.train_x, data.train_y, chosen,
+                                classifier=args.eval_classifier,
+                                weights=args.inception_weights, device=runtime.device,
+                                cache_root=cache_root, real_name=real_name)
+
+    info(f"sample quality every {args.eval_every} epochs: {', '.join(chosen)} on "
+         f"{args.eval_samples} samples")
+    return measure
 
 
 def _train(args, r):
@@ -393,7 +445,10 @@ def _train(args, r):
     classes = data.num_classes if args.acgan == "on" else 0
     nets, opt_g, opt_d = build_gan(args, classes, rt, dist, data.channels, data.image_size)
     z_fixed, _ = fixed_noise(classes, args.latent_dim, args.seed, rt.device, kind=args.noise)
-    trainer = GanTrainer(args, nets, opt_g, opt_d, rt, train=train, test=test, z_fixed=z_fixed)
+    quality = (sample_quality(args, data, rt, classes)
+               if args.eval_every and dist.is_main else None)
+    trainer = GanTrainer(args, nets, opt_g, opt_d, rt, train=train, test=test, z_fixed=z_fixed,
+                         quality=quality)
     if r.ckpt:
         trainer.load(r.ckpt, r.resume_from)
     r.begin()

@@ -508,6 +508,38 @@ def model_metrics(path):
         return None
 
 
+QUALITY_NAMES = {"fid": "FID", "kid": "KID", "is": "Inception Score", "cfid": "classifier FID",
+                 "cacc": "classifier accuracy on the intended class (%)",
+                 "intra_fid_mean": "intra-FID, mean over the classes",
+                 "intra_cfid_mean": "intra classifier FID, mean over the classes"}
+
+
+def quality_notes(metrics, log_path):
+    """The report's lines on sample quality: metrics.py's last figures, and every evaluation
+    made during training (--eval_every), read from the GAN's log."""
+    notes = []
+    if metrics:
+        notes.append(f"metrics.py: {metrics['n_fake']} samples against {metrics['real']} "
+                     f"({metrics['split']}, {metrics['n_real']} images)")
+        for key, name in QUALITY_NAMES.items():
+            if key in metrics:
+                spread = metrics.get(f"{key}_std")
+                notes.append(f"  {name}: {metrics[key]:.4g}" +
+                             (f" +- {spread:.2g}" if spread is not None else ""))
+    evals = []
+    if os.path.exists(log_path):
+        with open(log_path) as f:
+            evals = [r for r in map(json.loads, f) if r.get("event") == "epoch"
+                     and "eval_samples" in r]
+    if evals:
+        notes.append(f"during training (--eval_every), {evals[-1]['eval_samples']} samples "
+                     "each (fewer than 50,000 samples read FID higher):")
+        for r in evals[-12:]:
+            notes.append(f"  epoch {r['epoch']}: " + ", ".join(
+                f"{k} {r[k]:.4g}" for k in QUALITY_NAMES if k in r))
+    return notes
+
+
 def build_report(run_dir, vis_dir, path, paths=None):
     """Gather the assignment's hand-in into one PDF; returns the titles of its pages.
 
@@ -616,6 +648,13 @@ def build_report(run_dir, vis_dir, path, paths=None):
             ("samples, one column per class", find_figure(vis_dir, "samples"), how),
             ("interpolations within a class", find_figure(vis_dir, "interpolation"), how)],
              2, notes)
+
+        notes = quality_notes(summary.get("metrics"), os.path.join(run_dir, "gan_log.jsonl"))
+        if not notes:
+            missing.append("sample-quality figures (made by metrics.py, or train_gan.py "
+                           "--eval_every)")
+        page("Sample quality", [], 1, notes or ["missing: sample-quality figures (made by "
+                                                "metrics.py, or train_gan.py --eval_every)"])
 
     for m in missing:
         info(f"report: missing {m}")

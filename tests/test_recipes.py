@@ -9,10 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-import train_baseline
 import train_gan
 import visualize
-from checkpoints import load_model
 from conftest import run_cli
 from recipes import RECIPES
 
@@ -40,20 +38,6 @@ def test_a_recipe_sets_the_lessons_defaults_and_flags_still_win():
 
 
 # ----------------------------------------------------------------------------- they learn
-
-@pytest.fixture(scope="session")
-def mnist_judge(mnist_dir, tmp_path_factory):
-    """A digit classifier trained here on 20,000 real MNIST images (about 98% on the test
-    set): the judge of every recipe's fakes."""
-    out = tmp_path_factory.mktemp("judge")
-    metrics = train_baseline.main(["--arch", "infogan", "--dataset", "mnist", "--data_dir",
-                                   mnist_dir, "--augment", "none", "--lr", "1e-3", "--epochs", "1",
-                                   "--subset", "20000", "--out_dir", str(out),
-                                   "--log_every", "1000"])
-    assert metrics["test_acc"] >= 95, metrics  # measured 97.8%
-    model, _ = load_model(str(out / "cifar10.model"), "discriminator", "train_baseline.py")
-    return model.requires_grad_(False)
-
 
 # Each recipe as the lesson has it, trained briefly: fewer steps than the lessons (500 to
 # 1,900), batch 64, and for the convolutional networks width 16 (half the lessons' channels)
@@ -101,7 +85,7 @@ def test_each_recipe_learns_digits(recipe, mnist_dir, mnist_judge, tmp_path, cap
     names, x = read_pngs(fakes)
     assert x.shape == (500, 1, 28, 28)
     with torch.no_grad():
-        p = mnist_judge(x)[1].softmax(1)
+        p = mnist_judge[0](x)[1].softmax(1)
     confidence, predicted = p.max(1)
     sure = confidence >= CONFIDENT
     found = set(predicted[sure].tolist())

@@ -66,8 +66,15 @@ def _size(path):
 
 
 def test_all_figures_and_the_report(digits_baseline, digits_gan, tmp_path, capsys):
+    import metrics
+
     run, _ = digits_gan
-    out = tmp_path / "vis"
+    out = run / "visualization"  # where metrics.py records its figures for the report
+    code, stdout, err = run_cli(metrics.main, [str(run), "--metrics", "cfid,cacc",
+                                               "--classifier", digits_baseline[0],
+                                               "--n_samples", "500"], capsys)
+    assert code == 0, err
+    quality = json.loads(stdout.splitlines()[-1])
     argv = ["all", "--run_dir", str(run), "--baseline_model", digits_baseline[0],
             "--out_dir", str(out), "--steps", "20", "--layers", "2", "8", "--max_gain", "4"]
     code, stdout, err = run_cli(visualize.main, argv, capsys)
@@ -85,7 +92,7 @@ def test_all_figures_and_the_report(digits_baseline, digits_gan, tmp_path, capsy
     assert summary["samples"]["baseline_agreement"] > 50  # the generator draws its classes
     pdf = (out / "report.pdf").read_bytes()
     pages = result["pages"]
-    assert len(re.findall(rb"/Type /Page\b", pdf)) == len(pages) == 9
+    assert len(re.findall(rb"/Type /Page\b", pdf)) == len(pages) == 10
     assert any("progressed" in p for p in pages) and any("layer 8" in p for p in pages)
     assert "missing" not in err
     # every figure it names is embedded: 6 progress grids, 4 perturbation images per model,
@@ -96,6 +103,8 @@ def test_all_figures_and_the_report(digits_baseline, digits_gan, tmp_path, capsy
     for path in (digits_baseline[0], run / "discriminator.model"):
         m = load_model(str(path), "discriminator", "")[1]["metrics"]
         assert f"test accuracy {m['test_acc']}% after {m['epochs']} epochs" in text, text[:500]
+    # and the sample-quality page quotes metrics.py's figures
+    assert f"classifier FID: {quality['cfid']:.4g}" in text and "500 samples against digits" in text
 
 
 def pdf_text(pdf):
