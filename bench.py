@@ -25,7 +25,8 @@ import time
 import torch
 
 from cli import COUNT, INTEGER, POSITIVE_INT, ArgumentParser, check_shared_flags, info, run_main
-from data import Augment, Batches, ImageData, jitter_strengths, load_dataset
+from augment import Augment, jitter_strengths
+from data import Batches, ImageData, load_dataset
 from models import Discriminator
 from runtime import Runtime, add_speed_flags
 from train_baseline import train_step

@@ -108,3 +108,23 @@ def clip_weights(module, clip):
     """WGAN's Lipschitz constraint: every weight of the critic clamped to [-clip, clip]."""
     for p in module.parameters():
         p.clamp_(-clip, clip)
+
+
+# ----------------------------------------------------------------------------- SimCLR
+
+def nt_xent(z_left, z_right, temperature=0.5):
+    """SimCLR's NT-Xent loss (seed 004): rows k of z_left and z_right (N, D) are a positive pair.
+
+    With z = [z_left; z_right] (2N examples) and sim the cosine similarity, each example k
+    has l(k) = -log(exp(sim(z_k, z_pos(k)) / t) / sum_{j != k} exp(sim(z_k, z_j) / t)), its
+    positive being k + N or k - N; the loss is the sum of l over all 2N examples, / 2N. A
+    cross-entropy over each row of the similarity matrix (its diagonal left out) computes
+    exactly this, with the log-sum-exp that keeps small temperatures finite.
+    """
+    n = len(z_left)
+    z = F.normalize(torch.cat([z_left, z_right]).float(), dim=1)  # (2N, D), unit rows
+    logits = z @ z.T / temperature  # (2N, 2N) cosine similarities / t
+    logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device),
+                                float("-inf"))  # k is not its own negative
+    positives = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(logits, positives)  # mean over the 2N rows

@@ -200,9 +200,7 @@ def classifier_extractor(path):
         def forward(self, x):  # (B, 3, S, S) uint8
             m = self.model
             x = classifier_input(x, m)  # a grey image repeated to RGB averages back to itself
-            for block in m.blocks:
-                x = block(x)
-            pooled = m.trunk(x)  # (B, features)
+            pooled = m.embed(x)  # (B, features)
             out = {"pooled": pooled, "logits": m.fc10(pooled)}
             return tuple(out[k] for k in self.features_list)
 

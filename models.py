@@ -93,10 +93,14 @@ class Critic(nn.Module):
     def trunk(self, h):
         return h.flatten(1)
 
-    def forward(self, x):
+    def embed(self, x):
+        """The representation the heads read: (B, C, S, S) -> (B, features)."""
         for block in self.blocks:
             x = block(x)
-        h = self.trunk(x)
+        return self.trunk(x)
+
+    def forward(self, x):
+        h = self.embed(x)
         return self.fc1(h).squeeze(1), (self.fc10(h) if self.fc10 is not None else None)
 
 
@@ -351,6 +355,33 @@ class InfoGANGenerator(nn.Module):
     def forward(self, z):
         h = self.fc(z).view(-1, 4 * self.width, self.base_size, self.base_size)
         return center_crop(self.convs(h), self.image_size)
+
+
+# ----------------------------------------------------------------------------- SimCLR (seed 004)
+
+class ProjectionHead(nn.Module):
+    """SimCLR's g: features -> hidden -> out, a ReLU between (two linear layers)."""
+
+    def __init__(self, in_features, hidden=None, out_features=128):
+        super().__init__()
+        hidden = hidden or in_features
+        self.net = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(inplace=True),
+                                 nn.Linear(hidden, out_features))
+
+    def forward(self, h):
+        return self.net(h)
+
+
+class SimCLRNet(nn.Module):
+    """SimCLR's encoder f (a discriminator's trunk: its blocks and pooling, the heads unused)
+    followed by the projection head g: images (B, C, S, S) -> z (B, out_features)."""
+
+    def __init__(self, encoder, head):
+        super().__init__()
+        self.encoder, self.head = encoder, head
+
+    def forward(self, x):
+        return self.head(self.encoder.embed(x))
 
 
 # Families by name: (discriminator, generator, the width when none is given, how much wider

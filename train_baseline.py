@@ -16,8 +16,8 @@ import os
 
 import torch.nn.functional as F
 
-from checkpoints import OPTIMIZER, WEIGHTS, load_state, save_model
-from cli import ArgumentParser, add_shared_flags, run_main
+from checkpoints import OPTIMIZER, WEIGHTS, load_model, load_state, save_model
+from cli import POSITIVE_INT, ArgumentParser, UserError, add_shared_flags, run_main
 from models import discriminator
 from pictures import plot_curves
 from runtime import add_speed_flags, seed_everything
@@ -30,6 +30,15 @@ def build_parser():
     p = ArgumentParser(description=__doc__.split("\n\n")[0])
     add_shared_flags(p, epochs=100, lr=1e-4, batch_size=128)
     add_speed_flags(p, training=True)
+    g = p.add_argument_group("starting from a pre-trained encoder (SimCLR, seed 004)")
+    g.add_argument("--init", default=None,
+                   help="start from the encoder in this model file (train_simclr.py's "
+                        "simclr.model): its blocks; fc10 starts fresh")
+    g.add_argument("--freeze", action="store_true",
+                   help="train fc10 alone on the frozen features: a linear probe (of the --init "
+                        "encoder, or of a randomly initialised one without it)")
+    g.add_argument("--labels_per_class", type=POSITIVE_INT, default=None,
+                   help="train on N labelled images of each class (a seeded choice)")
     return p
 
 
@@ -79,6 +88,8 @@ class BaselineTrainer:
 
     def begin_epoch(self, epoch):
         self.model.train()
+        if self.args.freeze:
+            self.model.blocks.eval()  # frozen features: BatchNorm keeps its statistics
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(epoch, self.args.lr, self.args.epochs)
 
@@ -110,8 +121,25 @@ class BaselineTrainer:
 
 def run(args):
     """Train as the flags say; returns (final figures, trained model)."""
+    if args.labels_per_class and args.subset:
+        raise UserError("--labels_per_class and --subset both choose the training images: "
+                        "pass one")
     with open_run(args, BaselineTrainer) as r:
         return _train(args, r)
+
+
+def init_encoder(model, path):
+    """Copy a pre-trained encoder's blocks (a model file of the same family and sizes) into
+    the classifier; its heads stay as they were initialised."""
+    encoder, ckpt = load_model(path, "discriminator", "train_simclr.py")
+    sizes = ("width", "in_channels", "image_size")
+    mine = {k: model.arch.get(k) for k in sizes}
+    theirs = {k: encoder.arch.get(k) for k in sizes}
+    if ckpt["arch"] != model.family or mine != theirs:
+        raise UserError(f"--init {path} holds a {ckpt['arch']} encoder {theirs}, and this run "
+                        f"builds a {model.family} {mine}: pass the same --arch, --width and "
+                        "dataset")
+    model.blocks.load_state_dict(encoder.blocks.state_dict())
 
 
 def _train(args, r):
@@ -121,7 +149,11 @@ def _train(args, r):
     model = rt.module(discriminator(args.arch, args.width, data.num_classes, data.channels,
                                     data.image_size))
     model.fc1.requires_grad_(False)  # the critic head plays no part here (and DDP needs to know)
-    optimizer = rt.adam(model.parameters(), lr=args.lr)
+    if args.init and not r.ckpt:  # a resumed run has its own weights
+        init_encoder(model, args.init)
+    if args.freeze:
+        model.blocks.requires_grad_(False)
+    optimizer = rt.adam([p for p in model.parameters() if p.requires_grad], lr=args.lr)
     # The step runs through DDP for several processes, compiled on the fast path; both share
     # the parameters with `model`, which is what gets saved.
     trainer = BaselineTrainer(args, model, optimizer, rt, test,

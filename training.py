@@ -122,7 +122,8 @@ class Run:
         from data import load_dataset
 
         a = self.args
-        data = load_dataset(a.dataset, a.data_dir, a.cache_dir, a.subset, a.seed)
+        data = load_dataset(a.dataset, a.data_dir, a.cache_dir, a.subset, a.seed,
+                            getattr(a, "labels_per_class", None))
         train, test = make_loaders(a, data, self.runtime, self.dist)
         if train.augment is not None and train.augment.crop:
             self.jitter = train.augment.strengths
@@ -279,7 +280,8 @@ def make_loaders(args, data, runtime, dist=None):
     --batch_size is the global batch: with N processes each takes batch_size / N images of
     its own share of the data, so the steps per epoch and the learning rate stay as they are.
     """
-    from data import Augment, Batches, jitter_strengths
+    from augment import Augment, jitter_strengths
+    from data import Batches
 
     dist = dist or Dist()
     kind = getattr(args, "augment", "assignment")

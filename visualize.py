@@ -30,7 +30,8 @@ from pictures import save_grid, to_unit
 from runtime import Runtime, add_speed_flags
 from train_gan import class_noise, draw_noise
 
-FIGURES = ("perturb", "max-class", "max-features", "samples", "export", "report", "all")
+FIGURES = ("perturb", "max-class", "max-features", "samples", "export", "neighbours", "report",
+           "all")
 MODELS = {"baseline": ("cifar10.model", "train_baseline.py"),
           "gan": ("discriminator.model", "train_gan.py")}
 LEVEL = 2 / 255  # one 8-bit level in the [-1, 1] range
@@ -84,6 +85,11 @@ def build_parser():
     g.add_argument("--n", type=POSITIVE_INT, default=50000,
                    help="how many generated images to write as PNG files (50,000: what FID "
                         "and IS are reported on); into --out_dir, default RUN_DIR/export")
+    g = p.add_argument_group("neighbours (an encoder from train_simclr.py)")
+    g.add_argument("--encoder", default=None, help="default RUN_DIR/simclr.model")
+    g.add_argument("--n_queries", type=POSITIVE_INT, default=8, help="test images, one row each")
+    g.add_argument("--k", type=POSITIVE_INT, default=8,
+                   help="nearest training images shown per test image")
     add_speed_flags(p, ("amp", "channels_last"))
     return p
 
@@ -662,6 +668,45 @@ def build_report(run_dir, vis_dir, path, paths=None):
     return titles
 
 
+@torch.no_grad()
+def embed_all(model, images, device, batch_size=500):
+    """The encoder's unit-length representations of uint8 images: (N, features)."""
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = to_float(images[start:start + batch_size]).to(device)
+        out.append(F.normalize(model.embed(x).float(), dim=1))
+    return torch.cat(out)
+
+
+def nearest(queries, pool, k):
+    """For each query row, the k rows of pool most similar (cosine, unit rows): indices (Q, k)."""
+    return (queries @ pool.T).topk(k, dim=1).indices
+
+
+def run_neighbours(ctx):
+    args = ctx.args
+    path = args.encoder or os.path.join(args.run_dir, "simclr.model")
+    encoder, ckpt = load_model(path, "discriminator", "train_simclr.py")
+    encoder = ctx.runtime.module(encoder.requires_grad_(False))
+    settings = ckpt["settings"]
+    data = load_dataset(args.dataset or settings.get("dataset", "cifar10"),
+                        args.data_dir or settings.get("data_dir", "./data"), args.cache_dir)
+    pick = torch.randperm(len(data.test_y), generator=make_generator("cpu", args.seed,
+                                                                       "neighbours"))
+    pick = pick[:args.n_queries]
+    q = embed_all(encoder, data.test_x[pick], ctx.device)
+    pool = embed_all(encoder, data.train_x, ctx.device)
+    idx = nearest(q, pool, args.k).cpu()  # (Q, k)
+    rows = torch.cat([data.test_x[pick][:, None], data.train_x[idx]], dim=1)  # (Q, 1 + k, ...)
+    save_grid(to_unit(to_float(rows.flatten(0, 1))), ctx.out("neighbours.png"), nrow=args.k + 1)
+    agree = (data.train_y[idx] == data.test_y[pick][:, None]).float().mean().item() * 100
+    info(f"neighbours: {agree:.1f}% of the {args.k} nearest training images share their test "
+         f"image's class (chance {100 / data.num_classes:.0f}%)")
+    ctx.record("neighbours", dict(encoder=path, k=args.k, queries=args.n_queries,
+                                  same_class_pct=agree))
+    return dict(same_class_pct=agree)
+
+
 def run_export(ctx):
     args = ctx.args
     G, ckpt = ctx.model("generator")
@@ -677,7 +722,8 @@ def run_export(ctx):
 
 
 COMMANDS = {"perturb": run_perturb, "max-class": run_max_class,
-            "max-features": run_max_features, "samples": run_samples, "export": run_export}
+            "max-features": run_max_features, "samples": run_samples, "export": run_export,
+            "neighbours": run_neighbours}
 ALL = ("perturb", "max-class", "max-features", "samples")  # what 'all' makes before the report
 
 

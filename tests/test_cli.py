@@ -74,7 +74,7 @@ def test_nonsense_numbers_get_one_line_and_exit_2(script, flags, words, tmp_path
 
 
 def test_color_jitter_flag(capsys):
-    from data import jitter_strengths
+    from augment import jitter_strengths
     from train_baseline import build_parser
 
     p = build_parser()

@@ -9,8 +9,8 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
 import data
-from data import (Augment, Batches, DataError, adjust_hue, color_jitter, jitter_strengths,
-                  load_dataset, load_folder, resized_crop)
+from augment import Augment, adjust_hue, color_jitter, jitter_strengths, resized_crop
+from data import Batches, DataError, load_dataset, load_folder, make_generator
 
 
 def test_crop_equals_torchvision_resized_crop():
@@ -79,7 +79,7 @@ def test_jitter_strengths_follow_the_assignments_torchvision():
     a negative draw is 0 (off) and each jitter is on in about half of all runs."""
     a, b = jitter_strengths(0), jitter_strengths(1)
     assert a == jitter_strengths(0) and a != b
-    draws = (0.1 * torch.randn(4, generator=data.make_generator("cpu", 0, "color_jitter")))
+    draws = (0.1 * torch.randn(4, generator=make_generator("cpu", 0, "color_jitter")))
     assert a == pytest.approx([max(0.0, v) for v in draws.tolist()])
     runs = torch.tensor([jitter_strengths(seed) for seed in range(400)])  # (400, 4)
     on = (runs > 0).float().mean(0)

@@ -1,0 +1,174 @@
+"""SimCLR (seed 004): self-supervised pre-training of the assignment's network, no labels.
+
+    python train_simclr.py                                  # CIFAR-10, the ie534 trunk, 100 epochs
+    python train_simclr.py --dataset digits --width 16 --epochs 30 --out_dir runs/simclr
+    python train_baseline.py --init runs/simclr/simclr.model --freeze --out_dir runs/probe
+    python train_baseline.py --init runs/simclr/simclr.model --labels_per_class 50 \\
+        --out_dir runs/finetune50                           # fine-tuned on 500 labels
+    python visualize.py neighbours --run_dir runs/simclr    # nearest images in the representation
+
+Two views of every image (SimCLR's augmentation, on whole batches on the device: a random
+resized crop, a flip, colour jitter with probability 0.8, greyscale with probability 0.2) go
+through the encoder f, the discriminator's trunk (--arch, --width; its heads unused), and a
+two-layer projection head g to 128 values; the NT-Xent loss (losses.nt_xent, temperature 0.5)
+pulls each pair together against the other 2N - 2 views of the batch (of the global batch
+under torchrun). Adam, no labels. Writes to --out_dir: simclr.model (the encoder, which
+train_baseline.py --init and visualize.py neighbours read), simclr.ckpt (for --resume),
+simclr_log.jsonl, simclr_config.json and simclr_curves.png. The last line on stdout is JSON.
+"""
+import json
+import os
+
+import torch
+
+from augment import ContrastiveAugment
+from checkpoints import OPTIMIZER, WEIGHTS, load_state, save_model
+from cli import POSITIVE, POSITIVE_INT, ArgumentParser, add_shared_flags, run_main
+from data import make_generator
+from losses import nt_xent
+from models import ProjectionHead, SimCLRNet, discriminator
+from pictures import plot_curves
+from runtime import add_speed_flags, seed_everything
+from training import adam_step_guard, open_run
+
+MODEL_FILE = "simclr.model"
+
+
+def build_parser():
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_shared_flags(p, epochs=100, lr=1e-3, batch_size=256)
+    p.set_defaults(augment="none")  # the views are SimCLR's own, drawn in the step
+    add_speed_flags(p, training=True)
+    g = p.add_argument_group("SimCLR")
+    g.add_argument("--temperature", type=POSITIVE, default=0.5, help="NT-Xent's tau")
+    g.add_argument("--proj_dim", type=POSITIVE_INT, default=128,
+                   help="values the projection head g outputs")
+    return p
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
+
+
+def gather(z, dist):
+    """Every process's z, in rank order, with the gradient flowing back to each one's own
+    (the negatives of the loss come from the global batch)."""
+    if not dist.enabled:
+        return z
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(z))
+
+
+class SimCLRTrainer:
+    """SimCLR for the shared epoch loop (training.Run.fit)."""
+    kind = "simclr"
+    fields = {"encoder": WEIGHTS, "head": WEIGHTS, "optimizer": OPTIMIZER}
+    sums_width = 3  # loss sum, views whose positive is their most similar, views
+
+    def __init__(self, args, net, optimizer, runtime, *, fast=None, augment=None, dist=None,
+                 rank=0):
+        self.args, self.net, self.optimizer, self.runtime = args, net, optimizer, runtime
+        self.fast = fast or net  # what the step runs through (compiled, DDP)
+        self.augment, self.dist, self.rank = augment, dist, rank
+
+    def state(self):
+        return {"encoder": self.net.encoder.state_dict(), "head": self.net.head.state_dict(),
+                "optimizer": self.optimizer.state_dict()}
+
+    def load(self, ckpt, path):
+        load_state(self.net.encoder, ckpt["encoder"], path, "encoder")
+        load_state(self.net.head, ckpt["head"], path, "projection head")
+        load_state(self.optimizer, ckpt["optimizer"], path, "optimizer state")
+
+    def begin_epoch(self, epoch):
+        self.net.train()
+        self.epoch = epoch
+
+    def views(self, x, i):
+        """Two augmented views of the batch x (in [-1, 1]), drawn from (seed, epoch, i, rank)."""
+        gen = make_generator(x.device, self.args.seed, "simclr", self.epoch, i, self.rank)
+        x01 = x.float().add(1).div(2)
+        v1, v2 = self.augment(x01, gen), self.augment(x01, gen)
+        both = torch.cat([v1, v2]).mul(2).sub(1)  # (2B, C, S, S) in [-1, 1]
+        return both.contiguous(memory_format=self.runtime.memory_format)
+
+    def step(self, i, x, y, sums):
+        views = self.views(x, i)  # (2B, C, S, S): the first views, then the second
+        with self.runtime.autocast():
+            z = self.fast(views)
+        z_left, z_right = (gather(part.float(), self.dist) for part in z.chunk(2))
+        loss = nt_xent(z_left, z_right, self.args.temperature)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        adam_step_guard(self.optimizer, self.args.adam_step_cap)
+        with torch.no_grad():  # is each view's most similar other view its positive?
+            zn = torch.nn.functional.normalize(torch.cat([z_left, z_right]), dim=1)
+            sim = (zn @ zn.T).fill_diagonal_(-2)
+            n = len(z_left)
+            partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(sim.device)
+            hits = (sim.argmax(1) == partner).sum()
+        sums[0] += loss.detach() * (2 * n)  # in place, with Python scalars: no host copies
+        sums[1] += hits
+        sums[2] += 2 * n
+        return loss.detach()
+
+    def means(self, sums):
+        loss, hits, n = sums.tolist()
+        n = max(n, 1.0)
+        return dict(loss=round(loss / n, 4), pos_acc=round(100 * hits / n, 2))
+
+    def end_epoch(self, epoch, means, seconds):
+        return dict(means), f"loss {means['loss']:.4f} positive found {means['pos_acc']:.1f}%"
+
+    def plot(self, history):
+        plot_curves(history, [("NT-Xent loss", ["loss"]),
+                              ("views whose nearest view is their pair (%)", ["pos_acc"])],
+                    os.path.join(self.args.out_dir, "simclr_curves.png"), "SimCLR pre-training")
+
+
+def run(args):
+    """Pre-train as the flags say; returns (final figures, SimCLRNet)."""
+    with open_run(args, SimCLRTrainer) as r:
+        return _train(args, r)
+
+
+def _train(args, r):
+    rt, dist = r.runtime, r.dist
+    data, train, _ = r.load_data()
+    seed_everything(args.seed)
+    encoder = discriminator(args.arch, args.width, 0, data.channels, data.image_size)
+    encoder.fc1.requires_grad_(False)  # the critic's head plays no part (and DDP needs to know)
+    features = encoder.embed(torch.zeros(2, data.channels, data.image_size,
+                                         data.image_size)).shape[1]
+    net = rt.module(SimCLRNet(encoder, ProjectionHead(features, features, args.proj_dim)))
+    optimizer = rt.adam([p for p in net.parameters() if p.requires_grad], lr=args.lr)
+    trainer = SimCLRTrainer(args, net, optimizer, rt, fast=rt.compiled(dist.wrap(net, rt.device)),
+                            augment=ContrastiveAugment(data.image_size, flip=data.flip),
+                            dist=dist, rank=train.rank)
+    if r.ckpt:
+        trainer.load(r.ckpt, r.resume_from)
+    r.begin()
+    r.say(f"{data.name}: {len(data.train_y)} training images (labels unused), {len(train)} "
+          f"steps per epoch on {rt.device}; encoder {args.arch} ({features} features)")
+    final = r.fit(trainer, train)
+    metrics = dict(loss=final.get("loss"), pos_acc=final.get("pos_acc"), epochs=args.epochs,
+                   seconds=round(r.seconds, 1), model=os.path.join(args.out_dir, MODEL_FILE))
+    if dist.is_main:
+        save_model(metrics["model"], net.encoder, r.config, metrics, data.classes,
+                   "train_simclr.py")
+    return metrics, net
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    metrics, _ = run(args)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(dict(script="train_simclr", dataset=args.dataset, **metrics)),
+              flush=True)
+    return metrics
+
+
+if __name__ == "__main__":
+    run_main(main)
