@@ -1,7 +1,9 @@
 """The command line every script shares: errors and exit codes, the parser, the shared flags,
 run_main (a user's mistake is one line and exit 2) and console output."""
 import argparse
+import json
 import math
+import os
 import sys
 
 from data import DataError
@@ -195,6 +197,13 @@ def progress(iterable, total, desc):
     from tqdm import tqdm
 
     return tqdm(iterable, total=total, desc=desc, leave=False, disable=None, dynamic_ncols=True)
+
+
+def print_result(script, metrics, **fields):
+    """The final JSON line on stdout: the script's name, fields, its figures; on rank 0 only
+    under torchrun, so a job's output holds it once."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(dict(script=script, **fields, **metrics)), flush=True)
 
 
 def info(message):

@@ -11,13 +11,12 @@ assignment). Writes to --out_dir: cifar10.model (weights and settings, which vis
 loads), baseline.ckpt (every epoch, for --resume), baseline_log.jsonl, baseline_config.json
 and baseline_curves.png. The last line on stdout is JSON with the final figures.
 """
-import json
 import os
 
 import torch.nn.functional as F
 
 from checkpoints import OPTIMIZER, WEIGHTS, load_model, load_state, save_model
-from cli import POSITIVE_INT, ArgumentParser, UserError, add_shared_flags, run_main
+from cli import POSITIVE_INT, ArgumentParser, UserError, add_shared_flags, print_result, run_main
 from models import discriminator
 from pictures import plot_curves
 from runtime import add_speed_flags, seed_everything
@@ -175,9 +174,7 @@ def _train(args, r):
 def main(argv=None):
     args = parse_args(argv)
     metrics, _ = run(args)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps(dict(script="train_baseline", dataset=args.dataset, **metrics)),
-              flush=True)
+    print_result("train_baseline", metrics, dataset=args.dataset)
     return metrics
 
 

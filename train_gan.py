@@ -22,7 +22,6 @@ vectors; for a class-conditional generator class c in column c), gan.ckpt (every
 --resume), generator.model and discriminator.model (which visualize.py loads), gan_log.jsonl,
 gan_config.json and gan_curves.png. The last line on stdout is JSON with the final figures.
 """
-import json
 import os
 from dataclasses import dataclass
 
@@ -30,7 +29,7 @@ import torch
 
 from checkpoints import OPTIMIZER, WEIGHTS, load_state, save_model
 from cli import (COUNT, FRACTION, NONNEGATIVE, POSITIVE_INT, ArgumentParser, UserError,
-                 add_shared_flags, info, run_main)
+                 add_shared_flags, info, print_result, run_main)
 from data import default_cache_dir, make_generator
 from distributed import Dist
 from losses import LOSSES, auxiliary_class_loss, clip_weights, gradient_penalty
@@ -470,9 +469,7 @@ def _train(args, r):
 def main(argv=None):
     args = parse_args(argv)
     metrics, _ = run(args)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps(dict(script="train_gan", dataset=args.dataset, recipe=args.recipe,
-                              **metrics)), flush=True)
+    print_result("train_gan", metrics, dataset=args.dataset, recipe=args.recipe)
     return metrics
 
 

@@ -16,14 +16,13 @@ under torchrun). Adam, no labels. Writes to --out_dir: simclr.model (the encoder
 train_baseline.py --init and visualize.py neighbours read), simclr.ckpt (for --resume),
 simclr_log.jsonl, simclr_config.json and simclr_curves.png. The last line on stdout is JSON.
 """
-import json
 import os
 
 import torch
 
 from augment import ContrastiveAugment
 from checkpoints import OPTIMIZER, WEIGHTS, load_state, save_model
-from cli import POSITIVE, POSITIVE_INT, ArgumentParser, add_shared_flags, run_main
+from cli import POSITIVE, POSITIVE_INT, ArgumentParser, add_shared_flags, print_result, run_main
 from data import make_generator
 from losses import nt_xent
 from models import ProjectionHead, SimCLRNet, discriminator
@@ -164,9 +163,7 @@ def _train(args, r):
 def main(argv=None):
     args = parse_args(argv)
     metrics, _ = run(args)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps(dict(script="train_simclr", dataset=args.dataset, **metrics)),
-              flush=True)
+    print_result("train_simclr", metrics, dataset=args.dataset)
     return metrics
 
 

@@ -203,6 +203,7 @@ def _stop_worker(rank, world, port, out):
     torch.save({"answers": answers, "settled": settled}, os.path.join(out, f"stop{rank}.pt"))
     stop.restore()
     second.restore()
+    torch.distributed.barrier()  # neither leaves while the other still talks
     torch.distributed.destroy_process_group()
 
 

@@ -169,6 +169,7 @@ def _gather_worker(rank, world, port, z_full, out):
     loss.backward()
     torch.save({"loss": loss.detach(), "left": left.grad, "right": right.grad},
                os.path.join(out, f"gather{rank}.pt"))
+    torch.distributed.barrier()  # neither leaves while the other still talks
     torch.distributed.destroy_process_group()
 
 
