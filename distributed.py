@@ -158,6 +158,10 @@ class StopSignal:
         _, flag = self._reduce(asked, async_op=False)
         return earlier or flag.item() > 0
 
+    def finish(self):
+        """Wait for the agreement still under way, if any (before leaving the group)."""
+        self._collect()
+
     def restore(self):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)

@@ -217,13 +217,22 @@ class Run:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, exc, tb):
+        # Every rank reaches the end, a stop or a divergence together; any other error may be
+        # one rank's alone, and waiting for the others there would hang.
+        self.close(together=exc_type is None or issubclass(exc_type, (Stopped, Diverged)))
 
-    def close(self):
+    def close(self, together=True):
+        """Leave the process group. When all ranks got here together, first finish the stop
+        agreement still under way and wait for every rank: a rank that tears gloo down while
+        another still talks to it (or whose TCP store has gone) aborts the process."""
         if self.stop is not None:
+            if together:
+                self.stop.finish()
             self.stop.restore()
         if self.dist.enabled and torch.distributed.is_initialized():
+            if together:
+                torch.distributed.barrier(group=self.dist.cpu_group)
             torch.distributed.destroy_process_group()
 
 
