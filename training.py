@@ -12,7 +12,9 @@ A trainer (train_baseline.py, train_gan.py) is an object with:
     means(sums)         the running sums as a dict of named figures
     end_epoch(epoch, means, seconds) -> (record, text): on rank 0 after an epoch, evaluates
                         and draws; the record goes to the history and the log, text to stderr
-    plot(history)       on rank 0 after each epoch's record: the curves
+    plot(history)       on rank 0: the curves, redrawn at most every PLOT_SECONDS (drawing
+                        them costs about a second on a CPU, more than a small epoch), after
+                        the last epoch and before a stop
 """
 import contextlib
 import json
@@ -28,6 +30,8 @@ from checkpoints import (PROGRESS_FIELDS, atomic_save, check_same_settings, load
 from cli import Diverged, Stopped, UserError, check_shared_flags, info, progress
 from distributed import Dist, StopSignal, init_distributed
 from runtime import Runtime
+
+PLOT_SECONDS = 60.0
 
 
 def adam_step_guard(optimizer, cap=1024, reset=None):
@@ -90,6 +94,7 @@ class Run:
     seconds: float = 0.0  # training time so far, over every resumption
     saved_at: tuple = None  # (epoch, step) of the last checkpoint on disk
     jitter: tuple = None  # the training augmentation's colour jitter strengths
+    plotted: tuple = (0, float("-inf"))  # (epochs in the curves, when they were drawn)
 
     def begin(self):
         """Once the data and models are ready: print and save the settings, open the log and
@@ -173,6 +178,7 @@ class Run:
             start_step, partial = 0, None
             if step < len(train):  # asked to stop mid-epoch
                 self.save(trainer, epoch, step, sums)
+                self.plot(trainer, now=True)
                 raise Stopped(f"stopped at epoch {epoch + 1}, step {step}; resume with "
                               f"--resume (checkpoint {self.ckpt_path})")
             means = trainer.means(self.dist.all_sum(sums))
@@ -183,11 +189,21 @@ class Run:
                 self.log.write(event="epoch", **record)
                 info(f"epoch {epoch + 1}/{epochs} {text} ({record['seconds']:.1f}s)")
                 self.save(trainer, epoch + 1)
-                trainer.plot(self.history)
+                self.plot(trainer, now=epoch + 1 == epochs)
             if epoch + 1 < epochs and self.stop.settle():
+                self.plot(trainer, now=True)
                 raise Stopped(f"stopped after epoch {epoch + 1}; resume with --resume "
                               f"(checkpoint {self.ckpt_path})")
         return self.history[-1] if self.history else {}
+
+    def plot(self, trainer, now=False):
+        """Redraw the curves (rank 0) when they lack epochs and, unless `now`, were last
+        drawn PLOT_SECONDS ago."""
+        done, when = self.plotted
+        if (self.dist.is_main and len(self.history) > done
+                and (now or time.monotonic() - when >= PLOT_SECONDS)):
+            trainer.plot(self.history)
+            self.plotted = (len(self.history), time.monotonic())
 
     def train_epoch(self, trainer, batches, epoch, start=0, sums=None):
         """Train from batch `start` of the epoch to its end, or until a stop request.
