@@ -17,9 +17,10 @@ shift 2
 mkdir -p "$(dirname "$stop_file")"
 rm -f "$stop_file"
 
+# the trap comes first: a warning that arrives while the trainer starts must not kill this shell
+trap 'echo "resumable.sh: scheduler warning, asking the trainer to stop"; touch "$stop_file"' USR1 TERM
 "$@" &
 pid=$!
-trap 'echo "resumable.sh: scheduler warning, asking the trainer to stop"; touch "$stop_file"' USR1 TERM
 
 code=0
 wait "$pid" || code=$?

@@ -1,0 +1,246 @@
+"""The SLURM job scripts on a real SLURM: a one-node cluster started for these tests
+(jobs/slurm/local_cluster.sh), the project's own scripts submitted with only their edit lines
+changed, on digits at a small width.
+
+What each job must show, in order: SLURM's walltime warning (--signal=B:USR1@N) reaches
+jobs/resumable.sh, which creates the stop file; the trainer writes a checkpoint and stops with
+code 75; the job requeues itself (scontrol requeue); the requeued job resumes (--resume auto),
+perhaps stopped and requeued again, and ends with exit code 0; and its final weights equal
+those of an uninterrupted run of the same settings.
+
+SLURM checks time limits every 30 s, so with --time=1 and @50 the warning comes at the first
+check after a job starts, 0 to 30 s in; every cycle is warned, so a run needs as many cycles
+as its training takes. SLURM holds a requeued job for two minutes before it may start again;
+the test lets it start at once (scontrol update StartTime=now), as an administrator could.
+
+The packages are installed with apt-get when missing (as root); the tests skip, with the
+reason, only where that is impossible.
+"""
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLUSTER = os.path.join(ROOT, "jobs", "slurm", "local_cluster.sh")
+PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
+COMMANDS = ["munged", "slurmctld", "slurmd", "sbatch", "scontrol", "sinfo"]
+# The lines a user is told to edit, as this one-node cluster needs them; every other line of
+# the scripts is submitted as it is.
+EDITS = {
+    "--account": None,  # no accounts without an accounting database
+    "--gres": None,  # no GPUs
+    "--partition": "debug",
+    "--nodes": "1",
+    "--cpus-per-task": "1",
+    "--mem": "1G",
+    "--time": "00:01:00",
+    "--signal": "B:USR1@50",
+}
+DIGITS = "--dataset digits --width 8 --batch_size 32 --lr 2e-3 --log_every 5 --seed 3"
+# script: (trainer, its flags, processes, the files whose weights must match)
+JOBS = {
+    "baseline": ("train_baseline.py", DIGITS + " --subset 960 --epochs 20", 1,
+                 ["cifar10.model"]),
+    "gan": ("train_gan.py", DIGITS + " --subset 320 --epochs 8", 1,
+            ["generator.model", "discriminator.model"]),
+    "gan_multi": ("train_gan.py", DIGITS + " --subset 320 --epochs 8", 2,
+                  ["generator.model", "discriminator.model"]),
+}
+FINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
+         "PREEMPTED", "BOOT_FAIL", "DEADLINE")
+TIMEOUT_S = 400
+
+
+def _install():
+    """None when SLURM's commands are there (installing them if need be), else why not."""
+    if all(shutil.which(c, path=_path()) for c in COMMANDS):
+        return None
+    if not sys.platform.startswith("linux") or shutil.which("apt-get") is None:
+        return "SLURM is not installed and there is no apt-get to install it"
+    if os.geteuid() != 0:
+        return "SLURM is not installed and installing it needs root"
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES]
+    done = subprocess.run(install, env=env, capture_output=True, text=True)
+    if done.returncode:  # the package lists may be missing or stale
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
+        done = subprocess.run(install, env=env, capture_output=True, text=True)
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"apt-get could not install {' '.join(PACKAGES)}: {last}"
+    return None
+
+
+def _path():
+    """PATH with this Python's folder first (the jobs run `python` and `torchrun`) and the
+    daemons' folder."""
+    return os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", ""),
+                            "/usr/sbin", "/sbin"])
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A running one-node SLURM: the environment its commands need."""
+    why = _install()
+    if why:
+        pytest.skip(why)
+    folder = tmp_path_factory.mktemp("slurm")
+    env = dict(os.environ, PATH=_path(), OMP_NUM_THREADS="1")
+    try:
+        started = subprocess.run([CLUSTER, "start", str(folder)], env=env, capture_output=True,
+                                 text=True, timeout=120)
+        assert started.returncode == 0, started.stderr + _logs(folder)
+        env["SLURM_CONF"] = str(folder / "slurm.conf")
+        yield env
+    finally:
+        subprocess.run([CLUSTER, "stop", str(folder)], env=env, capture_output=True, timeout=60)
+
+
+def _logs(folder):
+    return "".join(f"\n--- {p.name}\n" + p.read_text()[-2000:] for p in folder.glob("*.log"))
+
+
+def edit(text, out_dir):
+    """A job script with its edit lines set for this cluster; (new text, lines outside the
+    edit block before, after) so a test can see that nothing else changed."""
+    lines = text.splitlines(keepends=True)
+    first = next(i for i, line in enumerate(lines) if line.startswith("# ---- edit these"))
+    last = next(i for i in range(first + 1, len(lines)) if re.fullmatch(r"# -+\n", lines[i]))
+    block = []
+    for line in lines[first:last]:
+        m = re.match(r"#SBATCH (--[a-z-]+)=", line)
+        if m and m.group(1) in EDITS:
+            if EDITS[m.group(1)] is not None:
+                block.append(f"#SBATCH {m.group(1)}={EDITS[m.group(1)]}\n")
+        elif m and m.group(1) == "--output":
+            block.append(f"#SBATCH --output={out_dir}/%x-%j.out\n")
+        else:
+            block.append(line)
+    new = lines[:first] + block + lines[last:]
+    return "".join(new), lines[:first] + lines[last:], new[:first] + new[first + len(block):]
+
+
+def _job(job_id, env):
+    """scontrol's fields of a job, as a dict."""
+    shown = subprocess.run(["scontrol", "show", "job", "-o", str(job_id)], env=env,
+                           capture_output=True, text=True)
+    return dict(re.findall(r"(\w+)=(\S*)", shown.stdout))
+
+
+def _stepd_alive(job_id):
+    """Whether a slurmstepd of this job still runs on this machine (the one node)."""
+    mark = f"slurmstepd: [{job_id}.".encode()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read().startswith(mark):
+                    return True
+        except OSError:
+            pass
+    return False
+
+
+def _reference(name, folder, env):
+    """The same training without SLURM and without interruption."""
+    trainer, flags, procs, _ = JOBS[name]
+    cmd = [sys.executable, trainer]
+    if procs > 1:
+        cmd = [shutil.which("torchrun", path=env["PATH"]), "--standalone", "--nproc_per_node",
+               str(procs), trainer]
+    return subprocess.Popen(cmd + flags.split() + ["--out_dir", str(folder)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=open(f"{folder}.err", "w"))
+
+
+@pytest.fixture(scope="module")
+def jobs(cluster, tmp_path_factory):
+    """Every job submitted at once beside its uninterrupted reference, all waited for:
+    {name: (the job's fields at the end, its output, run folder, reference folder)}."""
+    base = tmp_path_factory.mktemp("jobs")
+    refs, ids = {}, {}
+    for name, (_, flags, procs, _) in JOBS.items():
+        script = os.path.join(ROOT, "jobs", "slurm", f"{name}.sbatch")
+        text, _, _ = edit(open(script).read(), base)
+        (base / f"{name}.sbatch").write_text(text)
+        env = dict(cluster, RUN_DIR=str(base / name), EXTRA=flags, GPUS_PER_NODE=str(procs))
+        submitted = subprocess.run(["sbatch", "--parsable", str(base / f"{name}.sbatch")],
+                                   cwd=ROOT, env=env, capture_output=True, text=True)
+        assert submitted.returncode == 0, submitted.stderr
+        ids[name] = submitted.stdout.strip().split(";")[0]
+    # The references share the CPU with the jobs' first cycles, which end at the first
+    # warning whatever they have done by then.
+    for name in JOBS:
+        refs[name] = _reference(name, base / f"{name}-ref", cluster)
+    fields, quiet, deadline = {}, {}, time.time() + TIMEOUT_S
+    while time.time() < deadline and len(fields) < len(ids):
+        for name, job_id in ids.items():
+            job = _job(job_id, cluster)
+            if job.get("JobState") in FINAL:
+                fields[name] = job
+            elif (job.get("JobState") == "PENDING" and job.get("Reason") == "BeginTime"
+                  and int(job.get("Restarts", 0)) > 0 and not _stepd_alive(job_id)):
+                # Released only once the last run's slurmstepd has gone for a second: its
+                # report of the old batch script's end must not reach the new run.
+                quiet.setdefault(name, time.time())
+                if time.time() - quiet[name] >= 1:
+                    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"],
+                                   env=cluster, capture_output=True)
+                    quiet.pop(name)
+            else:
+                quiet.pop(name, None)
+        time.sleep(0.25)
+    outputs = {name: "".join(p.read_text() for p in base.glob(f"*-{ids[name]}.out"))
+               for name in ids}
+    if len(fields) < len(ids):
+        subprocess.run(["scancel", *ids.values()], env=cluster, capture_output=True)
+        pytest.fail(f"jobs unfinished after {TIMEOUT_S} s: " +
+                    "\n".join(f"{n}: {_job(i, cluster)}\n{outputs[n][-3000:]}"
+                              for n, i in ids.items() if n not in fields))
+    for name, p in refs.items():
+        assert p.wait(timeout=TIMEOUT_S) == 0, open(f"{base / name}-ref.err").read()[-3000:]
+    return {name: (fields[name], outputs[name], base / name, base / f"{name}-ref")
+            for name in JOBS}
+
+
+@pytest.mark.parametrize("name", list(JOBS))
+def test_job_is_warned_checkpointed_requeued_and_resumed_exactly(name, jobs):
+    job, out, run, ref = jobs[name]
+    assert (job["JobState"], job["ExitCode"]) == ("COMPLETED", "0:0"), out[-3000:]
+    restarts = int(job["Restarts"])
+    assert restarts >= 1, out[-3000:]
+    # every cycle but the last: the warning, the trainer's checkpoint, the requeue; then
+    # the last cycle resumes and finishes
+    warned = "resumable.sh: scheduler warning, asking the trainer to stop"
+    requeued = f"resumable.sh: stopped with a checkpoint (code {75 if JOBS[name][2] == 1 else 1}"
+    cycles = out.split("resumable.sh: stopped with a checkpoint")
+    assert len(cycles) == restarts + 1, out[-3000:]
+    for cycle in cycles[:-1]:
+        assert warned in cycle and re.search(r"stopped (at epoch \d+, step \d+|after epoch "
+                                             r"\d+); resume with --resume", cycle), cycle
+        assert cycle.index(warned) < cycle.index("; resume with --resume"), cycle
+    assert out.count(requeued) == restarts, out[-3000:]
+    assert out.count(f"scontrol requeue {job['JobId']}") == restarts
+    assert len(re.findall(r"resuming \S+ at epoch \d+, step \d+", out)) == restarts, out
+    # the last run resumes and finishes (a warning that comes as it ends changes nothing)
+    last = cycles[-1]
+    assert "resuming" in last and "; resume with --resume" not in last, last
+    result = [line for line in out.splitlines() if line.startswith('{"script": ')]
+    assert len(result) == 1 and f'"epochs": {JOBS[name][1].split("--epochs ")[1]}' in result[0]
+    assert not (run / "STOP").exists()
+    for file in JOBS[name][3]:
+        a = torch.load(run / file, weights_only=True)["model"]
+        b = torch.load(ref / file, weights_only=True)["model"]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), file
+
+
+def test_only_the_edit_lines_change():
+    for name in JOBS:
+        text = open(os.path.join(ROOT, "jobs", "slurm", f"{name}.sbatch")).read()
+        new, before, after = edit(text, "/tmp/out")
+        assert before == after and new != text
+        assert "#SBATCH --time=00:01:00\n" in new and "--gres" not in new
