@@ -39,16 +39,17 @@ def test_a_recipe_sets_the_lessons_defaults_and_flags_still_win():
 
 # ----------------------------------------------------------------------------- they learn
 
-# Each recipe as the lesson has it, trained briefly: fewer steps than the lessons (500 to
+# Each recipe as the lesson has it, trained briefly: fewer steps than the lessons (250 to
 # 1,900), batch 64, and for the convolutional networks width 16 (half the lessons' channels)
 # so that all of them fit in the test suite's time on two cores; wgan-clip's learning rate is
-# ten times the paper's 5e-5, which needs far more steps than a test can take.
+# ten times the paper's 5e-5, which needs far more steps than a test can take. ie534 is the
+# trainer's default (test_default_recipe_is_the_assignment); that it learns is
+# test_gan.test_acgan_fakes_are_recognised_as_their_class (on digits: its MNIST run here took
+# 50 s, 95% of fakes recognised).
 BRIEF = {
-    "ie534": ["--dataset", "mnist", "--width", "16", "--lr", "2e-3", "--batch_size", "64",
-              "--subset", "32000", "--epochs", "1", "--augment", "none"],
     "cs231n-gan": ["--batch_size", "64", "--epochs", "2"],
     "cs231n-lsgan": ["--batch_size", "64", "--epochs", "2"],
-    "cs231n-dcgan": ["--width", "16", "--batch_size", "64", "--subset", "32000", "--epochs", "1"],
+    "cs231n-dcgan": ["--width", "16", "--batch_size", "64", "--subset", "16000", "--epochs", "1"],
     "udacity-dcgan-svhn": ["--dataset", "mnist", "--width", "16", "--batch_size", "64",
                            "--subset", "32000", "--epochs", "1"],
     "wgan-clip": ["--dataset", "mnist", "--width", "16", "--lr", "5e-4", "--subset", "32000",
@@ -57,8 +58,8 @@ BRIEF = {
 # Fraction of 500 exported fakes the judge gives a top probability of at least 0.5 (five times
 # chance), and how many classes those cover. An untrained generator of any family scores 0%;
 # uniform noise images 15%, all of one class.
-# Measured (this machine): ie534 95% / 10, cs231n-gan 78% / 10, cs231n-lsgan 65% / 10,
-# cs231n-dcgan 89% / 10, udacity-dcgan-svhn 81% / 10, wgan-clip 68% / 10.
+# Measured (this machine): cs231n-gan 78% / 10, cs231n-lsgan 65% / 10, cs231n-dcgan 89% / 10
+# (16,000 images), udacity-dcgan-svhn 81% / 10, wgan-clip 68% / 10.
 CONFIDENT, AT_LEAST, CLASSES = 0.5, 0.5, 8
 
 
@@ -78,12 +79,12 @@ def test_each_recipe_learns_digits(recipe, mnist_dir, mnist_judge, tmp_path, cap
     assert code == 0, err
     settings = json.load(open(run / "gan_config.json"))
     assert settings["recipe"] == recipe and settings["dataset"] == "mnist"
-    assert settings["arch"] == RECIPES[recipe].defaults["arch"]
+    assert settings["arch"] == RECIPES[recipe].defaults["arch"] and settings["acgan"] == "off"
     code, _, err = run_cli(visualize.main, ["export", "--run_dir", str(run), "--n", "500",
                                             "--out_dir", str(fakes)], capsys)
     assert code == 0, err
     names, x = read_pngs(fakes)
-    assert x.shape == (500, 1, 28, 28)
+    assert x.shape == (500, 1, 28, 28) and names[0] == "00000.png"
     with torch.no_grad():
         p = mnist_judge[0](x)[1].softmax(1)
     confidence, predicted = p.max(1)
@@ -91,9 +92,6 @@ def test_each_recipe_learns_digits(recipe, mnist_dir, mnist_judge, tmp_path, cap
     found = set(predicted[sure].tolist())
     assert sure.float().mean() >= AT_LEAST and len(found) >= CLASSES, \
         (sure.float().mean().item(), sorted(found))
-    if settings["acgan"] == "on":  # conditional: the fakes are of the class they were asked
-        asked = torch.tensor([int(n.split("_c")[1][:-4]) for n in names])
-        assert (predicted == asked).float().mean() >= 0.5  # measured 82%
 
 
 # ----------------------------------------------------------------------------- exact resume

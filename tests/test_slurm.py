@@ -43,7 +43,9 @@ EDITS = {
     "--signal": "B:USR1@50",
 }
 DIGITS = "--dataset digits --width 8 --batch_size 32 --lr 2e-3 --log_every 5 --seed 3"
-# script: (trainer, its flags, processes, the files whose weights must match)
+# script: (trainer, its flags, processes, the files whose weights must match). Each run must
+# still be training at its first warning (at most 30 s after it starts, while the references
+# share the two cores) and needs two or three cycles.
 JOBS = {
     "baseline": ("train_baseline.py", DIGITS + " --subset 960 --epochs 20", 1,
                  ["cifar10.model"]),
@@ -58,13 +60,13 @@ TIMEOUT_S = 400
 
 
 def _install():
-    """None when SLURM's commands are there (installing them if need be), else why not."""
+    """None when SLURM can run here (installing it if need be), else why not."""
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        return "a one-node SLURM needs Linux and root (its daemons, and apt-get)"
     if all(shutil.which(c, path=_path()) for c in COMMANDS):
         return None
-    if not sys.platform.startswith("linux") or shutil.which("apt-get") is None:
+    if shutil.which("apt-get") is None:
         return "SLURM is not installed and there is no apt-get to install it"
-    if os.geteuid() != 0:
-        return "SLURM is not installed and installing it needs root"
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES]
     done = subprocess.run(install, env=env, capture_output=True, text=True)
