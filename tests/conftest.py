@@ -67,12 +67,12 @@ def digits_baseline(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def digits_gan(tmp_path_factory):
-    """A small ACGAN trained on digits (about a minute): its output folder and final figures."""
+    """A small ACGAN trained on digits (about 35 s): its output folder and final figures."""
     import train_gan
 
     out = tmp_path_factory.mktemp("digits_gan")
     metrics = train_gan.main(["--dataset", "digits", "--width", "16", "--batch_size", "32",
-                              "--lr", "3e-3", "--epochs", "12", "--out_dir", str(out),
+                              "--lr", "3e-3", "--epochs", "9", "--out_dir", str(out),
                               "--log_every", "1000", *DIGITS_JITTER])
     return out, metrics
 
