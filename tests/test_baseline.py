@@ -1,5 +1,6 @@
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -170,3 +171,32 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, capsys,
     assert not (out / "cifar10.model").exists()
     log = [json.loads(line) for line in open(out / "baseline_log.jsonl")]
     assert log[-1]["event"] == "diverged"
+
+
+def test_curves_are_drawn_first_last_and_before_a_stop_not_every_epoch(tmp_path, capsys,
+                                                                       monkeypatch):
+    """Drawing costs about a second: within PLOT_SECONDS only the first and last epochs are
+    drawn, and a stop draws what the curves lack before it exits."""
+    drawn = []
+    monkeypatch.setattr(train_baseline.BaselineTrainer, "plot",
+                        lambda self, history: drawn.append(len(history)))
+    args = FAST + ["--subset", "64", "--epochs", "4", "--out_dir", str(tmp_path / "a")]
+    assert run_cli(train_baseline.main, args, capsys)[0] == 0
+    assert drawn == [1, 4]
+    drawn.clear()
+    args = FAST + ["--subset", "64", "--epochs", "4", "--out_dir", str(tmp_path / "b")]
+    monkeypatch.setattr(train_baseline, "evaluate", _sigterm_at(2))
+    assert run_cli(train_baseline.main, args, capsys)[0] == 75
+    assert drawn == [1, 2]  # epoch 1 at once, epoch 2 before stopping after it
+
+
+def _sigterm_at(calls):
+    """evaluate, sending this process SIGTERM on its `calls`-th call (an epoch's end)."""
+    real, count = train_baseline.evaluate, []
+
+    def evaluate(*a, **k):
+        count.append(1)
+        if len(count) == calls:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*a, **k)
+    return evaluate

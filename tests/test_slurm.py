@@ -108,24 +108,28 @@ def _logs(folder):
     return "".join(f"\n--- {p.name}\n" + p.read_text()[-2000:] for p in folder.glob("*.log"))
 
 
-def edit(text, out_dir):
-    """A job script with its edit lines set for this cluster; (new text, lines outside the
-    edit block before, after) so a test can see that nothing else changed."""
+def _split(text):
+    """(lines before the edit block, the block, lines after it) of a job script."""
     lines = text.splitlines(keepends=True)
     first = next(i for i, line in enumerate(lines) if line.startswith("# ---- edit these"))
     last = next(i for i in range(first + 1, len(lines)) if re.fullmatch(r"# -+\n", lines[i]))
-    block = []
-    for line in lines[first:last]:
+    return lines[:first], lines[first:last], lines[last:]
+
+
+def edit(text, out_dir):
+    """A job script with the lines of its edit block set for this cluster."""
+    before, block, after = _split(text)
+    edited = []
+    for line in block:
         m = re.match(r"#SBATCH (--[a-z-]+)=", line)
         if m and m.group(1) in EDITS:
             if EDITS[m.group(1)] is not None:
-                block.append(f"#SBATCH {m.group(1)}={EDITS[m.group(1)]}\n")
+                edited.append(f"#SBATCH {m.group(1)}={EDITS[m.group(1)]}\n")
         elif m and m.group(1) == "--output":
-            block.append(f"#SBATCH --output={out_dir}/%x-%j.out\n")
+            edited.append(f"#SBATCH --output={out_dir}/%x-%j.out\n")
         else:
-            block.append(line)
-    new = lines[:first] + block + lines[last:]
-    return "".join(new), lines[:first] + lines[last:], new[:first] + new[first + len(block):]
+            edited.append(line)
+    return "".join(before + edited + after)
 
 
 def _job(job_id, env):
@@ -167,7 +171,7 @@ def jobs(cluster, tmp_path_factory):
     refs, ids = {}, {}
     for name, (_, flags, procs, _) in JOBS.items():
         script = os.path.join(ROOT, "jobs", "slurm", f"{name}.sbatch")
-        text, _, _ = edit(open(script).read(), base)
+        text = edit(open(script).read(), base)
         (base / f"{name}.sbatch").write_text(text)
         env = dict(cluster, RUN_DIR=str(base / name), EXTRA=flags, GPUS_PER_NODE=str(procs))
         submitted = subprocess.run(["sbatch", "--parsable", str(base / f"{name}.sbatch")],
@@ -245,6 +249,9 @@ def test_job_is_warned_checkpointed_requeued_and_resumed_exactly(name, jobs):
 def test_only_the_edit_lines_change():
     for name in JOBS:
         text = open(os.path.join(ROOT, "jobs", "slurm", f"{name}.sbatch")).read()
-        new, before, after = edit(text, "/tmp/out")
-        assert before == after and new != text
-        assert "#SBATCH --time=00:01:00\n" in new and "--gres" not in new
+        new = edit(text, "/tmp/out")
+        (head, block, tail), (new_head, new_block, new_tail) = _split(text), _split(new)
+        assert (new_head, new_tail) == (head, tail) and new_block != block
+        changed = set(new_block) - set(block)
+        assert all(line.startswith("#SBATCH --") for line in changed), changed
+        assert "#SBATCH --time=00:01:00\n" in new_block and "--gres" not in new
