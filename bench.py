@@ -24,15 +24,16 @@ import time
 
 import torch
 
-from cli import COUNT, INTEGER, POSITIVE_INT, ArgumentParser, check_shared_flags, info, run_main
-from augment import Augment, jitter_strengths
-from data import Batches, ImageData, load_dataset
 from models import Discriminator
-from runtime import Runtime, add_speed_flags
-from train_baseline import train_step
-from recipes import RECIPES
-from train_gan import GanSpec, build_gan, gan_iteration, parse_args
-from visualize import ascend, own_class_logit, own_feature, perturb
+from recipes import RECIPES, recipe_args
+from utils.augment import Augment, jitter_strengths
+from utils.classifier import train_step
+from utils.cli import COUNT, INTEGER, POSITIVE_INT, ArgumentParser, info, run_main
+from utils.data import Batches, ImageData, load_dataset
+from utils.figures.ascent import ascend, own_class_logit, own_feature
+from utils.figures.perturbation import perturb
+from utils.gan import GanSpec, build_gan, gan_iteration
+from utils.runtime import Runtime, add_speed_flags
 
 
 def build_parser():
@@ -191,7 +192,7 @@ def bench_baseline(args, data, runtime, plain):
 
 def bench_gan(args, data, runtime, plain):
     out = {}
-    gan_args = parse_args(["--width", str(args.width), "--seed", str(args.seed)])  # ie534
+    gan_args = recipe_args("ie534", width=args.width, seed=args.seed)
     spec = GanSpec.from_args(gan_args)
     for name, rt, batches in (
             ("fast", runtime, lambda: fast_batches(data, args.batch_size, args.seed, runtime)),
@@ -251,9 +252,8 @@ def bench_recipes(args, runtime, width=None, batch_size=None):
     with the recipe's own width and batch unless they are given."""
     out = {}
     for recipe in RECIPES:
-        given = [f"--{k}={v}" for k, v in (("width", width), ("batch_size", batch_size)) if v]
-        a = parse_args(["--recipe", recipe, "--seed", str(args.seed), *given])
-        check_shared_flags(a)  # the family's width
+        given = {k: v for k, v in (("width", width), ("batch_size", batch_size)) if v}
+        a = recipe_args(recipe, seed=args.seed, **given)
         channels, size = SHAPES[a.dataset]
         data = random_data(max(1024, (args.steps + args.warmup + 2) * a.batch_size), args.seed,
                            channels, size)

@@ -64,14 +64,18 @@ def hinge_discriminator_loss(real_scores, fake_scores):
 
 @dataclass(frozen=True)
 class Loss:
-    """One family: the discriminator's loss of (real, fake) scores and the generator's."""
+    """One family: the discriminator's loss of (real, fake) scores and the generator's, and the
+    regularisers the family comes with unless a flag says otherwise (train_gan.py --gp_weight,
+    --clip)."""
     discriminator: Callable
     generator: Callable
+    gp_weight: float = 0.0  # the gradient penalty's lambda
+    clip: float = 0.0  # the critic's weights clipped to [-clip, clip]
 
 
 LOSSES = {
-    "wgan-gp": Loss(wgan_critic_loss, wgan_generator_loss),
-    "wgan": Loss(wgan_critic_loss, wgan_generator_loss),
+    "wgan-gp": Loss(wgan_critic_loss, wgan_generator_loss, gp_weight=10.0),
+    "wgan": Loss(wgan_critic_loss, wgan_generator_loss, clip=0.01),
     "gan": Loss(bce_discriminator_loss, nonsaturating_generator_loss),
     "gan-saturating": Loss(bce_discriminator_loss, saturating_generator_loss),
     "lsgan": Loss(lsgan_discriminator_loss, lsgan_generator_loss),

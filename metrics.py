@@ -28,23 +28,17 @@ images' features are cached by torch-fidelity per dataset, split, count and extr
 with every figure; for a run folder the figures also go to RUN/metrics.json and to
 RUN/visualization/summary.json, which the report quotes.
 """
-import hashlib
 import json
 import os
-import re
 import time
 
-import torch
-import torch.nn.functional as F
-
-from checkpoints import load_model
-from cli import POSITIVE_INT, ArgumentParser, UserError, info, run_main
-from data import DATASETS, default_cache_dir, load_dataset, make_generator
-from runtime import resolve_device
-
-METRICS = ("fid", "is", "kid", "cfid", "cacc")
-INCEPTION = "inception-v3-compat"
-PNG_NAME = re.compile(r"(\d+)(?:_c(\d+))?\.png$")
+from utils.checkpoints import load_model
+from utils.cli import POSITIVE_INT, ArgumentParser, UserError, info, run_main
+from utils.data import DATASETS, default_cache_dir, load_dataset
+from utils.quality import (INCEPTION, METRICS, check_request, evaluate, parse_metrics, read_folder,
+                           real_cache_name)
+from utils.runtime import resolve_device
+from utils.sampling import conditioning, sample_generator
 
 
 def build_parser():
@@ -82,273 +76,6 @@ def build_parser():
     return p
 
 
-# ----------------------------------------------------------------------------- images
-
-def as_uint8(images):
-    """Images in [-1, 1] (B, C, S, S) -> uint8 in [0, 255], the PNG files' values."""
-    return images.detach().float().add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).cpu()
-
-
-@torch.no_grad()
-def sample_generator(G, n, num_classes, seed, device, kind="normal", batch_size=250):
-    """n samples of G as uint8 (n, C, S, S) and their classes (balanced: i % num_classes) or
-    None for an unconditional generator."""
-    from visualize import latent
-
-    G = G.to(device).eval()
-    g, out = make_generator(device, seed, "metrics"), []
-    labels = torch.arange(n) % num_classes if num_classes else None
-    for start in range(0, n, batch_size):
-        part = None if labels is None else labels[start:start + batch_size].to(device)
-        count = min(batch_size, n - start)
-        out.append(as_uint8(G(latent(G, part, count, num_classes, g, kind))))
-    return torch.cat(out), labels
-
-
-def read_folder(folder, n=None):
-    """The PNG files of a folder (names sorted) as uint8 (N, C, S, S), with their classes where
-    every name carries one (_cK), else None."""
-    import numpy as np
-    from PIL import Image
-
-    names = sorted(f for f in os.listdir(folder) if f.lower().endswith(".png"))[:n]
-    if not names:
-        raise UserError(f"{folder} holds no PNG files")
-    arrays = []
-    for name in names:
-        with Image.open(os.path.join(folder, name)) as im:
-            arrays.append(np.asarray(im.convert("L" if im.mode in ("L", "1") else "RGB")))
-    if len({a.shape for a in arrays}) > 1:
-        raise UserError(f"the PNG files in {folder} differ in size or mode")
-    x = torch.from_numpy(np.stack(arrays))
-    x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)  # (N, C, S, S)
-    classes = [PNG_NAME.match(name) for name in names]
-    labels = (torch.tensor([int(m.group(2)) for m in classes])
-              if all(m and m.group(2) is not None for m in classes) else None)
-    return x.contiguous(), labels
-
-
-class Images(torch.utils.data.Dataset):
-    """uint8 images as torch-fidelity reads them: (3, S, S), a grey image repeated to RGB."""
-
-    def __init__(self, images):
-        self.images = images
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        x = self.images[i]
-        return x.expand(3, -1, -1) if x.shape[0] == 1 else x
-
-
-# ----------------------------------------------------------------------------- extractors
-
-def classifier_input(x, model):
-    """uint8 images (B, C, S, S) as the classifier reads them: [-1, 1], its channels (a grey
-    image repeated, or RGB averaged), its size."""
-    x = x.float().div(127.5).sub(1)
-    channels, size = model.arch["in_channels"], model.arch["image_size"]
-    if x.shape[1] != channels:
-        x = x.mean(1, keepdim=True) if channels == 1 else x.expand(-1, channels, -1, -1)
-    if x.shape[-1] != size:
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-    return x
-
-
-def _file_digest(path):
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:12]
-
-
-def classifier_extractor(path):
-    """Register this project's classifier (a model file with a class head) as a torch-fidelity
-    feature extractor: 'pooled' (what fc10 reads) for distances, 'logits' for the Inception
-    Score's place. Returns its registered name, which names the file's content, so cached
-    features of one classifier are never read for another."""
-    import torch_fidelity
-    from torch_fidelity.feature_extractor_base import FeatureExtractorBase
-    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
-
-    model, _ = load_model(path, "discriminator", "train_baseline.py")
-    if not model.num_classes:
-        raise UserError(f"{path} has no class head: cfid and cacc need a classifier")
-    name = f"cnn-gan-classifier-{_file_digest(path)}"
-    if name in FEATURE_EXTRACTORS_REGISTRY:
-        return name
-
-    class ClassifierFeatures(FeatureExtractorBase):
-        def __init__(self, name, features_list, **kwargs):
-            super().__init__(name, features_list)
-            self.model, _ = load_model(path, "discriminator", "train_baseline.py")
-
-        @staticmethod
-        def get_provided_features_list():
-            return ("pooled", "logits")
-
-        @staticmethod
-        def get_default_feature_layer_for_metric(metric):
-            return "logits" if metric == "isc" else "pooled"
-
-        @staticmethod
-        def can_be_compiled():
-            return False
-
-        def forward(self, x):  # (B, 3, S, S) uint8
-            m = self.model
-            x = classifier_input(x, m)  # a grey image repeated to RGB averages back to itself
-            pooled = m.embed(x)  # (B, features)
-            out = {"pooled": pooled, "logits": m.fc10(pooled)}
-            return tuple(out[k] for k in self.features_list)
-
-    torch_fidelity.register_feature_extractor(name, ClassifierFeatures)
-    return name
-
-
-def check_inception(weights):
-    """The Inception weights are there (the file given, or torch's hub cache), or can be
-    downloaded now; otherwise one line saying how to get them."""
-    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
-
-    if weights:
-        state = load_checkpoint_plain(weights)
-        if "fc.weight" not in state:
-            raise UserError(f"{weights} is not torch-fidelity's InceptionV3 weights file")
-        return
-    cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(URL_INCEPTION_V3))
-    if os.path.exists(cached):
-        return
-    try:
-        torch.hub.load_state_dict_from_url(URL_INCEPTION_V3, progress=False)
-    except Exception as e:  # URLError, timeouts, HTTP errors: no network, or no access
-        raise UserError(
-            f"the Inception weights are not on this machine and could not be downloaded "
-            f"({type(e).__name__}); fetch {URL_INCEPTION_V3} once where there is internet and "
-            "pass --inception_weights FILE (or put it in "
-            f"{os.path.dirname(cached)}), or use --metrics cfid,cacc") from None
-
-
-def load_checkpoint_plain(path):
-    """A plain state dict (tensors only), loaded with weights_only=True; else one line."""
-    if not os.path.isfile(path):
-        raise UserError(f"no weights file at {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UserError(f"{path} is not a readable weights file ({type(e).__name__})") from None
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise UserError(f"{path} does not hold a state dict of tensors")
-    return state
-
-
-# ----------------------------------------------------------------------------- the metrics
-
-def fidelity(fake, real, which, extractor, *, weights=None, device=None, cache_root=None,
-             real_cache=None, splits=10, batch_size=250):
-    """torch-fidelity's figures for uint8 fake and real images: which from {'fid', 'is',
-    'kid'}; returns {'fid': ..., 'is': ..., 'is_std': ..., 'kid': ..., 'kid_std': ...}."""
-    import torch_fidelity
-
-    binary = bool({"fid", "kid"} & set(which))
-    kwargs = dict(input1=Images(fake), input2=Images(real) if binary else None,
-                  cuda=device is not None and device.type == "cuda", batch_size=batch_size,
-                  isc="is" in which, fid="fid" in which, kid="kid" in which,
-                  feature_extractor=extractor, isc_splits=splits, verbose=False,
-                  save_cpu_ram=True,  # the images are in memory already: no loader workers
-                  cache=real_cache is not None, cache_root=cache_root,
-                  input2_cache_name=real_cache if binary else None)
-    if weights:
-        kwargs["feature_extractor_weights_path"] = weights
-    if "kid" in which:
-        kwargs["kid_subset_size"] = min(1000, len(fake), len(real))
-    out = torch_fidelity.calculate_metrics(**kwargs)
-    names = {"frechet_inception_distance": "fid", "inception_score_mean": "is",
-             "inception_score_std": "is_std", "kernel_inception_distance_mean": "kid",
-             "kernel_inception_distance_std": "kid_std"}
-    return {names[k]: float(v) for k, v in out.items() if k in names}
-
-
-@torch.no_grad()
-def class_accuracy(images, labels, classifier, batch_size=250):
-    """The share (%) of images the classifier gives the class in labels."""
-    model, _ = load_model(classifier, "discriminator", "train_baseline.py")
-    hits = 0
-    for start in range(0, len(images), batch_size):
-        x = classifier_input(images[start:start + batch_size], model)
-        hits += (model(x)[1].argmax(1) == labels[start:start + batch_size]).sum().item()
-    return 100.0 * hits / len(images)
-
-
-def evaluate(fake, fake_labels, real, real_labels, metrics, *, classifier=None, intra=False,
-             extractor=INCEPTION, weights=None, device=None, cache_root=None, real_name=None,
-             splits=10, batch_size=250):
-    """Every figure asked for, as a flat dict. real_name names the real images for the cache
-    of their features (None: not cached)."""
-    out, common = {}, dict(weights=weights, device=device, cache_root=cache_root, splits=splits,
-                           batch_size=batch_size)
-    inception = [m for m in ("fid", "is", "kid") if m in metrics]
-    if inception:
-        out.update(fidelity(fake, real, inception, extractor, real_cache=real_name, **common))
-    if "cfid" in metrics:
-        name = classifier_extractor(classifier)
-        out["cfid"] = fidelity(fake, real, ["fid"], name, real_cache=real_name, **common)["fid"]
-    if "cacc" in metrics:
-        if fake_labels is None:
-            raise UserError("cacc needs class-conditional samples (a generator trained with "
-                            "--acgan on, or PNG files named NNNNN_cK.png)")
-        out["cacc"] = class_accuracy(fake, fake_labels, classifier, batch_size)
-    distances = [(m, extractor if m == "fid" else classifier_extractor(classifier))
-                 for m in ("fid", "cfid") if m in metrics]
-    if intra and distances:
-        if fake_labels is None or real_labels is None:
-            raise UserError("--intra needs the classes of the fake and the real images")
-        for metric, ext in distances:
-            per_class = {}
-            for c in sorted(set(fake_labels.tolist())):
-                cache = None if real_name is None else f"{real_name}-c{c}"
-                per_class[str(c)] = fidelity(fake[fake_labels == c], real[real_labels == c],
-                                             ["fid"], ext, real_cache=cache, **common)["fid"]
-            out[f"intra_{metric}"] = per_class
-            out[f"intra_{metric}_mean"] = sum(per_class.values()) / len(per_class)
-    return out
-
-
-# ----------------------------------------------------------------------------- the command
-
-def real_cache_name(dataset, data_dir, split, n, subset_seed=None):
-    """The name torch-fidelity caches a dataset's features under: its name, folder, split, the
-    count used and, for a --subset, the seed that chose it."""
-    where = hashlib.sha1(os.path.abspath(data_dir or ".").encode()).hexdigest()[:8]
-    chosen = "" if subset_seed is None else f"-seed{subset_seed}"
-    return f"cnn-gan-{dataset}-{where}-{split}-{n}{chosen}"
-
-
-def check_request(metrics, classifier=None, weights=None, extractor=INCEPTION,
-                  conditional=True):
-    """Everything the metrics asked for needs is there, before any work: the Inception
-    weights, a classifier with a class head, class-conditional samples for cacc."""
-    if {"fid", "is", "kid"} & set(metrics) and extractor == INCEPTION:
-        check_inception(weights)
-    if {"cfid", "cacc"} & set(metrics):
-        if not (classifier and os.path.isfile(classifier)):
-            raise UserError("cfid and cacc need a classifier: pass a model file that "
-                            "train_baseline.py wrote (--classifier, --eval_classifier)")
-        classifier_extractor(classifier)  # a class head, or one line
-    if "cacc" in metrics and not conditional:
-        raise UserError("cacc needs a class-conditional generator (--acgan on)")
-
-
-def parse_metrics(text):
-    chosen = [m.strip() for m in text.split(",") if m.strip()]
-    bad = [m for m in chosen if m not in METRICS]
-    if bad or not chosen:
-        raise UserError(f"--metrics {text}: choose from {', '.join(METRICS)}")
-    return chosen
-
-
 def main(argv=None):
     args = build_parser().parse_args(argv)
     metrics = parse_metrics(args.metrics)
@@ -360,8 +87,6 @@ def main(argv=None):
                  extractor=args.feature_extractor)
     settings = {}
     if run_dir:  # everything checked before the samples are drawn
-        from visualize import conditioning
-
         G, ckpt = load_model(os.path.join(run_dir, "generator.model"), "generator",
                              "train_gan.py")
         settings = ckpt["settings"]

@@ -8,6 +8,10 @@ the resolved settings are what the run saves. Where each value comes from is sai
 "ours" marks a choice the lesson does not make.
 """
 from dataclasses import dataclass
+from types import SimpleNamespace
+
+from losses import LOSSES
+from models import default_width
 
 
 @dataclass(frozen=True)
@@ -56,3 +60,27 @@ RECIPES = {
              optimizer="rmsprop", lr=5e-5, batch_size=64, latent_dim=100, noise="normal",
              gen_train=5, epochs=100, augment="none")),
 }
+
+
+def resolve_loss_defaults(args):
+    """The settings left to the loss family (the penalty for wgan-gp, clipping for wgan) where
+    no flag or recipe set them; args is changed and returned."""
+    if args.gp_weight is None:
+        args.gp_weight = LOSSES[args.loss].gp_weight
+    if args.clip is None:
+        args.clip = LOSSES[args.loss].clip
+    return args
+
+
+def recipe_args(name, **overrides):
+    """A recipe's settings as the namespace the GAN steps read (utils.gan: GanSpec, build_gan),
+    without a command line: the assignment's values, then the recipe's, then the overrides,
+    then what the loss and network families decide. For bench.py and the tests."""
+    values = dict(RECIPES["ie534"].defaults, seed=0, width=None, gp_weight=None, clip=None,
+                  adam_step_cap=1024)
+    values.update(RECIPES[name].defaults, recipe=name)
+    values.update(overrides)
+    args = resolve_loss_defaults(SimpleNamespace(**values))
+    if args.width is None:
+        args.width = default_width(args.arch)
+    return args

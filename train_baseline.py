@@ -13,14 +13,14 @@ and baseline_curves.png. The last line on stdout is JSON with the final figures.
 """
 import os
 
-import torch.nn.functional as F
-
-from checkpoints import OPTIMIZER, WEIGHTS, load_model, load_state, save_model
-from cli import POSITIVE_INT, ArgumentParser, UserError, add_shared_flags, print_result, run_main
 from models import discriminator
-from pictures import plot_curves
-from runtime import add_speed_flags, seed_everything
-from training import adam_step_guard, evaluate, open_run
+from utils.checkpoints import OPTIMIZER, WEIGHTS, load_model, load_state, save_model
+from utils.classifier import lr_at, train_step
+from utils.cli import (POSITIVE_INT, ArgumentParser, UserError, add_shared_flags, print_result,
+                       run_main)
+from utils.pictures import plot_curves
+from utils.runtime import add_speed_flags, seed_everything
+from utils.training import evaluate, open_run
 
 MODEL_FILE = "cifar10.model"  # the assignment's name, whatever the dataset
 
@@ -45,30 +45,8 @@ def parse_args(argv=None):
     return build_parser().parse_args(argv)
 
 
-def lr_at(epoch, base_lr, epochs):
-    """The assignment's schedule (/10 at epoch 50, /100 at 75 of 100), scaled to any length;
-    the first epoch always has the full rate (a one-epoch run is not trained at lr/100)."""
-    if epoch >= max(1, int(0.75 * epochs)):
-        return base_lr / 100
-    if epoch >= max(1, int(0.5 * epochs)):
-        return base_lr / 10
-    return base_lr
-
-
-def train_step(model, optimizer, x, y, runtime, step_cap=1024):
-    """One Adam step of cross-entropy on fc10; returns (loss, correct predictions) as tensors."""
-    with runtime.autocast():
-        _, logits = model(x)
-    loss = F.cross_entropy(logits.float(), y)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    adam_step_guard(optimizer, step_cap)
-    return loss.detach(), (logits.detach().argmax(1) == y).sum()
-
-
 class BaselineTrainer:
-    """The discriminator as a classifier, for the shared epoch loop (training.Run.fit)."""
+    """The discriminator as a classifier, for the shared epoch loop (utils.training.Run.fit)."""
     kind = "baseline"
     fields = {"model": WEIGHTS, "optimizer": OPTIMIZER}
     sums_width = 3  # cross-entropy sum, correct predictions, images

@@ -23,26 +23,19 @@ vectors; for a class-conditional generator class c in column c), gan.ckpt (every
 gan_config.json and gan_curves.png. The last line on stdout is JSON with the final figures.
 """
 import os
-from dataclasses import dataclass
 
-import torch
+from losses import LOSSES
+from recipes import RECIPES, resolve_loss_defaults
+from utils.checkpoints import OPTIMIZER, WEIGHTS, load_state, save_model
+from utils.cli import (COUNT, FRACTION, NONNEGATIVE, POSITIVE_INT, ArgumentParser, add_shared_flags,
+                       info, print_result, run_main)
+from utils.data import default_cache_dir, make_generator
+from utils.gan import CLASS_STATS, D_STATS, PLAIN, GanSpec, build_gan, gan_iteration, save_samples
+from utils.pictures import plot_curves
+from utils.runtime import add_speed_flags
+from utils.sampling import fixed_noise, sample_generator
+from utils.training import evaluate, open_run
 
-from checkpoints import OPTIMIZER, WEIGHTS, load_state, save_model
-from cli import (COUNT, FRACTION, NONNEGATIVE, POSITIVE_INT, ArgumentParser, UserError,
-                 add_shared_flags, info, print_result, run_main)
-from data import default_cache_dir, make_generator
-from distributed import Dist
-from losses import LOSSES, auxiliary_class_loss, clip_weights, gradient_penalty
-from models import discriminator, generator
-from pictures import plot_curves, save_grid, to_unit
-from recipes import RECIPES
-from runtime import Runtime, add_speed_flags, seed_everything
-from training import adam_step_guard, evaluate, open_run
-
-PLAIN = Runtime(torch.device("cpu"))  # fp32, eager: the steps' default
-# What the discriminator step reports: the assignment's print order, then the loss itself.
-D_STATS = ("gp", "d_fake", "d_real", "real_class", "fake_class", "real_acc", "d_loss")
-CLASS_STATS = ("real_class", "fake_class", "real_acc")  # only with a class head
 GAN_PANELS = [("discriminator scores", ["d_real", "d_fake"]),
               ("score gap (the Wasserstein estimate for WGANs)", ["w_dist"]),
               ("losses", ["d_loss", "g_loss"]), ("gradient penalty", ["gp"]),
@@ -108,177 +101,11 @@ def parse_args(argv=None):
     chosen, _ = parser.parse_known_args(argv)
     parser.set_defaults(**RECIPES[chosen.recipe].defaults)
     args = parser.parse_args(argv)
-    if args.gp_weight is None:
-        args.gp_weight = 10.0 if args.loss == "wgan-gp" else 0.0
-    if args.clip is None:
-        args.clip = 0.01 if args.loss == "wgan" else 0.0
-    return args
-
-
-# ----------------------------------------------------------------------------- noise
-
-def draw_noise(n, latent_dim, generator, kind="normal"):
-    """(n, latent_dim) noise: N(0, 1), or uniform in [-1, 1] (the CS231n and Udacity lessons)."""
-    dev = generator.device
-    if kind == "uniform":
-        return torch.rand(n, latent_dim, generator=generator, device=dev) * 2 - 1
-    return torch.randn(n, latent_dim, generator=generator, device=dev)
-
-
-def class_noise(labels, latent_dim, num_classes, generator, kind="normal"):
-    """Noise (B, latent_dim) whose first num_classes entries are the one-hot label."""
-    z = draw_noise(len(labels), latent_dim, generator, kind)
-    z[:, :num_classes] = torch.nn.functional.one_hot(labels, num_classes).to(z.dtype)
-    return z
-
-
-def sample_noise(n, latent_dim, num_classes, generator, kind="normal"):
-    """Random classes and their noise: (z (n, latent_dim), labels (n,)); with num_classes 0
-    (an unconditional generator) plain noise and labels None."""
-    if not num_classes:
-        return draw_noise(n, latent_dim, generator, kind), None
-    labels = torch.randint(0, num_classes, (n,), generator=generator, device=generator.device)
-    return class_noise(labels, latent_dim, num_classes, generator, kind), labels
-
-
-def fixed_noise(num_classes, latent_dim, seed, device, per_class=10, kind="normal"):
-    """The grid's noise, drawn once: image i has class i % num_classes, so column c is class c;
-    for an unconditional generator 100 draws (and labels None)."""
-    g = make_generator("cpu", seed, "fixed_noise")
-    if not num_classes:
-        return draw_noise(100, latent_dim, g, kind).to(device), None
-    labels = torch.arange(num_classes).repeat(per_class)
-    return class_noise(labels, latent_dim, num_classes, g, kind).to(device), labels.to(device)
-
-
-# ----------------------------------------------------------------------------- steps
-
-@dataclass(frozen=True)
-class GanSpec:
-    """What a GAN step does, whatever the networks: the loss family, its regularisers, how
-    often the generator trains and the noise."""
-    loss: str = "wgan-gp"
-    gp_weight: float = 10.0
-    clip: float = 0.0
-    gen_train: int = 1
-    latent_dim: int = 100
-    noise: str = "normal"
-    step_cap: int = 1024
-
-    @classmethod
-    def from_args(cls, args):
-        return cls(args.loss, args.gp_weight, args.clip, args.gen_train, args.latent_dim,
-                   args.noise, args.adam_step_cap)
-
-
-ASSIGNMENT = GanSpec()  # ACGAN + WGAN-GP as the assignment has it
-
-
-@dataclass
-class GanNets:
-    """The two networks and the callables the training steps run them through.
-
-    G and D are the plain modules (saved, evaluated, and used for the gradient penalty, whose
-    double backward cannot go through torch.compile). G_train and D_train are what the steps
-    train through (compiled and/or wrapped for several processes); D_frozen is the critic the
-    generator step looks through, and G_fake makes the critic's fakes without a graph.
-    """
-    G: torch.nn.Module
-    D: torch.nn.Module
-    G_train: object = None
-    D_train: object = None
-    D_frozen: object = None
-    G_fake: object = None
-
-    def __post_init__(self):
-        for name, default in (("G_train", self.G), ("D_train", self.D), ("D_frozen", self.D),
-                              ("G_fake", self.G)):
-            if getattr(self, name) is None:
-                setattr(self, name, default)
-
-
-def generator_step(nets, opt_g, z, labels, spec=ASSIGNMENT, runtime=PLAIN):
-    """One generator update through a frozen discriminator; returns the loss (a tensor)."""
-    nets.D.requires_grad_(False)  # the critic's weights collect no gradient here
-    try:
-        with runtime.autocast():
-            scores, logits = nets.D_frozen(nets.G_train(z))
-        loss = LOSSES[spec.loss].generator(scores.float())
-        if logits is not None:
-            loss = loss + auxiliary_class_loss(logits.float(), labels)
-        opt_g.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_g.step()
-        adam_step_guard(opt_g, spec.step_cap)
-    finally:
-        nets.D.requires_grad_(True)
-    return loss.detach()
-
-
-def _critic_scores(nets, real, fake):
-    """(real scores, fake scores, real logits, fake logits) of the training critic."""
-    n = len(real)
-    if not nets.D.batch_statistics:
-        # Real and fake in one pass: without BatchNorm the samples do not mix, so this
-        # equals two passes (LayerNorm is per sample).
-        scores, logits = nets.D_train(torch.cat([real, fake]))
-        split = (None, None) if logits is None else (logits[:n], logits[n:])
-        return scores[:n], scores[n:], *split
-    # BatchNorm: real and fake batches are normalised apart, as the lessons do.
-    (real_scores, real_logits), (fake_scores, fake_logits) = nets.D_train(real), nets.D_train(fake)
-    return real_scores, fake_scores, real_logits, fake_logits
-
-
-def discriminator_step(nets, opt_d, real, real_labels, z, fake_labels, alpha, spec=ASSIGNMENT,
-                       runtime=PLAIN):
-    """One critic (and classifier) update; returns (loss, stats tensor in D_STATS's order)."""
-    zero = torch.zeros((), device=real.device)
-    with runtime.autocast():
-        with torch.no_grad():
-            fake = nets.G_fake(z).to(real.dtype)  # the generator is not trained here
-        real_scores, fake_scores, real_logits, fake_logits = _critic_scores(nets, real, fake)
-        # The penalty's double backward runs through the plain module, outside torch.compile.
-        gp = (gradient_penalty(lambda x: nets.D(x)[0], real, fake, alpha, spec.gp_weight)
-              if spec.gp_weight else zero)
-    real_scores, fake_scores, gp = real_scores.float(), fake_scores.float(), gp.float()
-    loss = LOSSES[spec.loss].discriminator(real_scores, fake_scores) + gp
-    real_class = fake_class = acc = zero
-    if real_logits is not None:
-        real_class = auxiliary_class_loss(real_logits.float(), real_labels)
-        fake_class = auxiliary_class_loss(fake_logits.float(), fake_labels)
-        loss = loss + real_class + fake_class
-        acc = (real_logits.argmax(1) == real_labels).float().mean() * 100
-    opt_d.zero_grad(set_to_none=True)
-    loss.backward()
-    opt_d.step()
-    adam_step_guard(opt_d, spec.step_cap)
-    if spec.clip:
-        clip_weights(nets.D, spec.clip)
-    stats = torch.stack([gp, fake_scores.mean(), real_scores.mean(), real_class, fake_class, acc,
-                         loss])
-    return loss.detach(), stats.detach()
-
-
-def gan_iteration(nets, opt_g, opt_d, real, real_labels, step, spec, runtime, gen):
-    """A full iteration: the generator step (every spec.gen_train) and the critic step.
-
-    All draws (the noise, the classes, the interpolation weights) come from `gen`.
-    Returns (generator loss or 0, critic loss, critic stats).
-    """
-    dev, n, classes = real.device, len(real), nets.D.num_classes
-    z_d, fake_labels = sample_noise(n, spec.latent_dim, classes, gen, spec.noise)
-    alpha = torch.rand(n, generator=gen, device=dev)
-    loss_g = torch.zeros((), device=dev)
-    if step % spec.gen_train == 0:
-        z_g, g_labels = sample_noise(n, spec.latent_dim, classes, gen, spec.noise)
-        loss_g = generator_step(nets, opt_g, z_g, g_labels, spec, runtime)
-    loss_d, stats = discriminator_step(nets, opt_d, real, real_labels, z_d, fake_labels, alpha,
-                                       spec, runtime)
-    return loss_g, loss_d, stats
+    return resolve_loss_defaults(args)
 
 
 class GanTrainer:
-    """Any GAN of the lessons, for the shared epoch loop (training.Run.fit)."""
+    """Any GAN of the lessons, for the shared epoch loop (utils.training.Run.fit)."""
     kind = "gan"
     fields = {"generator": WEIGHTS, "discriminator": WEIGHTS, "opt_g": OPTIMIZER,
               "opt_d": OPTIMIZER}
@@ -363,50 +190,10 @@ class GanTrainer:
                     f"{a.dataset}, epoch means")
 
 
-# ----------------------------------------------------------------------------- outputs
-
-@torch.no_grad()
-def save_samples(G, z, path, nrow=10):
-    """The fixed noise through the generator in eval mode, as a grid PNG of nrow columns."""
-    was_training = G.training
-    G.eval()
-    images = G(z)
-    G.train(was_training)
-    save_grid(to_unit(images), path, nrow=nrow)
-    return images
-
-
-def build_gan(args, num_classes, runtime, dist=None, channels=3, image_size=32):
-    """The networks (initialised from the seed), their training callables and optimizers.
-
-    num_classes is the class head's size (0 for --acgan off: an unconditional pair). With
-    several processes G_train and D_train are wrapped in DistributedDataParallel, so each
-    backward averages the gradients of all processes; the generator step looks through the
-    plain critic (frozen, nothing to average) and the penalty's double backward goes through
-    the plain module into the same single backward of the critic's loss.
-    """
-    if args.latent_dim < num_classes:
-        raise UserError(f"--latent_dim {args.latent_dim} cannot hold the one-hot class of "
-                        f"{num_classes} classes")
-    dist = dist or Dist()
-    seed_everything(args.seed)
-    G = generator(args.arch, args.latent_dim, args.width, channels, image_size)
-    D = discriminator(args.arch, args.width, num_classes, channels, image_size)
-    if runtime.sync_bn:
-        G, D = (torch.nn.SyncBatchNorm.convert_sync_batchnorm(m) for m in (G, D))
-    G, D = runtime.module(G), runtime.module(D)
-    nets = GanNets(G, D, G_train=runtime.compiled(dist.wrap(G, runtime.device)),
-                   D_train=runtime.compiled(dist.wrap(D, runtime.device)),
-                   D_frozen=runtime.compiled(D), G_fake=runtime.compiled(G))
-    make = lambda m: runtime.optimizer(args.optimizer, m.parameters(), args.lr,  # noqa: E731
-                                       (args.beta1, args.beta2))
-    return nets, make(G), make(D)
-
-
 def run(args):
     """Train as the flags say; returns (final figures, GanNets)."""
     if args.eval_every:
-        from metrics import check_request, parse_metrics
+        from utils.quality import check_request, parse_metrics
 
         check_request(parse_metrics(args.eval_metrics), args.eval_classifier,
                       args.inception_weights, conditional=args.acgan == "on")
@@ -417,18 +204,18 @@ def run(args):
 def sample_quality(args, data, runtime, classes):
     """A function of the generator: the --eval_metrics of --eval_samples samples against the
     training images (whose features torch-fidelity computes once and caches)."""
-    import metrics
+    from utils import quality
 
-    chosen = metrics.parse_metrics(args.eval_metrics)
-    real_name = metrics.real_cache_name(args.dataset, args.data_dir, "train", len(data.train_y),
+    chosen = quality.parse_metrics(args.eval_metrics)
+    real_name = quality.real_cache_name(args.dataset, args.data_dir, "train", len(data.train_y),
                                         args.seed if args.subset else None)
     cache_root = os.path.join(args.cache_dir or default_cache_dir(), "fidelity")
 
     def measure(G):
-        fake, labels = metrics.sample_generator(G, args.eval_samples, classes, args.seed,
-                                                runtime.device, args.noise)
+        fake, labels = sample_generator(G, args.eval_samples, classes, args.seed,
+                                        runtime.device, args.noise)
         G.train()
-        return metrics.evaluate(fake, labels, data.train_x, data.train_y, chosen,
+        return quality.evaluate(fake, labels, data.train_x, data.train_y, chosen,
                                 classifier=args.eval_classifier,
                                 weights=args.inception_weights, device=runtime.device,
                                 cache_root=cache_root, real_name=real_name)

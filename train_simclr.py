@@ -20,15 +20,16 @@ import os
 
 import torch
 
-from augment import ContrastiveAugment
-from checkpoints import OPTIMIZER, WEIGHTS, load_state, save_model
-from cli import POSITIVE, POSITIVE_INT, ArgumentParser, add_shared_flags, print_result, run_main
-from data import make_generator
 from losses import nt_xent
 from models import ProjectionHead, SimCLRNet, discriminator
-from pictures import plot_curves
-from runtime import add_speed_flags, seed_everything
-from training import adam_step_guard, open_run
+from utils.augment import ContrastiveAugment
+from utils.checkpoints import OPTIMIZER, WEIGHTS, load_state, save_model
+from utils.cli import (POSITIVE, POSITIVE_INT, ArgumentParser, add_shared_flags, print_result,
+                       run_main)
+from utils.data import make_generator
+from utils.pictures import plot_curves
+from utils.runtime import add_speed_flags, seed_everything
+from utils.training import adam_step_guard, open_run
 
 MODEL_FILE = "simclr.model"
 
@@ -60,7 +61,7 @@ def gather(z, dist):
 
 
 class SimCLRTrainer:
-    """SimCLR for the shared epoch loop (training.Run.fit)."""
+    """SimCLR for the shared epoch loop (utils.training.Run.fit)."""
     kind = "simclr"
     fields = {"encoder": WEIGHTS, "head": WEIGHTS, "optimizer": OPTIMIZER}
     sums_width = 3  # loss sum, views whose positive is their most similar, views

@@ -41,7 +41,7 @@ def cache_dir(tmp_path_factory):
 
 def run_cli(main, argv, capsys):
     """Run a script's main as the command line would: (exit code, stdout, stderr)."""
-    from cli import run_main
+    from utils.cli import run_main
 
     try:
         run_main(main, argv)
@@ -82,7 +82,7 @@ def mnist_judge(mnist_dir, tmp_path_factory):
     """A digit classifier trained here on 20,000 real MNIST images (about 98% on the test
     set): the judge of every recipe's fakes."""
     import train_baseline
-    from checkpoints import load_model
+    from utils.checkpoints import load_model
 
     out = tmp_path_factory.mktemp("judge")
     metrics = train_baseline.main(["--arch", "infogan", "--dataset", "mnist", "--data_dir",

@@ -9,9 +9,9 @@ import torch
 from conftest import ROOT, run_cli
 
 import train_baseline
-from checkpoints import load_model
-from data import Batches, load_dataset
-from training import evaluate
+from utils.checkpoints import load_model
+from utils.data import Batches, load_dataset
+from utils.training import evaluate
 
 FAST = ["--dataset", "digits", "--width", "8", "--batch_size", "32", "--lr", "2e-3",
         "--log_every", "1000"]
@@ -150,7 +150,7 @@ def test_command_line_end_to_end(tmp_path):
 
 
 def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
-    from cli import EXIT_DIVERGED
+    from utils.cli import EXIT_DIVERGED
 
     real_step, calls = train_baseline.train_step, []
 

@@ -5,8 +5,8 @@ import pickle
 import pytest
 import torch
 
-from checkpoints import atomic_save, load_checkpoint
-from cli import UserError
+from utils.checkpoints import atomic_save, load_checkpoint
+from utils.cli import UserError
 
 
 def test_atomic_save_keeps_the_last_good_file_when_writing_fails(tmp_path, monkeypatch):
@@ -58,11 +58,12 @@ def test_load_checkpoint_refuses_bad_files(tmp_path):
 # ----------------------------------------------------------------------------- damaged files
 # Every consumer of a checkpoint or model file meets every damage as one line and exit 2.
 
+from conftest import run_cli  # noqa: E402
+
 import train_baseline  # noqa: E402
 import train_gan  # noqa: E402
 import visualize  # noqa: E402
-from checkpoints import MODEL_FIELDS, PROGRESS_FIELDS  # noqa: E402
-from conftest import run_cli  # noqa: E402
+from utils.checkpoints import MODEL_FIELDS, PROGRESS_FIELDS  # noqa: E402
 
 TINY = ["--dataset", "digits", "--width", "8", "--batch_size", "32", "--subset", "64",
         "--epochs", "1", "--lr", "2e-3", "--log_every", "1000"]

@@ -1,8 +1,8 @@
 """The shared command line: flags, one-line errors."""
 import pytest
 
-import cli
-from cli import ArgumentParser
+from utils import cli
+from utils.cli import ArgumentParser
 
 
 def test_parser_accepts_dashes_and_errors_in_one_line(capsys):
@@ -74,8 +74,8 @@ def test_nonsense_numbers_get_one_line_and_exit_2(script, flags, words, tmp_path
 
 
 def test_color_jitter_flag(capsys):
-    from augment import jitter_strengths
     from train_baseline import build_parser
+    from utils.augment import jitter_strengths
 
     p = build_parser()
     assert p.parse_args([]).color_jitter == "assignment"

@@ -14,7 +14,7 @@ from conftest import ROOT
 
 import train_baseline
 import train_gan
-from cli import EXIT_STOPPED
+from utils.cli import EXIT_STOPPED
 
 TINY = ["--dataset", "digits", "--width", "8", "--lr", "2e-3", "--log_every", "1000"]
 
@@ -126,8 +126,8 @@ def test_resume_auto_starts_fresh_without_a_checkpoint(tmp_path, capsys):
 
 
 def test_batch_must_divide_among_processes():
-    from cli import UserError
-    from distributed import Dist
+    from utils.cli import UserError
+    from utils.distributed import Dist
 
     assert Dist(0, 4).per_rank_batch(128) == 32
     with pytest.raises(UserError, match="global batch"):
@@ -182,7 +182,7 @@ def test_two_processes_stop_together_on_a_stop_file_and_resume_exactly(tmp_path)
 def _stop_worker(rank, world, port, out):
     import signal as sig
 
-    from distributed import Dist, StopSignal
+    from utils.distributed import Dist, StopSignal
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)

@@ -10,12 +10,13 @@ from conftest import run_cli
 from PIL import Image
 
 import train_gan
-from checkpoints import load_model
-from cli import EXIT_DIVERGED
 from losses import gradient_penalty, interpolate
 from models import Discriminator, Generator
-from train_gan import (GanNets, discriminator_step, fixed_noise, generator_step, sample_noise,
-                       save_samples)
+from utils import gan
+from utils.checkpoints import load_model
+from utils.cli import EXIT_DIVERGED
+from utils.gan import GanNets, discriminator_step, generator_step, save_samples
+from utils.sampling import fixed_noise, sample_noise
 
 TINY = ["--dataset", "digits", "--width", "8", "--batch_size", "32", "--lr", "2e-3",
         "--log_every", "1000"]
@@ -172,14 +173,14 @@ def test_resume_equals_uninterrupted(tmp_path, capsys, monkeypatch):
 
 
 def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
-    real_gp, calls = train_gan.gradient_penalty, []
+    real_gp, calls = gan.gradient_penalty, []
 
     def poisoned(*a, **k):  # the 6th discriminator step (epoch 2, step 2) goes NaN
         calls.append(1)
         gp = real_gp(*a, **k)
         return gp * float("nan") if len(calls) == 6 else gp
 
-    monkeypatch.setattr(train_gan, "gradient_penalty", poisoned)
+    monkeypatch.setattr(gan, "gradient_penalty", poisoned)
     out = tmp_path / "run"
     code, _, err = run_cli(train_gan.main, TINY + ["--subset", "128", "--epochs", "3",
                                                    "--out_dir", str(out)], capsys)
@@ -252,8 +253,8 @@ def test_bf16_autocast_iteration_stays_close_to_fp32():
     rate is 1e-30, too small to move a weight, so that both critic steps see the same
     generator: with beta1 = 0 a first Adam step moves each weight by lr * sign(grad), and
     rounding flips the sign of tiny gradients."""
-    from runtime import Runtime
     from train_gan import GanSpec, build_gan, gan_iteration, parse_args
+    from utils.runtime import Runtime
 
     args = parse_args(["--width", "8", "--lr", "1e-30"])  # the assignment's GAN, narrow
     spec = GanSpec.from_args(args)

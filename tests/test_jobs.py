@@ -17,7 +17,7 @@ import bench
 import train_baseline
 import train_gan
 import visualize
-from cli import EXIT_STOPPED
+from utils.cli import EXIT_STOPPED
 
 SCRIPTS = sorted(glob.glob(os.path.join(ROOT, "jobs", "*", "*"))) + [
     os.path.join(ROOT, "jobs", "resumable.sh")]

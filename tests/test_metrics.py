@@ -9,13 +9,14 @@ import pytest
 import scipy.linalg
 import torch
 import torch.nn.functional as F
+from conftest import run_cli
 from PIL import Image
 
 import metrics
 import train_gan
-from conftest import run_cli
-from data import Batches, load_dataset
-from training import evaluate
+from utils import quality
+from utils.data import Batches, load_dataset
+from utils.training import evaluate
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def test_distances_order_real_blurred_and_noise(mnist_test, mnist_judge):
     a, b = x[:5000], x[5000:]
     noise = torch.randint(0, 256, b.shape, dtype=torch.uint8, generator=torch.Generator())
     _, judge = mnist_judge
-    d = {name: metrics.evaluate(fake, None, a, None, ["cfid"], classifier=judge)["cfid"]
+    d = {name: quality.evaluate(fake, None, a, None, ["cfid"], classifier=judge)["cfid"]
          for name, fake in (("halves", b), ("blurred", _blur(b)), ("noise", noise))}
     # measured: halves 8.7 (the bias of 5,000 samples in 1,024 features), blurred 52, noise 273
     assert d["halves"] * 4 < d["blurred"] and d["blurred"] * 4 < d["noise"], d
@@ -46,7 +47,7 @@ def test_distances_order_real_blurred_and_noise(mnist_test, mnist_judge):
 
 def _features(model, x):
     with torch.no_grad():
-        h = metrics.classifier_input(x, model)
+        h = quality.classifier_input(x, model)
         for block in model.blocks:
             h = block(h)
         return model.trunk(h).double().numpy()
@@ -62,7 +63,7 @@ def test_cfid_is_the_frechet_distance_of_the_classifiers_features(mnist_test, mn
     cov_a, cov_b = np.cov(fa, rowvar=False), np.cov(fb, rowvar=False)
     root = scipy.linalg.sqrtm(cov_a @ cov_b).real
     by_hand = ((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root)
-    ours = metrics.evaluate(a, None, b, None, ["cfid"], classifier=judge)["cfid"]
+    ours = quality.evaluate(a, None, b, None, ["cfid"], classifier=judge)["cfid"]
     assert ours == pytest.approx(by_hand, rel=1e-3)
 
 
@@ -70,7 +71,7 @@ def test_cacc_of_real_test_images_is_the_classifiers_test_accuracy(mnist_test, m
     x, y = mnist_test
     model, judge = mnist_judge
     acc, _ = evaluate(model, Batches(x, y, 500))
-    assert metrics.evaluate(x, y, x, y, ["cacc"], classifier=judge)["cacc"] == \
+    assert quality.evaluate(x, y, x, y, ["cacc"], classifier=judge)["cacc"] == \
         pytest.approx(acc, abs=1e-6)
 
 
@@ -89,7 +90,7 @@ def test_the_inception_path_with_a_stand_in_extractor(mnist_test, mnist_judge, t
     than real images have against real images."""
     x, _ = mnist_test
     _, judge = mnist_judge
-    stand_in = metrics.classifier_extractor(judge)  # registered with torch-fidelity
+    stand_in = quality.classifier_extractor(judge)  # registered with torch-fidelity
     real, same = tmp_path / "real", tmp_path / "same"
     _write_pngs(real, x[:1000])
     _write_pngs(same, x[1000:1001].expand(1000, -1, -1, -1))
@@ -152,8 +153,8 @@ def test_intra_fid_gives_one_figure_per_class_and_the_cache_is_read(digits_gan,
     # a second evaluation reads the real features from the cache: only the fakes (and the
     # classes' fakes for intra-FID, and cacc's) go through the classifier
     seen = []
-    real_input = metrics.classifier_input
-    monkeypatch.setattr(metrics, "classifier_input", lambda x, m: seen.append(len(x)) or
+    real_input = quality.classifier_input
+    monkeypatch.setattr(quality, "classifier_input", lambda x, m: seen.append(len(x)) or
                         real_input(x, m))
     code, out2, err = run_cli(metrics.main, argv, capsys)
     assert code == 0, err

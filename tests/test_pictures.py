@@ -1,7 +1,7 @@
 """Image grids."""
 import torch
 
-from pictures import save_grid
+from utils.pictures import save_grid
 
 
 def test_save_grid_writes_a_png(tmp_path):

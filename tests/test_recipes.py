@@ -7,11 +7,11 @@ import os
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 from PIL import Image
 
 import train_gan
 import visualize
-from conftest import run_cli
 from recipes import RECIPES
 
 

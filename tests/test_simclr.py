@@ -8,14 +8,14 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
+from conftest import run_cli
 from PIL import Image
 
 import train_baseline
 import train_simclr
 import visualize
-from conftest import run_cli
-from data import DataError, load_dataset
 from losses import nt_xent
+from utils.data import DataError, load_dataset
 
 
 def loop_nt_xent(z_left, z_right, t):
@@ -156,8 +156,8 @@ def _free_port():
 
 
 def _gather_worker(rank, world, port, z_full, out):
-    from distributed import Dist
     from train_simclr import gather
+    from utils.distributed import Dist
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)

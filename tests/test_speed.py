@@ -9,9 +9,10 @@ from conftest import run_cli
 import bench
 import train_baseline
 from models import Discriminator
-from runtime import Runtime
-from train_baseline import train_step
-from train_gan import GanSpec, build_gan, gan_iteration, parse_args
+from train_gan import parse_args
+from utils.classifier import train_step
+from utils.gan import GanSpec, build_gan, gan_iteration
+from utils.runtime import Runtime
 
 GAN_ARGS = parse_args(["--width", "8", "--lr", "1e-3"])  # the assignment's GAN, narrow
 
@@ -120,8 +121,8 @@ def test_deterministic_turns_on_deterministic_kernels_and_off_autotuning():
 
 
 def test_sync_bn_is_for_several_cuda_processes(capsys):
-    from distributed import Dist
     from train_gan import main
+    from utils.distributed import Dist
 
     flags = dict(device="cpu", amp="auto", compile="auto", channels_last="auto",
                  fused_adam="auto", data_on_device="auto", sync_bn="auto")

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training import adam_step_guard
+from utils.training import adam_step_guard
 
 
 @pytest.mark.parametrize("impl", ["foreach", "fused", "single"])

@@ -7,9 +7,12 @@ from conftest import run_cli
 from PIL import Image
 
 import visualize
-from checkpoints import load_model
-from data import load_dataset
-from visualize import LEVEL, max_class, max_features, perturb, pick_test_batch
+from utils.checkpoints import load_model
+from utils.data import load_dataset
+from utils.figures import context
+from utils.figures.ascent import max_class, max_features
+from utils.figures.context import pick_test_batch
+from utils.figures.perturbation import LEVEL, perturb
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +138,7 @@ def test_samples_for_chosen_classes(digits_gan, tmp_path, capsys, monkeypatch):
     argv = ["samples", "--run_dir", str(run), "--out_dir", str(tmp_path), "--classes", "3", "7",
             "--n_per_class", "4", "--interp_steps", "6"]
     fed = []  # the one-hot class of every noise vector the generator is given
-    real_load = visualize.load_model
+    real_load = context.load_model
 
     def spying_load(path, arch, made_by):
         model, ckpt = real_load(path, arch, made_by)
@@ -143,7 +146,7 @@ def test_samples_for_chosen_classes(digits_gan, tmp_path, capsys, monkeypatch):
             model.register_forward_pre_hook(lambda m, inp: fed.append(inp[0][:, :10].argmax(1)))
         return model, ckpt
 
-    monkeypatch.setattr(visualize, "load_model", spying_load)
+    monkeypatch.setattr(context, "load_model", spying_load)
     assert run_cli(visualize.main, argv, capsys)[0] == 0
     samples, rows = fed
     assert samples.tolist() == [3, 7] * 4  # one column per chosen class, and no other class

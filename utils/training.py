@@ -2,7 +2,7 @@
 opened), the one epoch loop (steps, progress, logs, the NaN guard, stops, checkpoints), the
 batches, evaluation and the Adam step guard.
 
-A trainer (train_baseline.py, train_gan.py) is an object with:
+A trainer (train_baseline.py, train_gan.py, train_simclr.py) is an object with:
     kind, fields        its checkpoint's kind and entries (checkpoints.Field) beyond progress
     sums_width          how many running sums a step adds to
     state() / load(ckpt, path)   its networks' and optimizers' state dicts, and back
@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from checkpoints import (PROGRESS_FIELDS, atomic_save, check_same_settings, load_checkpoint,
-                         resolve_resume, settings, write_settings)
-from cli import Diverged, Stopped, UserError, check_shared_flags, info, progress
-from distributed import Dist, StopSignal, init_distributed
-from runtime import Runtime
+from utils.checkpoints import (PROGRESS_FIELDS, atomic_save, check_same_settings, load_checkpoint,
+                               resolve_resume, settings, write_settings)
+from utils.cli import Diverged, Stopped, UserError, check_shared_flags, info, progress
+from utils.distributed import Dist, StopSignal, init_distributed
+from utils.runtime import Runtime
 
 PLOT_SECONDS = 60.0
 
@@ -124,7 +124,7 @@ class Run:
 
     def load_data(self):
         """The dataset the flags name and its (training, test) batches for this process."""
-        from data import load_dataset
+        from utils.data import load_dataset
 
         a = self.args
         data = load_dataset(a.dataset, a.data_dir, a.cache_dir, a.subset, a.seed,
@@ -305,8 +305,8 @@ def make_loaders(args, data, runtime, dist=None):
     --batch_size is the global batch: with N processes each takes batch_size / N images of
     its own share of the data, so the steps per epoch and the learning rate stay as they are.
     """
-    from augment import Augment, jitter_strengths
-    from data import Batches
+    from utils.augment import Augment, jitter_strengths
+    from utils.data import Batches
 
     dist = dist or Dist()
     kind = getattr(args, "augment", "assignment")

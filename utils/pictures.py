@@ -2,10 +2,17 @@
 import math
 import os
 
+import torch
+
 
 def to_unit(images):
     """Images in [-1, 1] (B, C, H, W) -> float [0, 1] on the CPU."""
     return images.detach().float().cpu().add(1).div(2).clamp(0, 1)
+
+
+def as_uint8(images):
+    """Images in [-1, 1] (B, C, S, S) -> uint8 in [0, 255] on the CPU, the PNG files' values."""
+    return images.detach().float().add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).cpu()
 
 
 def save_grid(images, path, nrow=10, scale=2):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cli import UserError
+from utils.cli import UserError
 
 
 def resolve_device(name):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from data import make_generator
+from utils.data import make_generator
 
 
 def jitter_strengths(seed, choice="assignment"):

@@ -8,7 +8,7 @@ from typing import Callable
 
 import torch
 
-from cli import UserError
+from utils.cli import UserError
 
 
 def atomic_save(obj, path):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cli import UserError, info
+from utils.cli import UserError, info
 
 
 @dataclass

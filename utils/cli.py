@@ -6,8 +6,8 @@ import math
 import os
 import sys
 
-from data import DataError
 from models import ARCHITECTURES, default_width
+from utils.data import DataError
 
 # Exit codes of the scripts, besides 0 and 130 (Ctrl-C).
 EXIT_USER_ERROR = 2  # bad input: one line on stderr says what to fix
@@ -164,7 +164,7 @@ def add_shared_flags(parser, *, epochs, lr, batch_size, dataset="cifar10", notes
 def check_shared_flags(args):
     """What the parser cannot check alone; fills in the defaults that depend on other flags
     (the width of the chosen family), so the settings saved are the resolved ones."""
-    from data import DATASETS
+    from utils.data import DATASETS
 
     if args.dataset not in DATASETS:
         raise UserError(f"unknown dataset '{args.dataset}'; choose one of {', '.join(DATASETS)}")

@@ -1,0 +1,107 @@
+"""What every figure of visualize.py shares: the run's model files, the device, the test batch,
+file names that carry the settings, and summary.json (the figures' numbers)."""
+import json
+import os
+
+import torch
+
+from utils.checkpoints import load_model
+from utils.cli import UserError, info
+from utils.data import load_dataset, make_generator, to_float
+from utils.runtime import Runtime
+
+MODELS = {"baseline": ("cifar10.model", "train_baseline.py"),
+          "gan": ("discriminator.model", "train_gan.py")}
+
+
+def pick_test_batch(data, n, seed):
+    """n test images chosen by the seed (the folder copy of CIFAR-10 is sorted by class)."""
+    n = min(n, len(data.test_y))
+    idx = torch.randperm(len(data.test_y), generator=make_generator("cpu", seed, "vis_batch"))[:n]
+    return to_float(data.test_x[idx]), data.test_y[idx]
+
+
+class Context:
+    """What the figures share: paths, device, loaded models, the test batch, the summary.
+
+    defaults are the command's defaults (its parser's values for the same figure), so that
+    file names can carry the settings that differ from them."""
+
+    def __init__(self, args, defaults=None):
+        self.args, self.defaults = args, defaults
+        self.runtime = Runtime.from_args(args)
+        self.device = self.runtime.device
+        self.run_dir = args.run_dir
+        self.out_dir = args.out_dir or os.path.join(args.run_dir, "visualization")
+        in_run = lambda name: os.path.join(args.run_dir, name)  # noqa: E731
+        self.paths = {"baseline": args.baseline_model or in_run(MODELS["baseline"][0]),
+                      "gan": args.gan_model or in_run(MODELS["gan"][0]),
+                      "generator": args.generator_model or in_run("generator.model")}
+        self.names = ["baseline", "gan"] if args.model == "both" else [args.model]
+        self._models, self._batch = {}, None
+        self.summary_path = os.path.join(self.out_dir, "summary.json")
+
+    def model(self, name):
+        if name not in self._models:
+            role, made_by = (("generator", "train_gan.py") if name == "generator"
+                             else ("discriminator", MODELS[name][1]))
+            model, ckpt = load_model(self.paths[name], role, made_by)
+            model.requires_grad_(False)  # only the input is optimised here
+            self._models[name] = (self.runtime.module(model), ckpt)
+        return self._models[name]
+
+    def classes(self, name):
+        ckpt = self.model(name)[1]
+        n = ckpt["arch_args"].get("num_classes", 10)
+        return list(ckpt.get("classes") or [str(i) for i in range(n)])
+
+    def with_class_head(self, figure):
+        """The chosen discriminators that have a class head; one without is an error when the
+        figure was asked for alone, and is skipped with a line under 'all'."""
+        names = []
+        for name in self.names:
+            if self.model(name)[0].num_classes:
+                names.append(name)
+                continue
+            why = (f"{figure} needs a class head, and the {name} discriminator "
+                   f"({self.paths[name]}) has none (trained with --acgan off)")
+            if self.args.figure != "all":
+                raise UserError(why + ": try max-features or samples")
+            info(f"{figure}: skipped: {why}")
+        return names
+
+    def batch(self):
+        """The test batch (x in [-1, 1], labels) from the dataset the first model was trained on."""
+        if self._batch is None:
+            trained = self.model(self.names[0])[1]["settings"]
+            dataset = self.args.dataset or trained.get("dataset", "cifar10")
+            data_dir = self.args.data_dir or trained.get("data_dir", "./data")
+            data = load_dataset(dataset, data_dir, self.args.cache_dir)
+            x, y = pick_test_batch(data, self.args.batch_size, self.args.seed)
+            self._batch = (x.to(self.device, memory_format=self.runtime.memory_format),
+                           y.to(self.device))
+        return self._batch
+
+    def suffix(self, *names):
+        """Settings that differ from the defaults, for file names: '_gain4_jitter2'."""
+        parts = []
+        for name in names:
+            value = getattr(self.args, name)
+            if self.defaults is not None and value != getattr(self.defaults, name):
+                v = "-".join(map(str, value)) if isinstance(value, list) else f"{value:g}" \
+                    if isinstance(value, float) else str(value)
+                parts.append(name.replace("_", "") + v)
+        return "".join("_" + p for p in parts)
+
+    def out(self, name):
+        os.makedirs(self.out_dir, exist_ok=True)
+        return os.path.join(self.out_dir, name)
+
+    def record(self, key, value):
+        summary = {}
+        if os.path.exists(self.summary_path):
+            with open(self.summary_path) as f:
+                summary = json.load(f)
+        summary[key] = value
+        with open(self.out(os.path.basename(self.summary_path)), "w") as f:
+            json.dump(summary, f, indent=2)

@@ -1,0 +1,119 @@
+"""A generator's samples: a grid with one column per class, interpolations between two noise
+vectors, and the export of many samples as PNG files (what FID tools read)."""
+import os
+
+import torch
+
+from utils.cli import UserError, info
+from utils.data import make_generator
+from utils.pictures import save_grid, to_unit
+from utils.sampling import conditioning, latent
+
+
+def class_indices(names, classes):
+    """Class names or indices -> indices; 'all' -> every class."""
+    if names in (["all"], None):
+        return list(range(len(classes)))
+    out = []
+    for name in names:
+        if name.isdigit() and int(name) < len(classes):
+            out.append(int(name))
+        elif name in classes:
+            out.append(classes.index(name))
+        else:
+            raise UserError(f"no class '{name}'; the classes are {', '.join(classes)}")
+    return out
+
+
+@torch.no_grad()
+def generate(G, columns, n_per_column, num_classes, seed, device, kind="normal"):
+    """n_per_column samples for each column, row-major: column c is class columns[c] for a
+    conditional generator (labels returned), any sample for an unconditional one (None)."""
+    labels = torch.tensor(columns, device=device).repeat(n_per_column) if num_classes else None
+    g = make_generator(device, seed, "samples")
+    return G(latent(G, labels, n_per_column * len(columns), num_classes, g, kind)), labels
+
+
+@torch.no_grad()
+def interpolations(G, rows, steps, num_classes, seed, device, kind="normal"):
+    """A row of images between two noise vectors per row (sharing the class rows[r] for a
+    conditional generator)."""
+    labels = torch.tensor(rows, device=device) if num_classes else None
+    g = make_generator(device, seed, "interpolation")
+    z0, z1 = (latent(G, labels, len(rows), num_classes, g, kind) for _ in range(2))
+    t = torch.linspace(0, 1, steps, device=device)[None, :, None]  # (1, steps, 1)
+    z = (1 - t) * z0[:, None] + t * z1[:, None]  # (rows, steps, latent)
+    return G(z.flatten(0, 1))
+
+
+@torch.no_grad()
+def export_samples(G, n, num_classes, seed, device, folder, kind="normal", batch=500):
+    """n generated images as PNG files in folder: 00000.png ..., or for a class-conditional
+    generator balanced over the classes, 00000_c3.png (class 3) ...; returns the file names.
+    Earlier exports' files there are removed first, so the folder holds this export only."""
+    import re
+
+    from PIL import Image
+
+    os.makedirs(folder, exist_ok=True)
+    for f in os.listdir(folder):
+        if re.fullmatch(r"\d{5,}(_c\d+)?\.png", f):
+            os.remove(os.path.join(folder, f))
+    g, names = make_generator(device, seed, "export"), []
+    for start in range(0, n, batch):
+        count = min(batch, n - start)
+        labels = (torch.arange(start, start + count, device=device) % num_classes
+                  if num_classes else None)
+        images = to_unit(G(latent(G, labels, count, num_classes, g, kind)))  # (B, C, S, S)
+        pixels = (images * 255).round().byte().permute(0, 2, 3, 1).numpy()  # (B, S, S, C)
+        for k, array in enumerate(pixels):
+            i = start + k
+            name = f"{i:05d}_c{i % num_classes}.png" if num_classes else f"{i:05d}.png"
+            Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(
+                os.path.join(folder, name))
+            names.append(name)
+    return names
+
+
+def run_samples(ctx):
+    args = ctx.args
+    G, ckpt = ctx.model("generator")
+    G.eval()
+    classes = ctx.classes("generator")
+    num_classes, kind = conditioning(ckpt)
+    if not num_classes and args.classes != ["all"]:
+        raise UserError("--classes: this generator is unconditional (trained with --acgan off)")
+    chosen = class_indices(args.classes, classes) if num_classes else list(range(10))
+    with ctx.runtime.autocast():
+        images, labels = generate(G, chosen, args.n_per_class, num_classes, args.seed,
+                                  ctx.device, kind)
+        rows = interpolations(G, chosen, args.interp_steps, num_classes, args.seed, ctx.device,
+                              kind)
+    images = images.float()
+    tag = ctx.suffix("classes", "n_per_class") + f"_seed{args.seed}"
+    save_grid(to_unit(images), ctx.out(f"samples{tag}.png"), nrow=len(chosen))
+    save_grid(to_unit(rows), ctx.out(f"interpolation{tag}.png"), nrow=args.interp_steps)
+    result = dict(classes=[classes[c] for c in chosen] if num_classes else None,
+                  n_per_class=args.n_per_class)
+    if num_classes and os.path.exists(ctx.paths["baseline"]):  # an outside judge: agreement?
+        judge, _ = ctx.model("baseline")
+        with torch.no_grad():
+            pred = judge(images)[1].argmax(1)
+        result["baseline_agreement"] = (pred == labels).float().mean().item() * 100
+        info(f"samples: the baseline classifies {result['baseline_agreement']:.1f}% of "
+             f"{len(labels)} samples as the class they were generated for")
+    ctx.record("samples", result)
+
+
+def run_export(ctx):
+    args = ctx.args
+    G, ckpt = ctx.model("generator")
+    G.eval()
+    num_classes, kind = conditioning(ckpt)
+    folder = args.out_dir or os.path.join(args.run_dir, "export")
+    with ctx.runtime.autocast():
+        names = export_samples(G, args.n, num_classes, args.seed, ctx.device, folder, kind)
+    info(f"export: {len(names)} images in {folder}" +
+         (f", {len(names) // num_classes} or more of each of {num_classes} classes (_cK in the "
+          "name)" if num_classes else ""))
+    return dict(folder=folder, n=len(names), classes=num_classes)

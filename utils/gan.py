@@ -1,0 +1,185 @@
+"""A GAN's training steps, whatever the networks: the generator step through the frozen
+critic, the critic step with its loss family, regularisers and ACGAN's class term, one full
+iteration, the networks and optimizers built from the flags, and the grid of fixed noise.
+
+train_gan.py runs these through the shared epoch loop; bench.py times them.
+"""
+from dataclasses import dataclass
+
+import torch
+
+from losses import LOSSES, auxiliary_class_loss, clip_weights, gradient_penalty
+from models import discriminator, generator
+from utils.cli import UserError
+from utils.distributed import Dist
+from utils.pictures import save_grid, to_unit
+from utils.runtime import Runtime, seed_everything
+from utils.sampling import sample_noise
+from utils.training import adam_step_guard
+
+PLAIN = Runtime(torch.device("cpu"))  # fp32, eager: the steps' default
+# What the discriminator step reports: the assignment's print order, then the loss itself.
+D_STATS = ("gp", "d_fake", "d_real", "real_class", "fake_class", "real_acc", "d_loss")
+CLASS_STATS = ("real_class", "fake_class", "real_acc")  # only with a class head
+
+
+@dataclass(frozen=True)
+class GanSpec:
+    """What a GAN step does, whatever the networks: the loss family, its regularisers, how
+    often the generator trains and the noise."""
+    loss: str = "wgan-gp"
+    gp_weight: float = 10.0
+    clip: float = 0.0
+    gen_train: int = 1
+    latent_dim: int = 100
+    noise: str = "normal"
+    step_cap: int = 1024
+
+    @classmethod
+    def from_args(cls, args):
+        return cls(args.loss, args.gp_weight, args.clip, args.gen_train, args.latent_dim,
+                   args.noise, args.adam_step_cap)
+
+
+ASSIGNMENT = GanSpec()  # ACGAN + WGAN-GP as the assignment has it
+
+
+@dataclass
+class GanNets:
+    """The two networks and the callables the training steps run them through.
+
+    G and D are the plain modules (saved, evaluated, and used for the gradient penalty, whose
+    double backward cannot go through torch.compile). G_train and D_train are what the steps
+    train through (compiled and/or wrapped for several processes); D_frozen is the critic the
+    generator step looks through, and G_fake makes the critic's fakes without a graph.
+    """
+    G: torch.nn.Module
+    D: torch.nn.Module
+    G_train: object = None
+    D_train: object = None
+    D_frozen: object = None
+    G_fake: object = None
+
+    def __post_init__(self):
+        for name, default in (("G_train", self.G), ("D_train", self.D), ("D_frozen", self.D),
+                              ("G_fake", self.G)):
+            if getattr(self, name) is None:
+                setattr(self, name, default)
+
+
+def generator_step(nets, opt_g, z, labels, spec=ASSIGNMENT, runtime=PLAIN):
+    """One generator update through a frozen discriminator; returns the loss (a tensor)."""
+    nets.D.requires_grad_(False)  # the critic's weights collect no gradient here
+    try:
+        with runtime.autocast():
+            scores, logits = nets.D_frozen(nets.G_train(z))
+        loss = LOSSES[spec.loss].generator(scores.float())
+        if logits is not None:
+            loss = loss + auxiliary_class_loss(logits.float(), labels)
+        opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_g.step()
+        adam_step_guard(opt_g, spec.step_cap)
+    finally:
+        nets.D.requires_grad_(True)
+    return loss.detach()
+
+
+def _critic_scores(nets, real, fake):
+    """(real scores, fake scores, real logits, fake logits) of the training critic."""
+    n = len(real)
+    if not nets.D.batch_statistics:
+        # Real and fake in one pass: without BatchNorm the samples do not mix, so this
+        # equals two passes (LayerNorm is per sample).
+        scores, logits = nets.D_train(torch.cat([real, fake]))
+        split = (None, None) if logits is None else (logits[:n], logits[n:])
+        return scores[:n], scores[n:], *split
+    # BatchNorm: real and fake batches are normalised apart, as the lessons do.
+    (real_scores, real_logits), (fake_scores, fake_logits) = nets.D_train(real), nets.D_train(fake)
+    return real_scores, fake_scores, real_logits, fake_logits
+
+
+def discriminator_step(nets, opt_d, real, real_labels, z, fake_labels, alpha, spec=ASSIGNMENT,
+                       runtime=PLAIN):
+    """One critic (and classifier) update; returns (loss, stats tensor in D_STATS's order)."""
+    zero = torch.zeros((), device=real.device)
+    with runtime.autocast():
+        with torch.no_grad():
+            fake = nets.G_fake(z).to(real.dtype)  # the generator is not trained here
+        real_scores, fake_scores, real_logits, fake_logits = _critic_scores(nets, real, fake)
+        # The penalty's double backward runs through the plain module, outside torch.compile.
+        gp = (gradient_penalty(lambda x: nets.D(x)[0], real, fake, alpha, spec.gp_weight)
+              if spec.gp_weight else zero)
+    real_scores, fake_scores, gp = real_scores.float(), fake_scores.float(), gp.float()
+    loss = LOSSES[spec.loss].discriminator(real_scores, fake_scores) + gp
+    real_class = fake_class = acc = zero
+    if real_logits is not None:
+        real_class = auxiliary_class_loss(real_logits.float(), real_labels)
+        fake_class = auxiliary_class_loss(fake_logits.float(), fake_labels)
+        loss = loss + real_class + fake_class
+        acc = (real_logits.argmax(1) == real_labels).float().mean() * 100
+    opt_d.zero_grad(set_to_none=True)
+    loss.backward()
+    opt_d.step()
+    adam_step_guard(opt_d, spec.step_cap)
+    if spec.clip:
+        clip_weights(nets.D, spec.clip)
+    stats = torch.stack([gp, fake_scores.mean(), real_scores.mean(), real_class, fake_class, acc,
+                         loss])
+    return loss.detach(), stats.detach()
+
+
+def gan_iteration(nets, opt_g, opt_d, real, real_labels, step, spec, runtime, gen):
+    """A full iteration: the generator step (every spec.gen_train) and the critic step.
+
+    All draws (the noise, the classes, the interpolation weights) come from `gen`.
+    Returns (generator loss or 0, critic loss, critic stats).
+    """
+    dev, n, classes = real.device, len(real), nets.D.num_classes
+    z_d, fake_labels = sample_noise(n, spec.latent_dim, classes, gen, spec.noise)
+    alpha = torch.rand(n, generator=gen, device=dev)
+    loss_g = torch.zeros((), device=dev)
+    if step % spec.gen_train == 0:
+        z_g, g_labels = sample_noise(n, spec.latent_dim, classes, gen, spec.noise)
+        loss_g = generator_step(nets, opt_g, z_g, g_labels, spec, runtime)
+    loss_d, stats = discriminator_step(nets, opt_d, real, real_labels, z_d, fake_labels, alpha,
+                                       spec, runtime)
+    return loss_g, loss_d, stats
+
+
+@torch.no_grad()
+def save_samples(G, z, path, nrow=10):
+    """The fixed noise through the generator in eval mode, as a grid PNG of nrow columns."""
+    was_training = G.training
+    G.eval()
+    images = G(z)
+    G.train(was_training)
+    save_grid(to_unit(images), path, nrow=nrow)
+    return images
+
+
+def build_gan(args, num_classes, runtime, dist=None, channels=3, image_size=32):
+    """The networks (initialised from the seed), their training callables and optimizers.
+
+    num_classes is the class head's size (0 for --acgan off: an unconditional pair). With
+    several processes G_train and D_train are wrapped in DistributedDataParallel, so each
+    backward averages the gradients of all processes; the generator step looks through the
+    plain critic (frozen, nothing to average) and the penalty's double backward goes through
+    the plain module into the same single backward of the critic's loss.
+    """
+    if args.latent_dim < num_classes:
+        raise UserError(f"--latent_dim {args.latent_dim} cannot hold the one-hot class of "
+                        f"{num_classes} classes")
+    dist = dist or Dist()
+    seed_everything(args.seed)
+    G = generator(args.arch, args.latent_dim, args.width, channels, image_size)
+    D = discriminator(args.arch, args.width, num_classes, channels, image_size)
+    if runtime.sync_bn:
+        G, D = (torch.nn.SyncBatchNorm.convert_sync_batchnorm(m) for m in (G, D))
+    G, D = runtime.module(G), runtime.module(D)
+    nets = GanNets(G, D, G_train=runtime.compiled(dist.wrap(G, runtime.device)),
+                   D_train=runtime.compiled(dist.wrap(D, runtime.device)),
+                   D_frozen=runtime.compiled(D), G_fake=runtime.compiled(G))
+    make = lambda m: runtime.optimizer(args.optimizer, m.parameters(), args.lr,  # noqa: E731
+                                       (args.beta1, args.beta2))
+    return nets, make(G), make(D)

@@ -1,0 +1,73 @@
+"""Sampling a generator: its noise, its classes and its conditioning. Training, the metrics
+and the figures all draw through these, so a generator is fed the same way everywhere.
+
+A class-conditional generator (ACGAN, --acgan on) reads noise whose first num_classes values
+are the one-hot class; an unconditional one (num_classes 0) reads plain noise. The noise is
+N(0, 1) or, for the CS231n and Udacity lessons, uniform in [-1, 1].
+"""
+import torch
+
+from utils.data import make_generator
+from utils.pictures import as_uint8
+
+
+def draw_noise(n, latent_dim, generator, kind="normal"):
+    """(n, latent_dim) noise: N(0, 1), or uniform in [-1, 1] (the CS231n and Udacity lessons)."""
+    dev = generator.device
+    if kind == "uniform":
+        return torch.rand(n, latent_dim, generator=generator, device=dev) * 2 - 1
+    return torch.randn(n, latent_dim, generator=generator, device=dev)
+
+
+def class_noise(labels, latent_dim, num_classes, generator, kind="normal"):
+    """Noise (B, latent_dim) whose first num_classes entries are the one-hot label."""
+    z = draw_noise(len(labels), latent_dim, generator, kind)
+    z[:, :num_classes] = torch.nn.functional.one_hot(labels, num_classes).to(z.dtype)
+    return z
+
+
+def sample_noise(n, latent_dim, num_classes, generator, kind="normal"):
+    """Random classes and their noise: (z (n, latent_dim), labels (n,)); with num_classes 0
+    (an unconditional generator) plain noise and labels None."""
+    if not num_classes:
+        return draw_noise(n, latent_dim, generator, kind), None
+    labels = torch.randint(0, num_classes, (n,), generator=generator, device=generator.device)
+    return class_noise(labels, latent_dim, num_classes, generator, kind), labels
+
+
+def fixed_noise(num_classes, latent_dim, seed, device, per_class=10, kind="normal"):
+    """The grid's noise, drawn once: image i has class i % num_classes, so column c is class c;
+    for an unconditional generator 100 draws (and labels None)."""
+    g = make_generator("cpu", seed, "fixed_noise")
+    if not num_classes:
+        return draw_noise(100, latent_dim, g, kind).to(device), None
+    labels = torch.arange(num_classes).repeat(per_class)
+    return class_noise(labels, latent_dim, num_classes, g, kind).to(device), labels.to(device)
+
+
+def conditioning(ckpt):
+    """(how many classes a generator is conditioned on, 0 for none; its noise) from its file."""
+    settings = ckpt["settings"]
+    classes = len(ckpt["classes"]) if settings.get("acgan", "on") == "on" else 0
+    return classes, settings.get("noise", "normal")
+
+
+def latent(G, labels, n, num_classes, generator, kind="normal"):
+    """Noise for G: conditioned on labels (B,) when num_classes > 0, else n plain draws."""
+    if num_classes:
+        return class_noise(labels, G.latent_dim, num_classes, generator, kind)
+    return draw_noise(n, G.latent_dim, generator, kind)
+
+
+@torch.no_grad()
+def sample_generator(G, n, num_classes, seed, device, kind="normal", batch_size=250):
+    """n samples of G as uint8 (n, C, S, S) and their classes (balanced: i % num_classes) or
+    None for an unconditional generator."""
+    G = G.to(device).eval()
+    g, out = make_generator(device, seed, "metrics"), []
+    labels = torch.arange(n) % num_classes if num_classes else None
+    for start in range(0, n, batch_size):
+        part = None if labels is None else labels[start:start + batch_size].to(device)
+        count = min(batch_size, n - start)
+        out.append(as_uint8(G(latent(G, part, count, num_classes, g, kind))))
+    return torch.cat(out), labels
