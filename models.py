@@ -13,12 +13,17 @@ ie534    the assignment (seed 002). Discriminator: eight 3x3 convolutions, each 
 dcgan    seed 003 (Udacity's DCGAN on SVHN, after Radford et al.): strided 4x4 convolutions and
          no pooling in the discriminator, BatchNorm on all but its first layer, LeakyReLU 0.2;
          the generator from a linear layer to 4x4 through transposed convolutions to the image,
-         BatchNorm and ReLU, tanh. No bias before a BatchNorm.
+         BatchNorm and ReLU, tanh. No convolution has a bias (the lesson's helpers).
+udacity-mlp  seed 003 (Udacity's batch-normalization lesson): a classifier only, 784-512-256
+         with BatchNorm (batch_norm=True) or without, ReLU; no generator.
 mlp      seed 004 (CS231n's vanilla GAN): discriminator 784-256-256-1 with LeakyReLU 0.01,
-         generator noise-1024-1024-784 with ReLU and tanh; Xavier-uniform weights, as CS231n.
+         generator noise-1024-1024-784 with ReLU and tanh; Xavier-uniform linear weights, as
+         CS231n's initialize_weights.
 infogan  seed 004 (CS231n's DCGAN): the discriminator of TensorFlow's MNIST tutorial (5x5
          convolutions, max-pools, a hidden fully connected layer) and the InfoGAN paper's
-         generator (Chen et al. 2016, appendix C.1); Xavier-uniform weights, as CS231n.
+         generator (Chen et al. 2016, appendix C.1); Xavier-uniform weights for the linear and
+         transposed-convolution layers, PyTorch's default for the convolutions, as CS231n's
+         initialize_weights.
 
 Every discriminator returns (score (B,), class logits (B, num_classes) or None) and can carry
 the class head (`fc10`, num_classes > 0) that ACGAN and the classifier use; features(x, k) is
@@ -52,10 +57,11 @@ def _conv_out(size, kernel, stride, padding):
 
 
 def xavier_init(module):
-    """CS231n's initialisation (seed 004's networks): Xavier-uniform weights for every linear
-    and (transposed) convolution layer; biases keep PyTorch's."""
+    """CS231n's initialisation (seed 004's notebook, initialize_weights): Xavier-uniform weights
+    for the linear and transposed-convolution layers; the convolutions and every bias keep
+    PyTorch's default (Kaiming-uniform with a = sqrt(5): bound 1 / sqrt(fan_in))."""
     for m in module.modules():
-        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+        if isinstance(m, (nn.Linear, nn.ConvTranspose2d)):
             nn.init.xavier_uniform_(m.weight)
 
 
@@ -214,7 +220,8 @@ class Generator(nn.Module):
 
 class DCGANDiscriminator(Critic):
     """Three 4x4 stride-2 convolutions (width, 2 width, 4 width channels), BatchNorm on all but
-    the first, LeakyReLU 0.2, then the heads on the flattened map; no pooling."""
+    the first, LeakyReLU 0.2, then the heads on the flattened map; no pooling. No convolution
+    has a bias, the first included (the lesson's conv helper); the heads have theirs."""
     family, role = "dcgan", "discriminator"
     batch_statistics = True
 
@@ -225,7 +232,7 @@ class DCGANDiscriminator(Critic):
         blocks, size, cin = [], image_size, in_channels
         for i, cout in enumerate((width, 2 * width, 4 * width)):
             norm = i > 0  # "BatchNorm everywhere but the first layer"
-            layers = [nn.Conv2d(cin, cout, 4, 2, 1, bias=not norm)]
+            layers = [nn.Conv2d(cin, cout, 4, 2, 1, bias=False)]  # the lesson's conv helper
             layers += [nn.BatchNorm2d(cout)] if norm else []
             blocks.append(nn.Sequential(*layers, nn.LeakyReLU(0.2)))
             size, cin = _conv_out(size, 4, 2, 1), cout
@@ -237,7 +244,8 @@ class DCGANGenerator(nn.Module):
     """A linear layer reshaped to a 4 width x 4 x 4 map, then 4x4 stride-2 transposed
     convolutions (4 width -> 2 width -> width -> channels; 4 -> 8 -> 16 -> 32), BatchNorm and
     ReLU after all but the last, tanh. As in the lesson's code, the linear layer's output goes
-    to the first transposed convolution as it is."""
+    to the first transposed convolution as it is, and no transposed convolution has a bias,
+    the last included (the lesson's deconv helper)."""
     family, role = "dcgan", "generator"
 
     def __init__(self, latent_dim=100, width=32, out_channels=3, image_size=32):
@@ -251,7 +259,7 @@ class DCGANGenerator(nn.Module):
         for cin, cout in ((4 * width, 2 * width), (2 * width, width)):
             layers += [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout),
                        nn.ReLU(inplace=True)]
-        layers.append(nn.ConvTranspose2d(width, out_channels, 4, 2, 1))
+        layers.append(nn.ConvTranspose2d(width, out_channels, 4, 2, 1, bias=False))
         self.convs = nn.Sequential(*layers)
 
     def forward(self, z):
@@ -357,6 +365,32 @@ class InfoGANGenerator(nn.Module):
         return center_crop(self.convs(h), self.image_size)
 
 
+# ----------------------------------------------------------------------------- udacity-mlp (seed 003)
+
+class LessonMLP(Critic):
+    """The batch-normalization lesson's classifier (seed 003): flatten, then linear layers to
+    2 width and width values (784-512-256 on MNIST), each followed by BatchNorm when batch_norm
+    is on, then ReLU (layer > batch norm > activation; a linear layer a BatchNorm follows has
+    no bias), and the heads (fc10: width -> classes, no BatchNorm)."""
+    family, role = "udacity-mlp", "discriminator"
+
+    def __init__(self, width=256, num_classes=10, in_channels=1, image_size=28,
+                 batch_norm=True):
+        super().__init__()
+        self.arch = dict(width=width, num_classes=num_classes, in_channels=in_channels,
+                         image_size=image_size, batch_norm=batch_norm)
+        self.batch_statistics = batch_norm
+        blocks, cin = [], in_channels * image_size ** 2
+        for i, cout in enumerate((2 * width, width)):
+            layers = [nn.Flatten()] if i == 0 else []
+            layers.append(nn.Linear(cin, cout, bias=not batch_norm))
+            layers += [nn.BatchNorm1d(cout)] if batch_norm else []
+            blocks.append(nn.Sequential(*layers, nn.ReLU()))
+            cin = cout
+        self.blocks = nn.ModuleList(blocks)
+        self._heads(width, num_classes)
+
+
 # ----------------------------------------------------------------------------- SimCLR (seed 004)
 
 class ProjectionHead(nn.Module):
@@ -391,6 +425,7 @@ ARCHITECTURES = {
     "dcgan": (DCGANDiscriminator, DCGANGenerator, 32, 1),
     "mlp": (MLPDiscriminator, MLPGenerator, 256, 4),
     "infogan": (ConvDiscriminator, InfoGANGenerator, 32, 1),
+    "udacity-mlp": (LessonMLP, None, 256, 1),  # a classifier: no generator
 }
 ROLES = ("discriminator", "generator")
 
@@ -405,16 +440,19 @@ def default_width(family):
     return ARCHITECTURES[family][2]
 
 
-def discriminator(family, width=None, num_classes=0, channels=3, image_size=32):
-    """The family's discriminator for images (channels, image_size, image_size)."""
+def discriminator(family, width=None, num_classes=0, channels=3, image_size=32, **options):
+    """The family's discriminator for images (channels, image_size, image_size); options are
+    the family's own constructor arguments (udacity-mlp: batch_norm)."""
     d, _, default, _ = ARCHITECTURES[family]
     return d(width=width or default, num_classes=num_classes, in_channels=channels,
-             image_size=image_size)
+             image_size=image_size, **options)
 
 
 def generator(family, latent_dim, width=None, channels=3, image_size=32):
     """The family's generator of images (channels, image_size, image_size)."""
     _, g, default, wider = ARCHITECTURES[family]
+    if g is None:
+        raise ValueError(f"the {family} family is a classifier: it has no generator")
     return g(latent_dim=latent_dim, width=wider * (width or default), out_channels=channels,
              image_size=image_size)
 
@@ -440,16 +478,17 @@ def main(argv=None):
                         help="the family of networks")
     parser.add_argument("--width", type=int, default=None,
                         help="its width (default the family's: ie534 196, dcgan and infogan 32, "
-                             "mlp 256, whose generator is 4 times as wide)")
+                             "mlp and udacity-mlp 256; mlp's generator is 4 times as wide)")
     parser.add_argument("--num_classes", type=int, default=10, help="outputs of fc10")
     parser.add_argument("--latent_dim", type=int, default=100, help="noise values")
     parser.add_argument("--image_size", type=int, default=32, help="image side in pixels")
     parser.add_argument("--channels", type=int, default=3, help="image channels")
     args = parser.parse_args(argv)
-    nets = (("Discriminator", discriminator(args.arch, args.width, args.num_classes,
-                                            args.channels, args.image_size)),
-            ("Generator", generator(args.arch, args.latent_dim, args.width, args.channels,
-                                    args.image_size)))
+    nets = [("Discriminator", discriminator(args.arch, args.width, args.num_classes,
+                                            args.channels, args.image_size))]
+    if ARCHITECTURES[args.arch][1] is not None:
+        nets.append(("Generator", generator(args.arch, args.latent_dim, args.width,
+                                            args.channels, args.image_size)))
     for title, model in nets:
         params = sum(p.numel() for p in model.parameters())
         print(f"{title} ({args.arch}, {params:,} parameters)")

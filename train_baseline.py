@@ -4,16 +4,21 @@
     python train_baseline.py --data_dir ../shared/data/cifar10   # a PNG copy of CIFAR-10
     python train_baseline.py --resume                 # continue an interrupted run
     python train_baseline.py --dataset digits --width 32 --lr 1e-3 --epochs 15 --out_dir runs/demo
+    python train_baseline.py --recipe udacity-batchnorm --data_dir ../shared/data --out_dir runs/bn
+    python train_baseline.py --recipe udacity-batchnorm --batch_norm off --data_dir ../shared/data \
+        --out_dir runs/no_bn            # the batch-normalization lesson; then visualize.py compare
 
-Adam (lr 1e-4), batch 128, 100 epochs, the learning rate divided by 10 at half the epochs and
-by 100 at three quarters, cross-entropy on fc10 (87-89% CIFAR-10 test accuracy in the
-assignment). Writes to --out_dir: cifar10.model (weights and settings, which visualize.py
+The assignment's recipe (ie534, the default): Adam (lr 1e-4), batch 128, 100 epochs, the
+learning rate divided by 10 at half the epochs and by 100 at three quarters, cross-entropy on
+fc10 (87-89% CIFAR-10 test accuracy in the assignment). --recipe udacity-batchnorm is seed
+003's lesson: the same MLP with and without BatchNorm on MNIST (recipes.py). Writes to --out_dir: cifar10.model (weights and settings, which visualize.py
 loads), baseline.ckpt (every epoch, for --resume), baseline_log.jsonl, baseline_config.json
 and baseline_curves.png. The last line on stdout is JSON with the final figures.
 """
 import os
 
 from models import discriminator
+from recipes import CLASSIFIER_RECIPES
 from utils.checkpoints import OPTIMIZER, WEIGHTS, load_model, load_state, save_model
 from utils.classifier import lr_at, train_step
 from utils.cli import (POSITIVE_INT, ArgumentParser, UserError, add_shared_flags, print_result,
@@ -29,6 +34,20 @@ def build_parser():
     p = ArgumentParser(description=__doc__.split("\n\n")[0])
     add_shared_flags(p, epochs=100, lr=1e-4, batch_size=128)
     add_speed_flags(p, training=True)
+    g = p.add_argument_group("the classifier")
+    g.add_argument("--recipe", choices=tuple(CLASSIFIER_RECIPES), default="ie534",
+                   help="set every default to one lesson's classifier (recipes.py); flags still "
+                        "override it: " + "; ".join(f"{k}: {r.lesson}" for k, r in
+                                                     CLASSIFIER_RECIPES.items()))
+    g.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
+                   help="adam (betas 0.9, 0.999: the assignment's) or sgd (no momentum: the "
+                        "batch-normalization lesson's)")
+    g.add_argument("--schedule", choices=("assignment", "none"), default="assignment",
+                   help="the learning rate: the assignment's (divided by 10 at half of --epochs "
+                        "and by 100 at three quarters: epochs 50 and 75 of 100) or constant")
+    g.add_argument("--batch_norm", choices=("on", "off"), default="off",
+                   help="BatchNorm between each hidden layer and its ReLU (--arch udacity-mlp "
+                        "only: the batch-normalization lesson compares on and off)")
     g = p.add_argument_group("starting from a pre-trained encoder (SimCLR, seed 004)")
     g.add_argument("--init", default=None,
                    help="start from the encoder in this model file (train_simclr.py's "
@@ -42,7 +61,11 @@ def build_parser():
 
 
 def parse_args(argv=None):
-    return build_parser().parse_args(argv)
+    """The flags, over the recipe's defaults, over the parser's."""
+    parser = build_parser()
+    chosen, _ = parser.parse_known_args(argv)
+    parser.set_defaults(**CLASSIFIER_RECIPES[chosen.recipe].defaults)
+    return parser.parse_args(argv)
 
 
 class BaselineTrainer:
@@ -67,8 +90,10 @@ class BaselineTrainer:
         self.model.train()
         if self.args.freeze:
             self.model.blocks.eval()  # frozen features: BatchNorm keeps its statistics
+        lr = (lr_at(epoch, self.args.lr, self.args.epochs) if self.args.schedule == "assignment"
+              else self.args.lr)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr_at(epoch, self.args.lr, self.args.epochs)
+            group["lr"] = lr
 
     def step(self, i, x, y, sums):
         loss, hits = train_step(self.fast, self.optimizer, x, y, self.runtime,
@@ -101,6 +126,9 @@ def run(args):
     if args.labels_per_class and args.subset:
         raise UserError("--labels_per_class and --subset both choose the training images: "
                         "pass one")
+    if args.batch_norm == "on" and args.arch != "udacity-mlp":
+        raise UserError(f"--batch_norm on: only --arch udacity-mlp takes it (the {args.arch} "
+                        "networks' normalisation is part of their design)")
     with open_run(args, BaselineTrainer) as r:
         return _train(args, r)
 
@@ -123,14 +151,16 @@ def _train(args, r):
     rt, dist = r.runtime, r.dist
     data, train, test = r.load_data()
     seed_everything(args.seed)
+    options = dict(batch_norm=args.batch_norm == "on") if args.arch == "udacity-mlp" else {}
     model = rt.module(discriminator(args.arch, args.width, data.num_classes, data.channels,
-                                    data.image_size))
+                                    data.image_size, **options))
     model.fc1.requires_grad_(False)  # the critic head plays no part here (and DDP needs to know)
     if args.init and not r.ckpt:  # a resumed run has its own weights
         init_encoder(model, args.init)
     if args.freeze:
         model.blocks.requires_grad_(False)
-    optimizer = rt.adam([p for p in model.parameters() if p.requires_grad], lr=args.lr)
+    optimizer = rt.optimizer(args.optimizer, [p for p in model.parameters() if p.requires_grad],
+                             args.lr)
     # The step runs through DDP for several processes, compiled on the fast path; both share
     # the parameters with `model`, which is what gets saved.
     trainer = BaselineTrainer(args, model, optimizer, rt, test,

@@ -9,13 +9,15 @@ lessons through one training loop (--recipe, or --loss, --arch and --dataset).
     python train_gan.py --dataset digits --width 32 --lr 1e-3 --batch_size 64 --epochs 20 \
         --out_dir runs/demo                             # a CPU demo in about three minutes
 
-Each iteration: a generator step (every --gen_train iterations) through the frozen
-discriminator, then a discriminator step. The loss family (losses.py: wgan-gp, wgan, gan,
+Each iteration: a discriminator step and a generator step (every --gen_train iterations)
+through the frozen discriminator, the generator first (IE 534) or, with --d_first on, the
+discriminator first (the other lessons). The loss family (losses.py: wgan-gp, wgan, gan,
 gan-saturating, lsgan, hinge) gives both losses; a gradient penalty (--gp_weight, 10 for
 wgan-gp) and weight clipping (--clip, 0.01 for wgan) regularise the critic; with --acgan on
 (the assignment) the first num_classes of the --latent_dim noise values are the one-hot class
 c and both networks add ACGAN's cross-entropy on fc10. The assignment's recipe (ie534, the
-default): Adam lr 1e-4, betas (0.0, 0.9), with its step-overflow guard.
+default): Adam lr 1e-4, betas (0.0, 0.9), with its step-overflow guard (--adam_step_cap;
+the other recipes use plain Adam).
 
 Writes to --out_dir: output/000.png, 001.png, ... (after every epoch, the same 100 noise
 vectors; for a class-conditional generator class c in column c), gan.ckpt (every epoch, for
@@ -48,7 +50,9 @@ def build_parser():
     p = ArgumentParser(description=__doc__.split("\n\n")[0])
     option = "the assignment's two options: width 196 for 200 epochs, width 128 for 400"
     add_shared_flags(p, epochs=200, lr=1e-4, batch_size=128,
-                     notes={"epochs": option, "width": option})
+                     notes={"epochs": option, "width": option,
+                            "adam_step_cap": "default: the recipe's (1024 for ie534, 0 for the "
+                                             "others)"})
     add_speed_flags(p, training=True).add_argument(
         "--sync_bn", choices=("auto", "on", "off"), default="auto",
         help="BatchNorm over the global batch (SyncBatchNorm): auto is on for several CUDA "
@@ -65,6 +69,10 @@ def build_parser():
                         "unconditional generator")
     g.add_argument("--gen_train", type=POSITIVE_INT, default=1,
                    help="train the generator every N discriminator steps (WGAN's n_critic)")
+    g.add_argument("--d_first", choices=("on", "off"), default="off",
+                   help="which network steps first in an iteration: off, the generator (IE "
+                        "534); on, the discriminator (CS231n, Udacity, WGAN's n_critic critic "
+                        "steps before each generator step)")
     g.add_argument("--gp_weight", type=NONNEGATIVE, default=None,
                    help="gradient penalty lambda (default 10 for wgan-gp, else 0: off)")
     g.add_argument("--clip", type=NONNEGATIVE, default=None,
@@ -121,7 +129,7 @@ class GanTrainer:
         self.spec = GanSpec.from_args(args)
         self.runtime, self.test, self.z_fixed = runtime, test, z_fixed
         self.rank = train.rank if train is not None else 0
-        self.images_per_epoch = len(train) * args.batch_size if train is not None else 0
+        self.images_per_epoch = train.epoch_images if train is not None else 0
         self.grids = os.path.join(args.out_dir, "output")
 
     def state(self):
@@ -147,7 +155,7 @@ class GanTrainer:
         n = len(D_STATS)  # in place, with Python scalars: no host-device copies
         sums[:n] += stats
         sums[n] += loss_g
-        sums[n + 1] += float(i % self.spec.gen_train == 0)
+        sums[n + 1] += float(self.spec.trains_generator(i))
         sums[n + 2] += 1
         return loss_d + loss_g
 

@@ -36,7 +36,7 @@ MODEL_FILE = "simclr.model"
 
 def build_parser():
     p = ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_shared_flags(p, epochs=100, lr=1e-3, batch_size=256)
+    add_shared_flags(p, epochs=100, lr=1e-3, batch_size=256, adam_step_cap=0)  # plain Adam
     p.set_defaults(augment="none")  # the views are SimCLR's own, drawn in the step
     add_speed_flags(p, training=True)
     g = p.add_argument_group("SimCLR")

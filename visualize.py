@@ -7,6 +7,7 @@
     python visualize.py samples --classes cat ship --n_per_class 8
     python visualize.py report                     # gather everything into report.pdf
     python visualize.py all --run_dir runs/demo    # after `make demo`
+    python visualize.py compare --runs runs/bn runs/no_bn --out_dir runs   # classifier runs
 
 The models are those the trainers wrote into --run_dir: cifar10.model (train_baseline.py, the
 "baseline" discriminator, trained without the generator), discriminator.model and
@@ -21,6 +22,7 @@ import time
 from utils.cli import (COUNT, INTEGER, NONNEGATIVE, POSITIVE, POSITIVE_INT, ArgumentParser,
                        UserError, info, run_main)
 from utils.figures.ascent import run_max_class, run_max_features
+from utils.figures.compare import run_compare
 from utils.figures.context import Context
 from utils.figures.neighbours import run_neighbours
 from utils.figures.perturbation import run_perturb
@@ -28,8 +30,8 @@ from utils.figures.report import build_report
 from utils.figures.samples import run_export, run_samples
 from utils.runtime import add_speed_flags
 
-FIGURES = ("perturb", "max-class", "max-features", "samples", "export", "neighbours", "report",
-           "all")
+FIGURES = ("perturb", "max-class", "max-features", "samples", "export", "neighbours", "compare",
+           "report", "all")
 
 
 def build_parser():
@@ -85,14 +87,18 @@ def build_parser():
     g.add_argument("--n_queries", type=POSITIVE_INT, default=8, help="test images, one row each")
     g.add_argument("--k", type=POSITIVE_INT, default=8,
                    help="nearest training images shown per test image")
-    add_speed_flags(p, ("amp", "channels_last"))
+    # Part 2's images are input gradients: fp32 on every device unless --amp on asks for bf16
+    g = p.add_argument_group("compare (runs of train_baseline.py side by side)")
+    g.add_argument("--runs", nargs="+", default=None,
+                   help="the run folders: training loss and test accuracy per epoch on one figure")
+    add_speed_flags(p, ("amp", "channels_last"), defaults={"amp": "off"})
     return p
 
 
 
 COMMANDS = {"perturb": run_perturb, "max-class": run_max_class,
             "max-features": run_max_features, "samples": run_samples, "export": run_export,
-            "neighbours": run_neighbours}
+            "neighbours": run_neighbours, "compare": run_compare}
 ALL = ("perturb", "max-class", "max-features", "samples")  # what 'all' makes before the report
 
 

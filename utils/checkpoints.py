@@ -124,7 +124,12 @@ RESUMABLE_CHANGES = {"device", "data_dir", "cache_dir", "resume", "overwrite", "
                      "inception_weights"}
 
 
+# Settings added after runs were saved without them, with the value those runs had.
+ADDED_SETTINGS = {"shuffle": "on", "drop_last": "on", "d_first": "off"}
+
+
 def check_same_settings(saved, current, path):
+    saved = {**{k: v for k, v in ADDED_SETTINGS.items() if k in current}, **saved}
     keys = sorted((set(saved) | set(current)) - RESUMABLE_CHANGES)
     diff = [f"--{k} {saved.get(k)!r} -> {current.get(k)!r}" for k in keys
             if saved.get(k) != current.get(k)]

@@ -100,9 +100,10 @@ class ArgumentParser(argparse.ArgumentParser):
         return super().parse_known_args(args, namespace)
 
 
-def add_shared_flags(parser, *, epochs, lr, batch_size, dataset="cifar10", notes=None):
-    """The flags every training script shares; each script passes the assignment's defaults
-    (and, in notes, what it adds to a flag's help)."""
+def add_shared_flags(parser, *, epochs, lr, batch_size, dataset="cifar10", adam_step_cap=1024,
+                     notes=None):
+    """The flags every training script shares; each script passes its lesson's defaults (and,
+    in notes, what it adds to a flag's help)."""
     g = parser.add_argument_group("shared flags (the same in every script)")
     notes = notes or {}
 
@@ -147,9 +148,18 @@ def add_shared_flags(parser, *, epochs, lr, batch_size, dataset="cifar10", notes
                    help="training augmentation's ColorJitter: 'assignment' draws each strength "
                         "once from --seed as 0.1*randn, a negative draw turning that jitter off "
                         "(as the assignment's torchvision did); 'off'; or B,C,S,H")
-    g.add_argument("--adam_step_cap", type=COUNT, default=1024,
-                   help="the assignment's Adam overflow guard: a step count that reaches this is "
-                        "set back to cap-24 (0 turns it off)")
+    g.add_argument("--adam_step_cap", type=COUNT, default=adam_step_cap,
+                   help=with_note("adam_step_cap", "IE 534's Adam overflow guard: a step count "
+                                  "that reaches this is set back to cap-24, which makes every "
+                                  "later update about 0.8 times plain Adam's (beta2 0.999); 0: "
+                                  "plain Adam"))
+    g.add_argument("--shuffle", choices=("on", "off"), default="on",
+                   help="shuffle the training images every epoch (from --seed); off: the same "
+                        "order every epoch, as a plain DataLoader")
+    g.add_argument("--drop_last", choices=("on", "off"), default="on",
+                   help="drop each epoch's last, smaller batch (the assignment's); off trains "
+                        "it too (a last batch of a single image is still dropped: BatchNorm "
+                        "cannot train on one)")
     g.add_argument("--log_every", type=POSITIVE_INT, default=50,
                    help="print and log one line every N steps")
     g.add_argument("--stop_file", default=None,

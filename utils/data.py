@@ -316,8 +316,8 @@ class Batches:
     """
 
     def __init__(self, images, labels, batch_size, device="cpu", *, seed=0, shuffle=False,
-                 drop_last=False, augment=None, rank=0, world_size=1, on_device=False,
-                 memory_format=torch.contiguous_format):
+                 drop_last=False, min_last=1, augment=None, rank=0, world_size=1,
+                 on_device=False, memory_format=torch.contiguous_format):
         self.device = torch.device(device)
         # On the GPU fast path the whole uint8 dataset lives on the device (CIFAR-10: 150 MB),
         # so a batch is an index into it, with no host-to-device copy in the step loop.
@@ -325,13 +325,19 @@ class Batches:
         self.images, self.labels = images.to(where), labels.to(where)
         self.batch_size, self.seed = batch_size, seed
         self.shuffle, self.drop_last, self.augment = shuffle, drop_last, augment
+        self.min_last = min_last  # a smaller last batch is kept when it has this many images
         self.rank, self.world_size = rank, world_size
         self.memory_format = memory_format
         self.per_rank = len(labels) // world_size  # equal shares: ranks step in lockstep
 
     def __len__(self):
         n, b = self.per_rank, self.batch_size
-        return n // b if self.drop_last else math.ceil(n / b)
+        return n // b + int(not self.drop_last and n % b >= self.min_last)
+
+    @property
+    def epoch_images(self):
+        """Images an epoch goes through, over every process."""
+        return min(len(self) * self.batch_size, self.per_rank) * self.world_size
 
     def order(self, epoch):
         n = len(self.labels)

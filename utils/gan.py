@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from losses import LOSSES, auxiliary_class_loss, clip_weights, gradient_penalty
-from models import discriminator, generator
+from models import ARCHITECTURES, discriminator, generator
 from utils.cli import UserError
 from utils.distributed import Dist
 from utils.pictures import save_grid, to_unit
@@ -26,7 +26,8 @@ CLASS_STATS = ("real_class", "fake_class", "real_acc")  # only with a class head
 @dataclass(frozen=True)
 class GanSpec:
     """What a GAN step does, whatever the networks: the loss family, its regularisers, how
-    often the generator trains and the noise."""
+    often the generator trains and whether before or after the critic, the noise and the
+    Adam step guard (IE 534's: 1024; 0 for plain Adam)."""
     loss: str = "wgan-gp"
     gp_weight: float = 10.0
     clip: float = 0.0
@@ -34,11 +35,18 @@ class GanSpec:
     latent_dim: int = 100
     noise: str = "normal"
     step_cap: int = 1024
+    d_first: bool = False  # IE 534 steps the generator first; the other lessons the critic
 
     @classmethod
     def from_args(cls, args):
         return cls(args.loss, args.gp_weight, args.clip, args.gen_train, args.latent_dim,
-                   args.noise, args.adam_step_cap)
+                   args.noise, args.adam_step_cap, args.d_first == "on")
+
+    def trains_generator(self, step):
+        """Whether iteration `step` has a generator step: every gen_train-th, the first of each
+        group when the generator goes first (IE 534: `batch_idx % gen_train == 0`), the last
+        when the critic goes first (WGAN's n_critic critic steps, then the generator)."""
+        return (step + int(self.d_first)) % self.gen_train == 0
 
 
 ASSIGNMENT = GanSpec()  # ACGAN + WGAN-GP as the assignment has it
@@ -130,20 +138,27 @@ def discriminator_step(nets, opt_d, real, real_labels, z, fake_labels, alpha, sp
 
 
 def gan_iteration(nets, opt_g, opt_d, real, real_labels, step, spec, runtime, gen):
-    """A full iteration: the generator step (every spec.gen_train) and the critic step.
+    """A full iteration: the critic step and, when spec.trains_generator(step), a generator
+    step on fresh noise, before the critic's (IE 534) or after it (spec.d_first: CS231n,
+    Udacity, WGAN).
 
-    All draws (the noise, the classes, the interpolation weights) come from `gen`.
-    Returns (generator loss or 0, critic loss, critic stats).
+    All draws (the noise, the classes, the interpolation weights) come from `gen`, in the same
+    order whichever network goes first. Returns (generator loss or 0, critic loss, critic
+    stats).
     """
     dev, n, classes = real.device, len(real), nets.D.num_classes
     z_d, fake_labels = sample_noise(n, spec.latent_dim, classes, gen, spec.noise)
     alpha = torch.rand(n, generator=gen, device=dev)
     loss_g = torch.zeros((), device=dev)
-    if step % spec.gen_train == 0:
+    train_g = spec.trains_generator(step)
+    if train_g:
         z_g, g_labels = sample_noise(n, spec.latent_dim, classes, gen, spec.noise)
+    if train_g and not spec.d_first:
         loss_g = generator_step(nets, opt_g, z_g, g_labels, spec, runtime)
     loss_d, stats = discriminator_step(nets, opt_d, real, real_labels, z_d, fake_labels, alpha,
                                        spec, runtime)
+    if train_g and spec.d_first:
+        loss_g = generator_step(nets, opt_g, z_g, g_labels, spec, runtime)
     return loss_g, loss_d, stats
 
 
@@ -167,6 +182,9 @@ def build_gan(args, num_classes, runtime, dist=None, channels=3, image_size=32):
     plain critic (frozen, nothing to average) and the penalty's double backward goes through
     the plain module into the same single backward of the critic's loss.
     """
+    if ARCHITECTURES[args.arch][1] is None:
+        raise UserError(f"--arch {args.arch} is a classifier (train_baseline.py): it has no "
+                        "generator")
     if args.latent_dim < num_classes:
         raise UserError(f"--latent_dim {args.latent_dim} cannot hold the one-hot class of "
                         f"{num_classes} classes")

@@ -35,19 +35,27 @@ SPEED_FLAGS = {
 }
 
 
-def add_speed_flags(parser, names=tuple(SPEED_FLAGS), training=False):
-    """The speed flags; for a trainer (training=True) also --deterministic."""
+def add_speed_flags(parser, names=tuple(SPEED_FLAGS), training=False, defaults=None):
+    """The speed flags; for a trainer (training=True) also --deterministic. defaults: a flag's
+    default other than 'auto' (visualize.py's Part 2 runs in fp32: amp 'off')."""
+    defaults = defaults or {}
     g = parser.add_argument_group("speed (auto: on for CUDA, off for the CPU; each can be turned "
                                   "off alone)")
     for name in names:
-        g.add_argument(f"--{name}", choices=("auto", "on", "off"), default="auto",
-                       help=SPEED_FLAGS[name])
+        g.add_argument(f"--{name}", choices=("auto", "on", "off"),
+                       default=defaults.get(name, "auto"), help=SPEED_FLAGS[name])
     if training:
         g.add_argument("--deterministic", action="store_true",
                        help="bit-reproducible runs on a GPU, so a resumed run equals an "
                             "uninterrupted one bit for bit: deterministic algorithms only, no "
                             "cuDNN autotuning (slower; the CPU is deterministic already)")
     return g
+
+
+def speedups(args, on_gpu):
+    """Which speed-ups the flags turn on: 'auto' is on for CUDA and off for the CPU."""
+    return {k: (on_gpu if getattr(args, k, "auto") == "auto" else getattr(args, k) == "on")
+            for k in SPEED_FLAGS}
 
 
 @dataclass
@@ -73,8 +81,7 @@ class Runtime:
         if dist is not None and dist.enabled and device.type == "cuda":
             device = torch.device("cuda", dist.local_rank)  # one GPU per process
         on_gpu = device.type == "cuda"
-        pick = {k: (on_gpu if getattr(args, k, "auto") == "auto" else getattr(args, k) == "on")
-                for k in SPEED_FLAGS}
+        pick = speedups(args, on_gpu)
         several = dist is not None and dist.enabled
         sync = getattr(args, "sync_bn", "off")
         pick["sync_bn"] = sync == "on" or (sync == "auto" and several and on_gpu)
@@ -110,9 +117,12 @@ class Runtime:
         return torch.optim.Adam(params, lr=lr, betas=tuple(float(b) for b in betas), **kind)
 
     def optimizer(self, name, params, lr, betas=(0.9, 0.999)):
-        """'adam' (fused on the fast path) or 'rmsprop' (WGAN's; betas do not apply)."""
+        """'adam' (fused on the fast path), 'rmsprop' (WGAN's) or 'sgd' (plain, no momentum:
+        the batch-normalization lesson's); betas are Adam's alone."""
         if name == "rmsprop":
             return torch.optim.RMSprop(params, lr=lr)
+        if name == "sgd":
+            return torch.optim.SGD(params, lr=lr)
         return self.adam(params, lr, betas)
 
     def describe(self):

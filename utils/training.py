@@ -300,7 +300,8 @@ class JsonLog:
 # ----------------------------------------------------------------------------- data, evaluation
 
 def make_loaders(args, data, runtime, dist=None):
-    """The training batches (augmented, shuffled, last partial batch dropped) and test batches.
+    """The training batches (augmented; shuffled and the last partial batch dropped unless
+    --shuffle off, --drop_last off say otherwise) and test batches.
 
     --batch_size is the global batch: with N processes each takes batch_size / N images of
     its own share of the data, so the steps per epoch and the learning rate stay as they are.
@@ -319,8 +320,10 @@ def make_loaders(args, data, runtime, dist=None):
     common = dict(device=runtime.device, on_device=runtime.data_on_device,
                   memory_format=runtime.memory_format)
     train = Batches(data.train_x, data.train_y, dist.per_rank_batch(args.batch_size),
-                    seed=args.seed, shuffle=True, drop_last=True, augment=aug, rank=dist.rank,
-                    world_size=dist.world_size, **common)
+                    seed=args.seed, shuffle=getattr(args, "shuffle", "on") == "on",
+                    drop_last=getattr(args, "drop_last", "on") == "on",
+                    min_last=2,  # BatchNorm cannot train on a batch of one image
+                    augment=aug, rank=dist.rank, world_size=dist.world_size, **common)
     test = Batches(data.test_x, data.test_y, max(args.batch_size, 256), **common)
     if len(train) == 0:
         raise UserError(f"--batch_size {args.batch_size} is larger than the {len(data.train_y)} "
