@@ -35,6 +35,7 @@ import time
 from utils.checkpoints import load_model
 from utils.cli import POSITIVE_INT, ArgumentParser, UserError, info, run_main
 from utils.data import DATASETS, default_cache_dir, load_dataset
+from utils.files import atomic_write_json, update_json
 from utils.quality import (INCEPTION, METRICS, check_request, evaluate, parse_metrics, read_folder,
                            real_cache_name)
 from utils.runtime import resolve_device
@@ -91,7 +92,7 @@ def main(argv=None):
                              "train_gan.py")
         settings = ckpt["settings"]
         num_classes, kind = conditioning(ckpt)
-        check_request(metrics, conditional=num_classes > 0, **check)
+        check_request(metrics, conditional=num_classes > 0, classes=ckpt["classes"], **check)
         fake, fake_labels = sample_generator(G, args.n_samples, num_classes, args.seed, device,
                                              kind, args.batch_size)
     elif os.path.isdir(args.fake):
@@ -132,28 +133,10 @@ def main(argv=None):
         if not isinstance(v, dict):
             info(f"{k}: {v:.4g}")
     if run_dir:
-        write_json(os.path.join(run_dir, "metrics.json"), result)
-        record_summary(os.path.join(run_dir, "visualization", "summary.json"), result)
+        atomic_write_json(os.path.join(run_dir, "metrics.json"), result)
+        update_json(os.path.join(run_dir, "visualization", "summary.json"), "metrics", result)
     print(json.dumps(result), flush=True)
     return result
-
-
-def write_json(path, obj):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
-
-
-def record_summary(path, result):
-    """Put the figures into visualize.py's summary.json (key 'metrics'), keeping the rest."""
-    summary = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            summary = json.load(f)
-    summary["metrics"] = result
-    write_json(path, summary)
 
 
 if __name__ == "__main__":

@@ -365,7 +365,7 @@ class InfoGANGenerator(nn.Module):
         return center_crop(self.convs(h), self.image_size)
 
 
-# ----------------------------------------------------------------------------- udacity-mlp (seed 003)
+# ------------------------------------------------------------------------- udacity-mlp (seed 003)
 
 class LessonMLP(Critic):
     """The batch-normalization lesson's classifier (seed 003): flatten, then linear layers to

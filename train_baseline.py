@@ -11,9 +11,11 @@
 The assignment's recipe (ie534, the default): Adam (lr 1e-4), batch 128, 100 epochs, the
 learning rate divided by 10 at half the epochs and by 100 at three quarters, cross-entropy on
 fc10 (87-89% CIFAR-10 test accuracy in the assignment). --recipe udacity-batchnorm is seed
-003's lesson: the same MLP with and without BatchNorm on MNIST (recipes.py). Writes to --out_dir: cifar10.model (weights and settings, which visualize.py
-loads), baseline.ckpt (every epoch, for --resume), baseline_log.jsonl, baseline_config.json
-and baseline_curves.png. The last line on stdout is JSON with the final figures.
+003's lesson: the same MLP with and without BatchNorm on MNIST (recipes.py).
+
+Writes to --out_dir: cifar10.model (weights and settings, which visualize.py loads),
+baseline.ckpt (every epoch, for --resume), baseline_log.jsonl, baseline_config.json and
+baseline_curves.png. The last line on stdout is JSON with the final figures.
 """
 import os
 
@@ -71,6 +73,7 @@ def parse_args(argv=None):
 class BaselineTrainer:
     """The discriminator as a classifier, for the shared epoch loop (utils.training.Run.fit)."""
     kind = "baseline"
+    products, patterns = (MODEL_FILE,), ()  # what a finished run leaves
     fields = {"model": WEIGHTS, "optimizer": OPTIMIZER}
     sums_width = 3  # cross-entropy sum, correct predictions, images
 

@@ -115,6 +115,8 @@ def parse_args(argv=None):
 class GanTrainer:
     """Any GAN of the lessons, for the shared epoch loop (utils.training.Run.fit)."""
     kind = "gan"
+    products = ("generator.model", "discriminator.model")  # what a finished run leaves
+    patterns = (r"output/\d{3,}\.png",)  # the per-epoch grids: a fresh run replaces them
     fields = {"generator": WEIGHTS, "discriminator": WEIGHTS, "opt_g": OPTIMIZER,
               "opt_d": OPTIMIZER}
     sums_width = len(D_STATS) + 3  # D_STATS, the generator loss, generator steps, steps
@@ -246,10 +248,6 @@ def _train(args, r):
     if r.ckpt:
         trainer.load(r.ckpt, r.resume_from)
     r.begin()
-    if not r.ckpt and dist.is_main and os.path.isdir(trainer.grids):  # fresh: no stale grids
-        for f in os.listdir(trainer.grids):
-            if f[:3].isdigit() and f.endswith(".png"):
-                os.remove(os.path.join(trainer.grids, f))
     r.say(f"{data.name}: {len(data.train_y)} training images, {len(train)} steps per epoch on "
           f"{rt.device}; samples in {trainer.grids}")
     final = r.fit(trainer, train)

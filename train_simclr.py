@@ -63,6 +63,7 @@ def gather(z, dist):
 class SimCLRTrainer:
     """SimCLR for the shared epoch loop (utils.training.Run.fit)."""
     kind = "simclr"
+    products, patterns = (MODEL_FILE,), ()  # what a finished run leaves
     fields = {"encoder": WEIGHTS, "head": WEIGHTS, "optimizer": OPTIMIZER}
     sums_width = 3  # loss sum, views whose positive is their most similar, views
 

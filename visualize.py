@@ -17,17 +17,19 @@ differs from the assignment's, e.g. max_features_gan_layer4_jitter2.png. summary
 collects the figures' numbers, which the report quotes.
 """
 import json
+import os
 import time
 
 from utils.cli import (COUNT, INTEGER, NONNEGATIVE, POSITIVE, POSITIVE_INT, ArgumentParser,
                        UserError, info, run_main)
 from utils.figures.ascent import run_max_class, run_max_features
-from utils.figures.compare import run_compare
+from utils.figures.compare import read_history, run_compare
 from utils.figures.context import Context
 from utils.figures.neighbours import run_neighbours
 from utils.figures.perturbation import run_perturb
 from utils.figures.report import build_report
 from utils.figures.samples import run_export, run_samples
+from utils.files import FolderLock, check_writable_folder
 from utils.runtime import add_speed_flags
 
 FIGURES = ("perturb", "max-class", "max-features", "samples", "export", "neighbours", "compare",
@@ -111,17 +113,40 @@ def check_layers(ctx):
             raise UserError(f"--layers {bad[0]}: the {name} discriminator has layers 1 to {depth}")
 
 
+def preflight(ctx, figures):
+    """Everything the figures read, loaded and checked before any folder is made or any file
+    written, so that a missing or unfitting file is one line and leaves nothing behind."""
+    if "max-features" in figures:
+        check_layers(ctx)
+    if ctx.args.figure == "all":  # say which files are missing before any long computation
+        for name in ctx.names + ["generator"]:
+            ctx.model(name)
+    if {"samples", "export"} & set(figures):
+        ctx.model("generator")
+    if {"perturb", "max-class", "max-features"} & set(figures):
+        ctx.batch()  # the test images, and every model checked against them
+    if "compare" in figures:
+        for run in ctx.args.runs or []:
+            read_history(run)
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     ctx = Context(args, defaults=parser.parse_args(["all"]))
     figures = list(ALL) if args.figure == "all" else [args.figure]
     figures = [f for f in figures if f != "report"]
-    if "max-features" in figures:
-        check_layers(ctx)
-    if args.figure == "all":  # say which files are missing before any long computation
-        for name in ctx.names + ["generator"]:
-            ctx.model(name)
+    preflight(ctx, figures)
+    # one visualize.py at a time in a folder (an export's own folder for export)
+    target = (args.out_dir or os.path.join(args.run_dir, "export")) if args.figure == "export" \
+        else ctx.out_dir
+    check_writable_folder(target)
+    with FolderLock(target, "visualize.py"):
+        return make(args, ctx, figures)
+
+
+def make(args, ctx, figures):
+    """Make the figures, then the report; returns the final JSON line's figures."""
     times, result = {}, dict(script="visualize", figure=args.figure, out_dir=ctx.out_dir)
     for figure in figures:
         t0 = time.time()

@@ -9,7 +9,7 @@ import torch
 from conftest import ROOT, run_cli
 
 import train_baseline
-from utils.checkpoints import load_model
+from utils.checkpoints import atomic_save, load_model
 from utils.data import Batches, load_dataset
 from utils.training import evaluate
 
@@ -129,7 +129,7 @@ def test_bad_checkpoints_are_refused_and_nothing_is_overwritten(tmp_path, capsys
     _fails(capsys, run + ["--resume", str(bad)], "corrupt")
     other = torch.load(ckpt, weights_only=True)
     other["model"]["fc10.weight"] = torch.zeros(3, 8)
-    torch.save(other, bad)
+    atomic_save(other, bad)  # well-formed (its checksum fits), from another architecture
     _fails(capsys, FAST + ["--subset", "64", "--epochs", "1", "--out_dir", str(finished_run),
                            "--resume", str(bad)], "does not fit this architecture")
     other["kind"] = "gan"

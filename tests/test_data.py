@@ -174,7 +174,8 @@ def test_image_folder_labels_by_folder_and_caches(tmp_path, monkeypatch):
     assert np.array_equal(d.train_x[4].permute(1, 2, 0).numpy(), expected)
     assert len(os.listdir(cache)) == 1
     # the second load reads the cache, decoding nothing, and gives identical arrays
-    monkeypatch.setattr(data, "_decode_folder", lambda *a: pytest.fail("decoded again"))
+    from utils import images
+    monkeypatch.setattr(images, "decode_split", lambda *a, **k: pytest.fail("decoded again"))
     d2 = load_folder(root, cache)
     for k in ("train_x", "train_y", "test_x", "test_y"):
         assert torch.equal(getattr(d, k), getattr(d2, k))

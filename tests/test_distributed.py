@@ -122,7 +122,8 @@ def test_resume_auto_starts_fresh_without_a_checkpoint(tmp_path, capsys):
     code, out, err = run_cli(train_baseline.main, TINY + ["--subset", "64", "--batch_size", "32",
                                                           "--epochs", "1", "--resume", "auto",
                                                           "--out_dir", str(tmp_path)], capsys)
-    assert code == 0 and "resuming" in err  # the same command again picks the run up
+    assert code == 0 and "is finished (1 of 1 epochs)" in err  # the same command picks the
+    # finished run up, and says that nothing is left to train
 
 
 def test_batch_must_divide_among_processes():

@@ -133,12 +133,12 @@ def test_acgan_fakes_are_recognised_as_their_class(digits_gan, digits_baseline):
     z, labels = sample_noise(1000, 100, 10, torch.Generator().manual_seed(1))
     with torch.no_grad():
         agreement = (clf(G(z))[1].argmax(1) == labels).float().mean().item() * 100
-    assert agreement >= 60, agreement  # measured 77.5% (width 16, 9 epochs, lr 3e-3)
+    assert agreement >= 60, agreement  # measured 83-89% over seeds 0-4 (conftest.digits_gan)
     assert metrics["test_acc"] >= 80  # the GAN's own discriminator also classifies real digits
     grids = sorted(os.listdir(out / "output"))
-    assert grids == [f"{e:03d}.png" for e in range(9)]
+    assert grids == [f"{e:03d}.png" for e in range(12)]
     log = [json.loads(line) for line in open(out / "gan_log.jsonl")]
-    assert [r["epoch"] for r in log if r["event"] == "epoch"] == list(range(1, 10))
+    assert [r["epoch"] for r in log if r["event"] == "epoch"] == list(range(1, 13))
     assert os.path.getsize(out / "gan_curves.png") > 1000
 
 

@@ -1,6 +1,6 @@
 """Checkpoints and model files: written atomically, loaded with weights_only=True, checked
 before use; which checkpoint to resume and whether its settings match the run's."""
-import json
+import hashlib
 import math
 import os
 from dataclasses import dataclass
@@ -8,22 +8,47 @@ from typing import Callable
 
 import torch
 
-from utils.cli import UserError
+from utils.errors import UserError
+from utils.files import NoSpace, atomic_path
+
+
+def content_digest(obj):
+    """A checksum of a checkpoint's content: every tensor's dtype, shape and bytes and every
+    plain value, in a fixed order (blake2b). Stored in the file, checked on load: flipped bytes
+    inside a tensor, which torch.load does not notice, are refused."""
+    h = hashlib.blake2b(digest_size=16)
+
+    def visit(v):
+        if torch.is_tensor(v):
+            t = v.detach().cpu().contiguous().reshape(-1)
+            h.update(f"T{t.dtype}{tuple(v.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(v, dict):
+            h.update(f"D{len(v)}".encode())
+            for k in sorted(v, key=repr):
+                h.update(repr(k).encode())
+                visit(v[k])
+        elif isinstance(v, (list, tuple)):
+            h.update(f"L{len(v)}".encode())
+            for x in v:
+                visit(x)
+        else:
+            h.update(repr(v).encode())
+
+    visit(obj)
+    return h.hexdigest()
 
 
 def atomic_save(obj, path):
-    """torch.save to a temporary file in the same folder, then rename: never a half file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    """torch.save to a temporary file in the same folder, then rename: never a half file. The
+    content's checksum goes into the file (entry 'checksum')."""
+    obj = {**obj, "checksum": content_digest({k: v for k, v in obj.items() if k != "checksum"})}
     try:
-        torch.save(obj, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        with atomic_path(path) as tmp:
+            torch.save(obj, tmp)
+    except RuntimeError as e:  # torch's zip writer says "file write failed": a full disk
+        raise NoSpace(f"could not write {path} ({str(e).splitlines()[0][:80]}): the disk may be "
+                      "full") from None
 
 
 # ----------------------------------------------------------------------------- what a file holds
@@ -80,12 +105,18 @@ def load_checkpoint(path, kind=None, fields=None):
         raise UserError(f"{path} was not written by this project's scripts (no 'kind' entry)")
     if kind is not None and ckpt["kind"] not in ((kind,) if isinstance(kind, str) else kind):
         raise UserError(f"{path} holds a '{ckpt['kind']}' checkpoint, not '{kind}'")
+
     for key, field in (fields or {}).items():
         if key not in ckpt:
             raise UserError(f"{path} is damaged or from another version: it has no '{key}'")
         if not field.ok(ckpt[key]):
             raise UserError(f"{path} is damaged or from another version: '{key}' should be "
                             f"{field.what}, not {type(ckpt[key]).__name__}")
+    saved = ckpt.pop("checksum", None)  # files from before checksums are read as they are
+    if saved is not None and saved != content_digest(ckpt):
+        raise UserError(f"{path} is damaged: its content does not match the checksum it was "
+                        "saved with (flipped bytes on the disk or in a copy); use another copy "
+                        "or an earlier checkpoint")
     return ckpt
 
 
@@ -99,13 +130,16 @@ def load_state(module, state, path, what="model"):
                         f"({lines[1].strip() if len(lines) > 1 else lines[0]})") from None
 
 
-def resolve_resume(args, ckpt_path):
-    """The checkpoint to resume from, or None for a fresh start; refuses to overwrite a run."""
-    mode = args.resume
+def resolve_resume(args, folder):
+    """The checkpoint to resume from, or None for a fresh start. A fresh start refuses a
+    folder holding an earlier run's checkpoint or model files unless --overwrite says so
+    (what a run that never reached its first checkpoint left is replaced without asking)."""
+    mode, ckpt_path = args.resume, folder.ckpt
     if mode in ("no", None):
-        if os.path.exists(ckpt_path) and not args.overwrite:
-            raise UserError(f"{ckpt_path} holds an earlier run: pass --resume to continue it, or "
-                            "--overwrite (or another --out_dir) to start again")
+        if folder.holds_results() and not args.overwrite:
+            raise UserError(f"{folder.folder} holds an earlier run ({', '.join(folder.names()[:3])}"
+                            "): pass --resume to continue it, or --overwrite (or another "
+                            "--out_dir) to start again")
         return None
     if mode == "auto":
         return ckpt_path if os.path.exists(ckpt_path) else None
@@ -113,6 +147,43 @@ def resolve_resume(args, ckpt_path):
     if not os.path.exists(path):
         raise UserError(f"--resume: no checkpoint at {path}")
     return path
+
+
+def run_id_of(path):
+    """The run id a checkpoint records (None for an unreadable file or one without)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # any unreadable file: not the same run
+        return None
+    return ckpt.get("run_id") if isinstance(ckpt, dict) else None
+
+
+def data_identity(data):
+    """What a run trains on, cheaply: the dataset's name, classes, sizes, image shape and a
+    fingerprint of its labels and of a spread of its images. A resume on other data (another
+    --data_dir holding other images) is refused by it; the same data moved elsewhere is not."""
+    h = hashlib.blake2b(digest_size=12)
+    for x, y in ((data.train_x, data.train_y), (data.test_x, data.test_y)):
+        h.update(y.numpy().tobytes())
+        pick = torch.linspace(0, len(x) - 1, min(len(x), 256)).long()
+        h.update(x[pick].contiguous().numpy().tobytes())
+    return {"name": data.name, "classes": list(data.classes), "train": len(data.train_y),
+            "test": len(data.test_y), "shape": list(data.train_x.shape[1:]),
+            "fingerprint": h.hexdigest()}
+
+
+def check_same_data(saved, current, path):
+    """A resume continues on the data the checkpoint was trained on (a checkpoint from before
+    identities were stored is not checked)."""
+    if not isinstance(saved, dict):
+        return
+    diff = [k for k in ("name", "classes", "train", "test", "shape", "fingerprint")
+            if saved.get(k) != current.get(k)]
+    if diff:
+        what = "; ".join(f"{k} {saved.get(k)} -> {current.get(k)}" for k in diff
+                         if k != "fingerprint") or "the same sizes, other images"
+        raise UserError(f"{path} was trained on other data ({what}): resume with the data it "
+                        "was trained on (--data_dir may point at a copy, not at other images)")
 
 
 # Settings that may differ between a run and its resumption: where and how fast it runs, not
@@ -143,11 +214,6 @@ def settings(args):
     return {k: v for k, v in sorted(vars(args).items()) if not callable(v)}
 
 
-def write_settings(args, path):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(settings(args), f, indent=2)
-        f.write("\n")
 
 
 # ----------------------------------------------------------------------------- model files

@@ -1,5 +1,6 @@
-"""The command line every script shares: errors and exit codes, the parser, the shared flags,
-run_main (a user's mistake is one line and exit 2) and console output."""
+"""The command line every script shares: the parser, the shared flags, run_main (a user's
+mistake is one line and exit 2; the errors and exit codes are utils.errors') and console
+output."""
 import argparse
 import json
 import math
@@ -7,27 +8,10 @@ import os
 import sys
 
 from models import ARCHITECTURES, default_width
-from utils.data import DataError
+from utils.errors import (EXIT_DIVERGED, EXIT_STOPPED, EXIT_USER_ERROR, Diverged,
+                          Stopped, UserError)
 
-# Exit codes of the scripts, besides 0 and 130 (Ctrl-C).
-EXIT_USER_ERROR = 2  # bad input: one line on stderr says what to fix
-EXIT_DIVERGED = 3  # a loss became NaN or infinite; the last good checkpoint is kept
-EXIT_STOPPED = 75  # stopped on a signal with a checkpoint to resume from (EX_TEMPFAIL)
-
-
-class UserError(Exception):
-    """A mistake a user can fix (a bad flag, a missing file); printed as one line, exit 2."""
-
-
-class Stopped(Exception):
-    """Training stopped on a signal after writing a checkpoint to resume from (exit 75)."""
-
-
-class Diverged(Exception):
-    """A loss became NaN or infinite; the last good checkpoint is kept (exit 3)."""
-
-
-USER_ERRORS = (UserError, DataError)
+USER_ERRORS = (UserError,)  # DataError is one
 
 
 # ----------------------------------------------------------------------------- flags

@@ -15,7 +15,6 @@ makes a resumed run equal an uninterrupted one.
 """
 import contextlib
 import hashlib
-import math
 import os
 import sys
 from dataclasses import dataclass
@@ -24,13 +23,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from utils.errors import DataError, UserError
+
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 
 
-class DataError(Exception):
-    """A dataset that cannot be found or read; the message says what to do."""
 
 
 @dataclass
@@ -69,49 +67,22 @@ def make_generator(device, *keys):
 
 # ----------------------------------------------------------------------------- loading
 
-def _decode_folder(split_dir, classes=None):
-    """Decode DIR/<class>/* into uint8 (N, 3, H, W) and labels; classes sorted by name."""
-    from PIL import Image, UnidentifiedImageError
-
-    if classes is None:
-        classes = sorted(d for d in os.listdir(split_dir)
-                         if os.path.isdir(os.path.join(split_dir, d)))
-    images, labels = [], []
-    for label, name in enumerate(classes):
-        class_dir = os.path.join(split_dir, name)
-        if not os.path.isdir(class_dir):
-            raise DataError(f"{split_dir} has no folder '{name}': train/ and test/ must hold "
-                            "the same class folders")
-        for fname in sorted(os.listdir(class_dir)):
-            if not fname.lower().endswith(IMAGE_EXTENSIONS):
-                continue
-            path = os.path.join(class_dir, fname)
-            try:
-                with Image.open(path) as im:
-                    img = np.asarray(im.convert("RGB"))  # (H, W, 3) uint8, grey made RGB
-            except (OSError, UnidentifiedImageError) as e:
-                raise DataError(f"cannot decode image {path}: {e}") from None
-            if img.shape[:2] != (32, 32):
-                raise DataError(f"{path} is {img.shape[1]}x{img.shape[0]}; images must be 32x32 "
-                                "(resize your folder first)")
-            images.append(img)
-            labels.append(label)
-    if not images:
-        raise DataError(f"no images found under {split_dir}: expected "
-                        f"{split_dir}/<class>/*.png")
-    images = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-    return images, torch.tensor(labels, dtype=torch.int64), tuple(classes)
-
-
 def _folder_signature(root):
-    """What the cache key depends on: the path and every file's name, size and mtime."""
-    h = hashlib.sha1(os.path.abspath(root).encode())
+    """What the cache key depends on: the folder's real path (a link to it shares the cache)
+    and every file's name, size and modification time."""
+    root = os.path.realpath(root)
+    h = hashlib.sha1(root.encode("utf-8", "surrogateescape"))
     for split in ("train", "test"):
         for dirpath, dirnames, filenames in os.walk(os.path.join(root, split)):
             dirnames.sort()
             for f in sorted(filenames):
-                st = os.stat(os.path.join(dirpath, f))
-                h.update(f"{dirpath}/{f}:{st.st_size}:{st.st_mtime_ns}".encode())
+                path = os.path.join(dirpath, f)
+                try:
+                    st = os.stat(path)
+                except OSError:  # a broken link: decoding says so
+                    st = os.lstat(path)
+                h.update(f"{dirpath}/{f}:{st.st_size}:{st.st_mtime_ns}".encode(
+                    "utf-8", "surrogateescape"))
     return h.hexdigest()[:16]
 
 
@@ -120,35 +91,57 @@ def default_cache_dir():
     return os.path.join(base, "cnn_gan")
 
 
+def _read_cache(cache, name):
+    """The decoded folder from its cache, or None when the cache is missing or damaged in any
+    way (it is then rebuilt)."""
+    try:
+        with np.load(cache, allow_pickle=False) as z:
+            arrays = {k: torch.from_numpy(z[k].copy()) for k in
+                      ("train_x", "train_y", "test_x", "test_y")}
+            classes = tuple(str(c) for c in z["classes"])
+        x, y = arrays["train_x"], arrays["train_y"]
+        if x.dtype != torch.uint8 or x.dim() != 4 or len(x) != len(y) or not classes \
+                or arrays["test_x"].shape[1:] != x.shape[1:]:
+            return None
+        return ImageData(name, classes=classes, flip=True, **arrays)
+    except Exception:  # zip, EOF, value, key, anything: a damaged cache is rebuilt
+        return None
+
+
 def load_folder(root, cache_dir=None, name="folder"):
-    """An image folder with train/<class>/ and test/<class>/, decoded once and cached as .npz."""
+    """An image folder with train/<class>/ and test/<class>/ (the layout utils/images.py
+    states), decoded once and cached as .npz."""
+    from utils.files import atomic_path, remove_stale_temps
+    from utils.images import decode_split
+
+    if not os.path.exists(root):
+        raise DataError(f"data directory {root} does not exist")
+    if not os.path.isdir(root):
+        raise DataError(f"--data_dir {root} is a file, not a folder")
     for split in ("train", "test"):
         if not os.path.isdir(os.path.join(root, split)):
             raise DataError(f"{root} has no {split}/ folder: --data_dir must hold "
                             "train/<class>/*.png and test/<class>/*.png")
     cache_dir = cache_dir or default_cache_dir()
     cache = os.path.join(cache_dir, f"folder-{_folder_signature(root)}.npz")
-    if os.path.exists(cache):
-        try:
-            with np.load(cache) as z:
-                arrays = {k: torch.from_numpy(z[k].copy()) for k in
-                          ("train_x", "train_y", "test_x", "test_y")}
-                classes = tuple(str(c) for c in z["classes"])
-            return ImageData(name, classes=classes, flip=True, **arrays)
-        except (OSError, ValueError, KeyError):
-            pass  # a damaged cache is rebuilt below
+    data = _read_cache(cache, name) if os.path.isfile(cache) else None
+    if data is not None:
+        return data
     print(f"decoding {root} (once; cached in {cache_dir})", file=sys.stderr)
-    train_x, train_y, classes = _decode_folder(os.path.join(root, "train"))
-    test_x, test_y, _ = _decode_folder(os.path.join(root, "test"), classes)
+    train_x, train_y, classes = decode_split(os.path.join(root, "train"))
+    test_x, test_y, _ = decode_split(os.path.join(root, "test"), classes)
+    to_nchw = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).contiguous()  # noqa: E731
+    data = ImageData(name, to_nchw(train_x), torch.from_numpy(train_y), to_nchw(test_x),
+                     torch.from_numpy(test_y), classes, flip=True)
     try:
-        os.makedirs(cache_dir, exist_ok=True)
-        tmp = f"{cache}.{os.getpid()}.tmp.npz"
-        np.savez(tmp, train_x=train_x.numpy(), train_y=train_y.numpy(), test_x=test_x.numpy(),
-                 test_y=test_y.numpy(), classes=np.array(classes))
-        os.replace(tmp, cache)
-    except OSError as e:  # a read-only home is no reason to stop
-        print(f"warning: could not write the cache {cache}: {e}", file=sys.stderr)
-    return ImageData(name, train_x, train_y, test_x, test_y, classes, flip=True)
+        remove_stale_temps(cache_dir)
+        with atomic_path(cache, suffix=".npz") as tmp:
+            np.savez(tmp, train_x=train_x.transpose(0, 3, 1, 2), train_y=train_y,
+                     test_x=test_x.transpose(0, 3, 1, 2), test_y=test_y,
+                     classes=np.array(classes))
+    except UserError as e:  # a read-only home or a full disk is no reason to stop
+        print(f"warning: the decoded images were not cached ({e})", file=sys.stderr)
+    return data
 
 
 def load_cifar10(data_dir, cache_dir=None):
@@ -160,19 +153,7 @@ def load_cifar10(data_dir, cache_dir=None):
                 raise DataError(f"{root} holds classes {list(data.classes)}, not CIFAR-10's; "
                                 "use --dataset folder for other image folders")
             return data
-    import torchvision
-
-    present = os.path.isdir(os.path.join(data_dir, "cifar-10-batches-py"))
-    try:
-        # torchvision prints download progress on stdout, which is kept for the final JSON line
-        with contextlib.redirect_stdout(sys.stderr):
-            sets = [torchvision.datasets.CIFAR10(data_dir, train=t, download=not present)
-                    for t in (True, False)]
-    except Exception as e:  # URLError, OSError, RuntimeError: all mean "no usable copy here"
-        raise DataError(
-            f"CIFAR-10 is not in {data_dir} and could not be downloaded ({type(e).__name__}: "
-            f"{e}). Point --data_dir at a folder holding cifar-10-batches-py or a PNG copy "
-            "(train/<class>/*.png, test/<class>/*.png)") from None
+    sets = [_torchvision("CIFAR10", data_dir, CIFAR10_FILES, train=t) for t in (True, False)]
     (tx, ty), (vx, vy) = [(torch.from_numpy(s.data).permute(0, 3, 1, 2).contiguous(),
                            torch.tensor(s.targets, dtype=torch.int64)) for s in sets]
     return ImageData("cifar10", tx, ty, vx, vy, CIFAR10_CLASSES, flip=True)
@@ -198,23 +179,88 @@ def load_digits(data_dir=None, cache_dir=None):
                      flip=False)
 
 
-def _torchvision(dataset, data_dir, what, **kw):
-    """A torchvision dataset, downloaded into data_dir when missing (progress on stderr:
-    stdout is kept for the final JSON line); offline and absent: a DataError."""
+CIFAR10_FILES = tuple(f"cifar-10-batches-py/{f}" for f in
+                      ("batches.meta", "test_batch", *(f"data_batch_{i}" for i in range(1, 6))))
+
+
+def _mnist_files(folder):
+    return tuple(f"{folder}/raw/{f}" for f in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"))
+
+
+def _torchvision(dataset, data_dir, files, **kw):
+    """A torchvision dataset read from data_dir, which must hold `files` (paths relative to it).
+
+    Missing files are downloaded into a temporary folder and moved into data_dir only once
+    complete, so a failed download (no network) creates nothing where the user's data lives.
+    Files that are there but unreadable are reported as damaged, never replaced. torchvision's
+    progress goes to stderr: stdout is kept for the final JSON line.
+    """
     import torchvision
 
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise DataError(f"--data_dir {data_dir} is a file, not a folder")
+    cls = getattr(torchvision.datasets, dataset)
+    missing = [f for f in files if not os.path.isfile(os.path.join(data_dir, f))]
+    if missing:
+        _download(cls, dataset, data_dir, files, missing, **kw)
     try:
         with contextlib.redirect_stdout(sys.stderr):
-            return getattr(torchvision.datasets, dataset)(data_dir, download=True, **kw)
-    except Exception as e:  # URLError, OSError, RuntimeError: all mean "no usable copy here"
-        raise DataError(f"{what} is not in {data_dir} and could not be downloaded "
-                        f"({type(e).__name__}: {e}). Point --data_dir at the folder holding "
-                        f"{what}") from None
+            return cls(data_dir, download=False, **kw)
+    except Exception as e:  # torchvision's checks, numpy's reshape, EOF: the files are bad
+        top = os.path.join(data_dir, files[0].split("/")[0])
+        raise DataError(f"{dataset}'s files in {data_dir} are damaged or incomplete "
+                        f"({type(e).__name__}: {str(e)[:120]}): replace them, or delete {top} "
+                        "so that they are downloaded again") from None
+
+
+def _download(cls, dataset, data_dir, files, missing, **kw):
+    """Download into a temporary folder, then move what data_dir lacks into it."""
+    import shutil
+    import tempfile
+
+    tmp = tempfile.mkdtemp(prefix="cnn_gan-download-")
+    try:
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                cls(tmp, download=True, **kw)
+        except Exception as e:  # URLError, timeouts, HTTP errors, checksum failures
+            looked = ", ".join(os.path.join(data_dir, f) for f in missing[:2])
+            more = f" and {len(missing) - 2} more" if len(missing) > 2 else ""
+            top = files[0].split("/")[0]
+            hint = ""
+            if os.path.basename(os.path.normpath(data_dir)) in (top, "raw"):
+                hint = (f"; {data_dir} looks like the dataset's own folder: --data_dir names "
+                        "the folder that holds it")
+            raise DataError(f"{dataset} not found: looked for {looked}{more}, and the download "
+                            f"failed ({type(e).__name__}){hint}. Point --data_dir at the folder "
+                            f"holding {top if '/' in files[0] else ', '.join(files)}") from None
+        tops = {f.split("/")[0] for f in files}
+        for dirpath, _, names in os.walk(tmp):
+            for name in names:
+                rel = os.path.relpath(os.path.join(dirpath, name), tmp)
+                target = os.path.join(data_dir, rel)
+                if rel.split(os.sep)[0] in tops and not os.path.exists(target):
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    shutil.move(os.path.join(dirpath, name), target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _download_only(dataset, data_dir, files, **kw):
+    """Fetch a dataset's missing files into data_dir (as _torchvision), without loading it."""
+    import torchvision
+
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise DataError(f"--data_dir {data_dir} is a file, not a folder")
+    missing = [f for f in files if not os.path.isfile(os.path.join(data_dir, f))]
+    if missing:
+        _download(getattr(torchvision.datasets, dataset), dataset, data_dir, files, missing, **kw)
 
 
 def _load_mnist_like(dataset, data_dir, classes, flip):
     """MNIST or FashionMNIST in torchvision's layout: uint8 (N, 1, 28, 28)."""
-    sets = [_torchvision(dataset, data_dir, f"{dataset}/raw", train=t) for t in (True, False)]
+    sets = [_torchvision(dataset, data_dir, _mnist_files(dataset), train=t) for t in (True, False)]
     (tx, ty), (vx, vy) = [(s.data.unsqueeze(1).contiguous(), s.targets.long()) for s in sets]
     name = "mnist" if dataset == "MNIST" else "fashion_mnist"
     return ImageData(name, tx, ty, vx, vy, classes, flip=flip)
@@ -241,7 +287,7 @@ def load_svhn(data_dir, cache_dir=None):
     for split in ("train", "test"):
         path = os.path.join(data_dir, f"{split}_32x32.mat")
         if not os.path.exists(path):
-            _torchvision("SVHN", data_dir, f"{split}_32x32.mat", split=split)
+            _download_only("SVHN", data_dir, (f"{split}_32x32.mat",), split=split)
         try:
             mat = scipy.io.loadmat(path)
             x = torch.from_numpy(np.ascontiguousarray(np.transpose(mat["X"], (3, 2, 0, 1))))
@@ -273,8 +319,10 @@ def load_dataset(name, data_dir, cache_dir=None, subset=None, seed=0, labels_per
     if name not in DATASETS:
         raise DataError(f"unknown dataset '{name}'; choose one of {', '.join(DATASETS)}")
     if name == "folder":
-        if not os.path.isdir(data_dir):
+        if not os.path.exists(data_dir):
             raise DataError(f"data directory {data_dir} does not exist")
+        if not os.path.isdir(data_dir):
+            raise DataError(f"--data_dir {data_dir} is a file, not a folder")
         if not os.listdir(data_dir):
             raise DataError(f"data directory {data_dir} is empty")
     data = DATASETS[name](data_dir, cache_dir)

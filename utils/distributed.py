@@ -93,8 +93,13 @@ class StopSignal:
 
     def __init__(self, dist=None, stop_file=None, time_limit=None, poll_seconds=1.0,
                  started=None):
+        if stop_file and os.path.isdir(stop_file):
+            raise UserError(f"--stop_file {stop_file} is a folder: name a file (the job scripts "
+                            "create it when the scheduler warns of the walltime)")
         self.dist, self.stop_file, self.poll_seconds = dist or Dist(), stop_file, poll_seconds
         self.received = self.reason = None
+        # a stop file left by an earlier stop stops this run after its first step: said once
+        self.preexisting = bool(stop_file) and os.path.exists(stop_file)
         started = time.monotonic() if started is None else started
         self.deadline = started + time_limit if time_limit else None
         self._next_poll = 0.0  # the first call looks for the file at once
@@ -107,6 +112,18 @@ class StopSignal:
 
     def _handle(self, signum, frame):
         self.received = signum
+
+    def received_name(self):
+        return signal.Signals(self.received).name
+
+    def announce(self):
+        """Once training is about to start: say that a stop file was there already."""
+        if self.preexisting and self.reason is None:
+            self.reason = f"found {self.stop_file}"
+            if self.dist.is_main:
+                info(f"found {self.stop_file} before training started (left by an earlier "
+                     "stop?): this run stops after its first step with a checkpoint; delete "
+                     "it to train on")
 
     def asked(self):
         """Whether this process has been asked to stop (remembered once true)."""

@@ -1,8 +1,9 @@
-"""Pictures: image grids (PNG) and training curves from log records."""
+"""Pictures: image grids (PNG) and training curves from log records, written atomically."""
 import math
-import os
 
 import torch
+
+from utils.files import atomic_path
 
 
 def to_unit(images):
@@ -29,8 +30,8 @@ def save_grid(images, path, nrow=10, scale=2):
     img = Image.fromarray(array)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    img.save(path)
+    with atomic_path(path, suffix=".png") as tmp:
+        img.save(tmp)
 
 
 def plot_curves(records, panels, path, title, xkey="epoch", ncols=3):
@@ -60,8 +61,9 @@ def plot_curves(records, panels, path, title, xkey="epoch", ncols=3):
             ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=80)
+    finally:
+        plt.close(fig)
 

@@ -21,22 +21,28 @@ PNG_NAME = re.compile(r"(\d+)(?:_c(\d+))?\.png$")
 # ----------------------------------------------------------------------------- images
 
 def read_folder(folder, n=None):
-    """The PNG files of a folder (names sorted) as uint8 (N, C, S, S), with their classes where
-    every name carries one (_cK), else None."""
+    """The PNG files of a folder (names sorted; hidden files and anything else skipped) as
+    uint8 (N, C, S, S), with their classes where every name carries one (_cK), else None.
+    Every file must be a readable image of the first one's size and channels."""
     import numpy as np
-    from PIL import Image
 
-    names = sorted(f for f in os.listdir(folder) if f.lower().endswith(".png"))[:n]
+    from utils.images import read_image, shown
+
+    names = sorted(f for f in os.listdir(folder)
+                   if f.lower().endswith(".png") and not f.startswith("."))[:n]
     if not names:
         raise UserError(f"{folder} holds no PNG files")
-    arrays = []
-    for name in names:
-        with Image.open(os.path.join(folder, name)) as im:
-            arrays.append(np.asarray(im.convert("L" if im.mode in ("L", "1") else "RGB")))
-    if len({a.shape for a in arrays}) > 1:
-        raise UserError(f"the PNG files in {folder} differ in size or mode")
-    x = torch.from_numpy(np.stack(arrays))
-    x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)  # (N, C, S, S)
+    first = read_image(os.path.join(folder, names[0]))
+    if first.shape[0] != first.shape[1]:
+        raise UserError(f"{shown(os.path.join(folder, names[0]))} is not square: the metrics "
+                        "read square images")
+    arrays = [first] + [read_image(os.path.join(folder, name), size=first.shape[0])
+                        for name in names[1:]]
+    odd = next((name for name, a in zip(names, arrays) if a.shape != first.shape), None)
+    if odd is not None:
+        raise UserError(f"the PNG files in {folder} differ in channels: {names[0]} has "
+                        f"{first.shape[-1]}, {shown(odd)} has another number")
+    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)  # (N, S, S, C) -> (N, C, S, S)
     classes = [PNG_NAME.match(name) for name in names]
     labels = (torch.tensor([int(m.group(2)) for m in classes])
               if all(m and m.group(2) is not None for m in classes) else None)
@@ -190,6 +196,9 @@ def fidelity(fake, real, which, extractor, *, weights=None, device=None, cache_r
 def class_accuracy(images, labels, classifier, batch_size=250):
     """The share (%) of images the classifier gives the class in labels."""
     model, _ = load_model(classifier, "discriminator", "train_baseline.py")
+    if len(labels) and int(labels.max()) >= model.num_classes:
+        raise UserError(f"cacc: a sample is marked class {int(labels.max())}, and the classifier "
+                        f"{classifier} knows {model.num_classes} classes")
     hits = 0
     for start in range(0, len(images), batch_size):
         x = classifier_input(images[start:start + batch_size], model)
@@ -202,6 +211,8 @@ def evaluate(fake, fake_labels, real, real_labels, metrics, *, classifier=None, 
              splits=10, batch_size=250):
     """Every figure asked for, as a flat dict. real_name names the real images for the cache
     of their features (None: not cached)."""
+    check_counts(metrics, fake_labels, real_labels, len(fake), len(real), splits,
+                 intra and bool({"fid", "cfid"} & set(metrics)))
     out, common = {}, dict(weights=weights, device=device, cache_root=cache_root, splits=splits,
                            batch_size=batch_size)
     inception = [m for m in ("fid", "is", "kid") if m in metrics]
@@ -240,9 +251,10 @@ def real_cache_name(dataset, data_dir, split, n, subset_seed=None):
 
 
 def check_request(metrics, classifier=None, weights=None, extractor=INCEPTION,
-                  conditional=True):
+                  conditional=True, classes=None):
     """Everything the metrics asked for needs is there, before any work: the Inception
-    weights, a classifier with a class head, class-conditional samples for cacc."""
+    weights, a classifier with a class head, class-conditional samples for cacc, judged by a
+    classifier of the same classes (classes: the generator's class names, where known)."""
     if {"fid", "is", "kid"} & set(metrics) and extractor == INCEPTION:
         check_inception(weights)
     if {"cfid", "cacc"} & set(metrics):
@@ -252,6 +264,33 @@ def check_request(metrics, classifier=None, weights=None, extractor=INCEPTION,
         classifier_extractor(classifier)  # a class head, or one line
     if "cacc" in metrics and not conditional:
         raise UserError("cacc needs a class-conditional generator (--acgan on)")
+    if "cacc" in metrics and classes:
+        theirs = list(load_model(classifier, "discriminator", "train_baseline.py")[1]["classes"])
+        if theirs and list(classes) != theirs:
+            raise UserError(f"cacc: the classifier {classifier} names the classes "
+                            f"{', '.join(theirs[:4])}..., the generator "
+                            f"{', '.join(list(classes)[:4])}...: judge with a classifier of "
+                            "the generator's dataset")
+
+
+def check_counts(metrics, fake_labels, real_labels, n_fake, n_real, splits=10, intra=False):
+    """Each metric has the images it needs (a covariance needs two, the Inception Score one
+    per split), said in one line before any work."""
+    need = []
+    if {"fid", "cfid", "kid"} & set(metrics) and min(n_fake, n_real) < 2:
+        need.append(f"fid, cfid and kid need at least 2 fake and 2 real images (here {n_fake} "
+                    f"and {n_real})")
+    if "is" in metrics and n_fake < splits:
+        need.append(f"is needs at least --splits {splits} fake images (here {n_fake})")
+    if intra and fake_labels is not None and real_labels is not None:
+        for c in sorted(set(fake_labels.tolist())):
+            f, r = int((fake_labels == c).sum()), int((real_labels == c).sum())
+            if min(f, r) < 2:
+                need.append(f"--intra needs at least 2 fake and 2 real images of each class "
+                            f"(class {c}: {f} and {r})")
+                break
+    if need:
+        raise UserError("; ".join(need))
 
 
 def parse_metrics(text):

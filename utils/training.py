@@ -18,17 +18,19 @@ A trainer (train_baseline.py, train_gan.py, train_simclr.py) is an object with:
 """
 import contextlib
 import json
-import os
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from utils.checkpoints import (PROGRESS_FIELDS, atomic_save, check_same_settings, load_checkpoint,
-                               resolve_resume, settings, write_settings)
+from utils.checkpoints import (PROGRESS_FIELDS, atomic_save, check_same_data, check_same_settings,
+                               data_identity, load_checkpoint, resolve_resume, run_id_of,
+                               settings)
 from utils.cli import Diverged, Stopped, UserError, check_shared_flags, info, progress
 from utils.distributed import Dist, StopSignal, init_distributed
+from utils.rundir import JsonLog, RunFolder, check_resume_target
 from utils.runtime import Runtime
 
 PLOT_SECONDS = 60.0
@@ -87,6 +89,10 @@ class Run:
     ckpt_path: str
     resume_from: str = None
     ckpt: dict = None
+    folder: RunFolder = None  # the run folder (rank 0 holds its lock)
+    run_id: str = None  # the same through every resumption of a run
+    data_id: dict = None  # what the data is (name, classes, sizes, fingerprint)
+    begun: bool = False
     started: float = field(default_factory=time.monotonic)
     log: object = None  # the JSON-lines log; None on every rank but 0
     stop: object = None
@@ -97,9 +103,12 @@ class Run:
     plotted: tuple = (0, float("-inf"))  # (epochs in the curves, when they were drawn)
 
     def begin(self):
-        """Once the data and models are ready: print and save the settings, open the log and
-        listen for the stop signals. Nothing is written before this."""
-        out, kind = self.args.out_dir, self.kind
+        """Once the data and models are ready: print and save the settings, open the log.
+        Nothing is written before this (a fresh run over an earlier one writes staged files
+        until its first output: utils/rundir.py)."""
+        if self.stop.received is not None:  # a signal came while the run was starting
+            raise Stopped(f"received {self.stop.received_name()} while starting, before any "
+                          "training: nothing to save; run the same command again")
         if self.dist.is_main:
             info("settings: " + json.dumps(self.config))
             info("runtime: " + json.dumps(dict(self.runtime.describe(),
@@ -108,15 +117,22 @@ class Run:
                 names = ("brightness", "contrast", "saturation", "hue")
                 info(f"colour jitter ({self.args.color_jitter}): " + ", ".join(
                     f"{n} {s:.3f}" if s else f"{n} off" for n, s in zip(names, self.jitter)))
-            write_settings(self.args, os.path.join(out, f"{kind}_config.json"))
-            self.log = JsonLog(os.path.join(out, f"{kind}_log.jsonl"), fresh=not self.ckpt)
-        self.stop = StopSignal(self.dist, self.args.stop_file, self.args.time_limit,
-                               started=self.started)
+            if not self.ckpt:
+                self.folder.begin_fresh()
+            self.folder.settings_file(self.config)
+            position = (self.ckpt["epoch"], self.ckpt["step"]) if self.ckpt else None
+            self.log = JsonLog(self.folder, f"{self.kind}_log.jsonl", resume_at=position)
+        self.begun = True
         if self.ckpt:
             self.history, self.seconds = self.ckpt["history"], self.ckpt["seconds"]
             self.saved_at = (self.ckpt["epoch"], self.ckpt["step"])
-            self.say(f"resuming {self.resume_from} at epoch {self.ckpt['epoch'] + 1}, "
-                     f"step {self.ckpt['step']}")
+            if self.ckpt["epoch"] >= self.args.epochs:
+                self.say(f"{self.resume_from} is finished ({self.ckpt['epoch']} of "
+                         f"{self.args.epochs} epochs): nothing left to train")
+            else:
+                self.say(f"resuming {self.resume_from} at epoch {self.ckpt['epoch'] + 1}, "
+                         f"step {self.ckpt['step']}")
+        self.stop.announce()
 
     def say(self, message):
         if self.dist.is_main:
@@ -129,6 +145,9 @@ class Run:
         a = self.args
         data = load_dataset(a.dataset, a.data_dir, a.cache_dir, a.subset, a.seed,
                             getattr(a, "labels_per_class", None))
+        self.data_id = data_identity(data)
+        if self.ckpt:
+            check_same_data(self.ckpt.get("data"), self.data_id, self.resume_from)
         train, test = make_loaders(a, data, self.runtime, self.dist)
         if train.augment is not None and train.augment.crop:
             self.jitter = train.augment.strengths
@@ -139,11 +158,22 @@ class Run:
         trainer's state dicts, written atomically."""
         if not self.dist.is_main:
             return
-        atomic_save({"kind": trainer.kind, "epoch": epoch, "step": step,
-                     "partial": None if sums is None else sums.detach().cpu(),
-                     "settings": self.config, "history": self.history,
-                     "seconds": self.seconds, **trainer.state()}, self.ckpt_path)
+        self.outputs_begin()
+        try:
+            atomic_save({"kind": trainer.kind, "epoch": epoch, "step": step,
+                         "partial": None if sums is None else sums.detach().cpu(),
+                         "settings": self.config, "history": self.history,
+                         "seconds": self.seconds, "run_id": self.run_id, "data": self.data_id,
+                         **trainer.state()}, self.ckpt_path)
+        except UserError as e:  # a full disk: the last checkpoint is still whole
+            raise UserError(f"{e}; {self.kept()}: free some space, then resume with "
+                            "--resume") from None
         self.saved_at = (epoch, step)
+
+    def outputs_begin(self):
+        """Before the run's first output (rank 0): a fresh run replaces the earlier run's
+        files now (utils/rundir.py)."""
+        self.folder.replace_earlier()
 
     def kept(self):
         """Which checkpoint a failed run leaves behind, in words."""
@@ -183,12 +213,17 @@ class Run:
                               f"--resume (checkpoint {self.ckpt_path})")
             means = trainer.means(self.dist.all_sum(sums))
             if self.dist.is_main:
-                record, text = trainer.end_epoch(epoch, means, time.time() - t0)
+                self.outputs_begin()
+                try:
+                    record, text = trainer.end_epoch(epoch, means, time.time() - t0)
+                except UserError as e:  # a grid could not be written: a full disk
+                    raise UserError(f"{e}; {self.kept()}: free some space, then resume with "
+                                    "--resume") from None
                 record = dict(epoch=epoch + 1, **record, seconds=round(time.time() - t0, 2))
                 self.history.append(record)
-                self.log.write(event="epoch", **record)
                 info(f"epoch {epoch + 1}/{epochs} {text} ({record['seconds']:.1f}s)")
-                self.save(trainer, epoch + 1)
+                self.save(trainer, epoch + 1)  # first the checkpoint, then the log: the log
+                self.log.write(event="epoch", **record)  # never holds an unsaved epoch
                 self.plot(trainer, now=epoch + 1 == epochs)
             if epoch + 1 < epochs and self.stop.settle():
                 self.plot(trainer, now=True)
@@ -202,7 +237,10 @@ class Run:
         done, when = self.plotted
         if (self.dist.is_main and len(self.history) > done
                 and (now or time.monotonic() - when >= PLOT_SECONDS)):
-            trainer.plot(self.history)
+            try:
+                trainer.plot(self.history)
+            except UserError as e:  # the curves are redrawn next time; training goes on
+                info(f"warning: the curves were not drawn ({e})")
             self.plotted = (len(self.history), time.monotonic())
 
     def train_epoch(self, trainer, batches, epoch, start=0, sums=None):
@@ -236,7 +274,11 @@ class Run:
     def __exit__(self, exc_type, exc, tb):
         # Every rank reaches the end, a stop or a divergence together; any other error may be
         # one rank's alone, and waiting for the others there would hang.
-        self.close(together=exc_type is None or issubclass(exc_type, (Stopped, Diverged)))
+        try:
+            self.close(together=exc_type is None or issubclass(exc_type, (Stopped, Diverged)))
+        finally:
+            if self.folder is not None:
+                self.folder.release(failed_early=exc_type is not None and not self.begun)
 
     def close(self, together=True):
         """Leave the process group. When all ranks got here together, first finish the stop
@@ -262,39 +304,33 @@ def open_run(args, trainer):
     """
     started = time.monotonic()
     check_shared_flags(args)
-    dist = init_distributed(args.device)
-    runtime = Runtime.from_args(args, dist)
-    config = settings(args)
-    ckpt_path = os.path.join(args.out_dir, f"{trainer.kind}.ckpt")
-    resume_from = resolve_resume(args, ckpt_path)
-    ckpt = None
-    if resume_from:
-        ckpt = load_checkpoint(resume_from, trainer.kind, {**PROGRESS_FIELDS, **trainer.fields})
-        partial = ckpt["partial"]
-        if ckpt["step"] and (partial is None or partial.numel() != trainer.sums_width):
-            raise UserError(f"{resume_from} is damaged: a checkpoint written mid-epoch needs "
-                            f"{trainer.sums_width} running sums, it holds "
-                            f"{0 if partial is None else partial.numel()}")
-        check_same_settings(ckpt["settings"], config, resume_from)
-    return Run(args, dist, runtime, config, trainer.kind, ckpt_path, resume_from, ckpt,
-               started=started)
-
-
-# ----------------------------------------------------------------------------- logs
-
-class JsonLog:
-    """One JSON object per line; a resumed run appends, a fresh one starts a new file."""
-
-    def __init__(self, path, fresh=False):
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self.path = path
-        if fresh and os.path.exists(path):
-            os.remove(path)
-
-    def write(self, **record):
-        record.setdefault("time", round(time.time(), 3))
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+    stop = StopSignal(stop_file=args.stop_file, time_limit=args.time_limit, started=started)
+    folder = RunFolder(args.out_dir, trainer.kind, trainer.products, trainer.patterns)
+    try:
+        dist = init_distributed(args.device)
+        stop.dist = dist
+        runtime = Runtime.from_args(args, dist)
+        config = settings(args)
+        folder.take(main=dist.is_main)
+        resume_from = resolve_resume(args, folder)
+        ckpt = None
+        if resume_from:
+            ckpt = load_checkpoint(resume_from, trainer.kind,
+                                   {**PROGRESS_FIELDS, **trainer.fields})
+            partial = ckpt["partial"]
+            if ckpt["step"] and (partial is None or partial.numel() != trainer.sums_width):
+                raise UserError(f"{resume_from} is damaged: a checkpoint written mid-epoch "
+                                f"needs {trainer.sums_width} running sums, it holds "
+                                f"{0 if partial is None else partial.numel()}")
+            check_same_settings(ckpt["settings"], config, resume_from)
+            check_resume_target(folder, resume_from, run_id_of)
+    except BaseException:
+        stop.restore()
+        folder.release(failed_early=True)
+        raise
+    run_id = (ckpt or {}).get("run_id") or uuid.uuid4().hex
+    return Run(args, dist, runtime, config, trainer.kind, folder.ckpt, resume_from, ckpt,
+               folder=folder, run_id=run_id, started=started, stop=stop)
 
 
 # ----------------------------------------------------------------------------- data, evaluation

@@ -6,6 +6,7 @@ import os
 
 from utils.checkpoints import RESUMABLE_CHANGES
 from utils.cli import UserError, info
+from utils.files import atomic_path, read_json
 
 LOG, CONFIG = "baseline_log.jsonl", "baseline_config.json"
 
@@ -27,12 +28,10 @@ def read_history(run_dir):
                 epochs[record["epoch"]] = record
     if not epochs:
         raise UserError(f"{log} holds no finished epoch yet")
-    settings = {}
     try:
-        with open(os.path.join(run_dir, CONFIG)) as f:
-            settings = json.load(f)
-    except (OSError, ValueError):
-        pass  # the labels fall back on the folder's name
+        settings = read_json(os.path.join(run_dir, CONFIG), {})
+    except UserError:
+        settings = {}  # the labels fall back on the folder's name
     return [epochs[k] for k in sorted(epochs)], settings
 
 
@@ -70,10 +69,11 @@ def plot_compare(histories, labels, path):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
 
 
 def run_compare(ctx):

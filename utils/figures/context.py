@@ -1,6 +1,5 @@
 """What every figure of visualize.py shares: the run's model files, the device, the test batch,
 file names that carry the settings, and summary.json (the figures' numbers)."""
-import json
 import os
 
 import torch
@@ -8,6 +7,7 @@ import torch
 from utils.checkpoints import load_model
 from utils.cli import UserError, info
 from utils.data import load_dataset, make_generator, to_float
+from utils.files import update_json
 from utils.runtime import Runtime
 
 MODELS = {"baseline": ("cifar10.model", "train_baseline.py"),
@@ -77,10 +77,29 @@ class Context:
             dataset = self.args.dataset or trained.get("dataset", "cifar10")
             data_dir = self.args.data_dir or trained.get("data_dir", "./data")
             data = load_dataset(dataset, data_dir, self.args.cache_dir)
+            for name in self.names:
+                self.check_fits(name, data)
             x, y = pick_test_batch(data, self.args.batch_size, self.args.seed)
             self._batch = (x.to(self.device, memory_format=self.runtime.memory_format),
                            y.to(self.device))
         return self._batch
+
+    def check_fits(self, name, data):
+        """A discriminator is shown images of the shape it reads and named by its own classes;
+        other data is refused before any figure is written."""
+        model, ckpt = self.model(name)
+        want = (model.arch.get("in_channels"), model.arch.get("image_size"))
+        have = (data.channels, data.image_size)
+        fix = "pass the --dataset (and --data_dir) it was trained on"
+        if want != have:
+            raise UserError(f"the {name} discriminator ({self.paths[name]}) reads "
+                            f"{want[0]}-channel {want[1]}x{want[1]} images, and {data.name}'s "
+                            f"are {have[0]}-channel {have[1]}x{have[1]}: {fix}")
+        classes = list(ckpt.get("classes") or [])
+        if model.num_classes and classes and classes != list(data.classes):
+            raise UserError(f"the {name} discriminator ({self.paths[name]}) names the classes "
+                            f"{', '.join(classes[:4])}..., and {data.name}'s are "
+                            f"{', '.join(list(data.classes)[:4])}...: {fix}")
 
     def suffix(self, *names):
         """Settings that differ from the defaults, for file names: '_gain4_jitter2'."""
@@ -98,10 +117,5 @@ class Context:
         return os.path.join(self.out_dir, name)
 
     def record(self, key, value):
-        summary = {}
-        if os.path.exists(self.summary_path):
-            with open(self.summary_path) as f:
-                summary = json.load(f)
-        summary[key] = value
-        with open(self.out(os.path.basename(self.summary_path)), "w") as f:
-            json.dump(summary, f, indent=2)
+        """Put one figure's numbers into summary.json (atomically, keeping the rest)."""
+        update_json(self.out(os.path.basename(self.summary_path)), key, value)

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from utils.cli import info
+from utils.files import atomic_path
 from utils.pictures import save_grid, to_unit
 
 LEVEL = 2 / 255  # one 8-bit level in the [-1, 1] range
@@ -89,5 +90,8 @@ def plot_gain_curve(curve, path, name):
     ax.legend(fontsize=8)
     ax.set_title(f"{name} discriminator: perturbation toward label + 1", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=80)
+    finally:
+        plt.close(fig)

@@ -1,11 +1,12 @@
 """The report: what the assignment asks to hand in, gathered from the run's figures, model
 files, logs and summary.json into one PDF."""
-import json
 import os
 
 from utils.checkpoints import load_model
 from utils.cli import UserError, info
+from utils.files import atomic_path, read_json
 from utils.figures.context import MODELS
+from utils.rundir import read_records
 
 
 def find_figure(folder, stem):
@@ -45,11 +46,9 @@ def quality_notes(metrics, log_path):
                 spread = metrics.get(f"{key}_std")
                 notes.append(f"  {name}: {metrics[key]:.4g}" +
                              (f" +- {spread:.2g}" if spread is not None else ""))
-    evals = []
-    if os.path.exists(log_path):
-        with open(log_path) as f:
-            evals = [r for r in map(json.loads, f) if r.get("event") == "epoch"
-                     and "eval_samples" in r]
+    evals = {r["epoch"]: r for r in read_records(log_path)  # the last record of each epoch
+             if r.get("event") == "epoch" and "eval_samples" in r}
+    evals = [evals[k] for k in sorted(evals)]
     if evals:
         notes.append(f"during training (--eval_every), {evals[-1]['eval_samples']} samples "
                      "each (fewer than 50,000 samples read FID higher):")
@@ -71,10 +70,7 @@ def build_report(run_dir, vis_dir, path, paths=None):
     from matplotlib.backends.backend_pdf import PdfPages
 
     paths = paths or {k: os.path.join(run_dir, f) for k, (f, _) in MODELS.items()}
-    summary = {}
-    if os.path.exists(os.path.join(vis_dir, "summary.json")):
-        with open(os.path.join(vis_dir, "summary.json")) as f:
-            summary = json.load(f)
+    summary = read_json(os.path.join(vis_dir, "summary.json"), {})
     titles, missing = [], []
 
     def page(title, items, ncols, notes=()):
@@ -102,7 +98,7 @@ def build_report(run_dir, vis_dir, path, paths=None):
         plt.close(fig)
         titles.append(title)
 
-    with PdfPages(path) as pdf:
+    with atomic_path(path, suffix=".pdf") as tmp, PdfPages(tmp) as pdf:
         notes = []
         for name, (fname, script) in MODELS.items():
             m = model_metrics(paths[name]) if os.path.exists(paths[name]) else None

@@ -1,10 +1,11 @@
 """A generator's samples: a grid with one column per class, interpolations between two noise
 vectors, and the export of many samples as PNG files (what FID tools read)."""
+import contextlib
 import os
 
 import torch
 
-from utils.cli import UserError, info
+from utils.cli import UserError, info, progress
 from utils.data import make_generator
 from utils.pictures import save_grid, to_unit
 from utils.sampling import conditioning, latent
@@ -46,32 +47,55 @@ def interpolations(G, rows, steps, num_classes, seed, device, kind="normal"):
     return G(z.flatten(0, 1))
 
 
+EXPORT_MARK = ".cnn_gan_export.json"  # marks a folder as an export of this project
+
+
+def export_names(n, num_classes):
+    """The file names of an export of n images: 00000.png ..., or 00000_c3.png (class 3)."""
+    return [f"{i:05d}_c{i % num_classes}.png" if num_classes else f"{i:05d}.png"
+            for i in range(n)]
+
+
+def claim_export_folder(folder):
+    """An export goes into a new or empty folder, or one an earlier export marked as its own,
+    whose files (exactly the names it wrote) are removed first. A folder holding anything else
+    is refused: nothing the project did not write is deleted."""
+    from utils.files import check_writable_folder, read_json
+
+    mark = os.path.join(folder, EXPORT_MARK)
+    if os.path.isdir(folder) and os.path.isfile(mark):
+        earlier = read_json(mark, {})
+        for name in export_names(int(earlier.get("n", 0)), int(earlier.get("classes", 0))):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(folder, name))
+    elif os.path.isdir(folder) and [f for f in os.listdir(folder) if f != ".cnn_gan.lock"]:
+        raise UserError(f"{folder} holds files this project did not write: export into a new "
+                        "or empty folder (nothing was deleted)")
+    check_writable_folder(folder)
+
+
 @torch.no_grad()
 def export_samples(G, n, num_classes, seed, device, folder, kind="normal", batch=500):
-    """n generated images as PNG files in folder: 00000.png ..., or for a class-conditional
-    generator balanced over the classes, 00000_c3.png (class 3) ...; returns the file names.
-    Earlier exports' files there are removed first, so the folder holds this export only."""
-    import re
-
+    """n generated images as PNG files in folder (export_names; balanced over the classes of a
+    class-conditional generator); returns the file names. The folder is marked as an export
+    first, so the next export into it may replace these files and no others."""
     from PIL import Image
 
-    os.makedirs(folder, exist_ok=True)
-    for f in os.listdir(folder):
-        if re.fullmatch(r"\d{5,}(_c\d+)?\.png", f):
-            os.remove(os.path.join(folder, f))
-    g, names = make_generator(device, seed, "export"), []
-    for start in range(0, n, batch):
+    from utils.files import atomic_path, atomic_write_json
+
+    claim_export_folder(folder)
+    atomic_write_json(os.path.join(folder, EXPORT_MARK), dict(n=n, classes=num_classes))
+    g, names = make_generator(device, seed, "export"), export_names(n, num_classes)
+    for start in progress(range(0, n, batch), -(-n // batch), "export"):
         count = min(batch, n - start)
         labels = (torch.arange(start, start + count, device=device) % num_classes
                   if num_classes else None)
         images = to_unit(G(latent(G, labels, count, num_classes, g, kind)))  # (B, C, S, S)
         pixels = (images * 255).round().byte().permute(0, 2, 3, 1).numpy()  # (B, S, S, C)
         for k, array in enumerate(pixels):
-            i = start + k
-            name = f"{i:05d}_c{i % num_classes}.png" if num_classes else f"{i:05d}.png"
-            Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(
-                os.path.join(folder, name))
-            names.append(name)
+            path = os.path.join(folder, names[start + k])
+            with atomic_path(path, suffix=".png", durable=False) as tmp:
+                Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(tmp)
     return names
 
 

@@ -1,0 +1,227 @@
+"""The files the project writes: each one atomically (a temporary file beside it, then a
+rename, so a crash at any instant leaves the old file or the new one, whole), a folder held by
+one process at a time (an OS lock, gone with the process), and a full disk or a read-only
+folder said in one line.
+
+Temporary files are named .NAME.PID.tmp (hidden, with the writer's process id), so the next
+start can tell a killed writer's leftovers from a live one's and remove them.
+"""
+import contextlib
+import errno
+import json
+import os
+import re
+import socket
+import sys
+import time
+
+from utils.errors import UserError
+
+LOCK_NAME = ".cnn_gan.lock"
+TEMP = re.compile(r"^\..+\.(\d+)\.tmp(\.[A-Za-z0-9]+)?$")
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+class NoSpace(UserError):
+    """The disk (or the quota) is full; what was being written was not."""
+
+
+def temp_path(path, suffix=""):
+    """Where path is written first: .NAME.PID.tmp in the same folder (the rename that follows
+    is atomic only within one file system). suffix keeps an extension a writer needs."""
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f".{name}.{os.getpid()}.tmp{suffix}")
+
+
+def io_error(e, path):
+    """An OSError while writing path, as the one line a user can act on."""
+    if e.errno in NO_SPACE:
+        return NoSpace(f"no space left on the device to write {path}")
+    if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return UserError(f"cannot write {path}: {e.strerror} (a read-only folder, or another "
+                         "user's); choose a folder you can write to")
+    if e.errno == errno.ENAMETOOLONG:
+        return UserError(f"cannot write {path}: the path is too long for this file system")
+    return UserError(f"cannot write {path}: {e.strerror or e}")
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix="", durable=True):
+    """Yield a temporary path to write to; on success it replaces path, on any failure it is
+    removed and path is left as it was. durable: flushed to the disk before the rename (what a
+    checkpoint needs; an exported sample can do without the cost)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = temp_path(path, suffix)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        yield tmp
+        if durable:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise io_error(e, path) from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+
+
+def atomic_write_text(path, text):
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def atomic_write_json(path, obj):
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def read_json(path, default=None):
+    """A JSON file the project wrote, or default when it is missing; a damaged one is one
+    line naming it (it is rewritten whole next time, so damage means something else wrote)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return default
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} is damaged ({type(e).__name__}): delete it and make it "
+                        "again") from None
+
+
+def update_json(path, key, value):
+    """Set one key of a JSON object file (read, change, write atomically), holding a lock so
+    that two processes recording figures into the same file do not lose each other's."""
+    folder, name = os.path.split(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    with short_lock(os.path.join(folder, f".{name}.lock")):
+        data = read_json(path, {})
+        data = data if isinstance(data, dict) else {}
+        data[key] = value
+        atomic_write_json(path, data)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(folder):
+    """Remove the temporary files that killed writers left in folder (their process is gone).
+    Returns the names removed."""
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        m = TEMP.match(name)
+        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(folder, name))
+                removed.append(name)
+    return removed
+
+
+# ----------------------------------------------------------------------------- folders
+
+def check_writable_folder(folder, flag="--out_dir"):
+    """The folder exists as a folder we can write to (created if missing), or one line saying
+    what stands in the way: checked before any data is loaded."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UserError(f"{flag} {folder} is a file, not a folder")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = temp_path(os.path.join(folder, "probe"))
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise io_error(e, folder) from None
+
+
+class FolderLock:
+    """An exclusive OS lock (flock) on FOLDER/.cnn_gan.lock, held while the process lives: the
+    kernel releases it when the process ends, however it ends, so a kill -9 leaves no stale
+    lock (only the file, which the next holder reuses). The file records who holds it, for the
+    message a second process gets, and is removed when its holder lets go."""
+
+    def __init__(self, folder, what="run"):
+        self.folder, self.what, self.file = folder, what, None
+        self.path = os.path.join(folder, LOCK_NAME)
+
+    def acquire(self):
+        import fcntl
+
+        while True:
+            try:
+                f = open(self.path, "a+", encoding="utf-8")
+            except OSError as e:
+                raise io_error(e, self.path) from None
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                f.close()
+                raise UserError(f"{self.folder} is in use by another {self.what} ({holder}): "
+                                "wait for it to end, or choose another folder") from None
+            except OSError:
+                break  # a file system without locks (some network mounts): go on unlocked
+            try:  # the holder before us may have removed the file as we opened it: retry
+                if os.fstat(f.fileno()).st_ino == os.stat(self.path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            f.close()
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(sys.argv[:1])}")
+        f.flush()
+        self.file = f
+        return self
+
+    def release(self):
+        if self.file is not None:
+            with contextlib.suppress(OSError):
+                os.remove(self.path)  # while still holding it: see acquire
+            self.file.close()  # closing the file releases the lock
+            self.file = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+@contextlib.contextmanager
+def short_lock(path, timeout=60.0):
+    """A blocking lock on path for a few file operations (waits up to timeout seconds)."""
+    import fcntl
+
+    try:
+        f = open(path, "a+")
+    except OSError as e:
+        raise io_error(e, path) from None
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise UserError(f"{path} stayed locked for {timeout:.0f} s by another "
+                                    "process") from None
+                time.sleep(0.05)
+            except OSError:
+                break  # no locks on this file system
+        yield
+    finally:
+        f.close()

@@ -1,0 +1,201 @@
+"""A trainer's run folder (--out_dir): held by one run at a time, its files known by name, and
+at every instant either the earlier run or the new one, whole.
+
+A fresh run in a folder that holds an earlier run of the same trainer (--overwrite, or what a
+run that never reached its first checkpoint left) writes its settings and log under staged
+names first; just before its first output (a checkpoint, a grid, the curves) it replaces the
+earlier run's files by its own. That replacement is written down first (a journal), so a crash
+in its middle is finished by the next start; a crash before it leaves the earlier run as it
+was, and the staged files are removed by the next start.
+"""
+import contextlib
+import json
+import os
+import re
+import time
+
+from utils.errors import UserError
+from utils.files import (FolderLock, atomic_write_json, atomic_write_text, check_writable_folder,
+                         io_error, read_json, remove_stale_temps)
+
+
+class RunFolder:
+    """The files of one trainer's run in a folder.
+
+    kind names them (KIND.ckpt, KIND_log.jsonl, KIND_config.json, KIND_curves.png); products
+    are the files a finished run leaves (model files: their presence means a run worth
+    keeping); patterns are regular expressions of more of its files, relative to the folder
+    (the GAN's grids, output/000.png ...).
+    """
+
+    def __init__(self, folder, kind, products=(), patterns=()):
+        self.folder, self.kind = folder, kind
+        self.products, self.patterns = tuple(products), tuple(patterns)
+        self.journal = self.path(f".{kind}.replace.json")
+        self.staging = False
+        self.created = False
+        self.lock = None
+
+    def path(self, name):
+        return os.path.join(self.folder, name)
+
+    @property
+    def ckpt(self):
+        return self.path(f"{self.kind}.ckpt")
+
+    def names(self):
+        """The run's own file names (relative to the folder) that exist now."""
+        fixed = [f"{self.kind}.ckpt", f"{self.kind}_log.jsonl", f"{self.kind}_config.json",
+                 f"{self.kind}_curves.png", *self.products]
+        found = [n for n in fixed if os.path.isfile(self.path(n))]
+        for pattern in self.patterns:
+            sub, _, rx = pattern.rpartition("/")
+            try:
+                entries = os.listdir(self.path(sub)) if sub else []
+            except OSError:
+                entries = []
+            found += [f"{sub}/{e}" for e in sorted(entries) if re.fullmatch(rx, e)]
+        return found
+
+    def holds_results(self):
+        """Whether the folder holds a checkpoint or a product of an earlier run."""
+        return any(os.path.isfile(self.path(n)) for n in (f"{self.kind}.ckpt", *self.products))
+
+    # ------------------------------------------------------------------------- taking hold
+
+    def take(self, main=True):
+        """Make sure the folder can be written (before any data is loaded), hold its lock (rank
+        0), finish a replacement a crash interrupted, and remove killed writers' leftovers."""
+        if not main:
+            return self
+        self.created = not os.path.exists(self.folder)
+        check_writable_folder(self.folder)
+        self.lock = FolderLock(self.folder).acquire()
+        if os.path.isfile(self.journal):
+            self._replace(read_json(self.journal, {}))
+        for name in os.listdir(self.folder):  # an interrupted --overwrite's staged files
+            if name.startswith(f".{self.kind}_") and name.endswith(".staged"):
+                with contextlib.suppress(OSError):
+                    os.remove(self.path(name))
+        remove_stale_temps(self.folder)
+        return self
+
+    def release(self, failed_early=False):
+        """Let go of the lock; a folder this run created and never wrote into is removed."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+            if failed_early and self.created:
+                with contextlib.suppress(OSError):
+                    os.rmdir(self.folder)  # only when empty
+
+    # ------------------------------------------------------------------------- replacing
+
+    def begin_fresh(self):
+        """A fresh run: stage its first files when an earlier run's are there."""
+        self.staging = bool(self.names())
+
+    def target(self, name):
+        """Where one of the run's files is written now (its staged name while staging)."""
+        return self.path(f".{name}.staged") if self.staging else self.path(name)
+
+    def replace_earlier(self):
+        """Before the new run's first output: the earlier run's files go, the staged ones take
+        their names. Journaled, so that a crash in between is finished by the next start."""
+        if not self.staging:
+            return
+        staged = [n for n in (f"{self.kind}_config.json", f"{self.kind}_log.jsonl")
+                  if os.path.isfile(self.path(f".{n}.staged"))]
+        plan = {"remove": self.names(), "rename": [[f".{n}.staged", n] for n in staged]}
+        atomic_write_json(self.journal, plan)
+        self._replace(plan)
+        self.staging = False
+
+    def _replace(self, plan):
+        for name in plan.get("remove", []):
+            if os.path.isfile(self.path(f".{name}.staged")):
+                continue  # the new run's own, about to take this name
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.path(name))
+        for src, dst in plan.get("rename", []):
+            if os.path.isfile(self.path(src)):
+                os.replace(self.path(src), self.path(dst))
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.journal)
+
+    # ------------------------------------------------------------------------- the log
+
+    def settings_file(self, settings):
+        atomic_write_text(self.target(f"{self.kind}_config.json"),
+                          json.dumps(settings, indent=2) + "\n")
+
+
+def check_resume_target(folder, resume_from, run_id_of):
+    """--resume PATH writes into --out_dir: allowed when that is PATH's own folder, when the
+    folder holds no results of a run, or when its checkpoint is the same run's (run ids)."""
+    if os.path.realpath(resume_from) == os.path.realpath(folder.ckpt):
+        return
+    if not folder.holds_results():
+        return
+    theirs = run_id_of(folder.ckpt) if os.path.isfile(folder.ckpt) else None
+    if theirs is not None and theirs == run_id_of(resume_from):
+        return
+    raise UserError(f"--resume {resume_from}: {folder.folder} holds another run "
+                    f"({', '.join(folder.names()[:3])}); resume into the checkpoint's own folder "
+                    "or an empty --out_dir")
+
+
+# ----------------------------------------------------------------------------- the log
+
+def read_records(path):
+    """The JSON objects of a JSON-lines log; a line a crash cut short is skipped."""
+    records = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                with contextlib.suppress(ValueError):
+                    record = json.loads(line)
+                    if isinstance(record, dict):
+                        records.append(record)
+    except FileNotFoundError:
+        pass
+    return records
+
+
+def _logged_by(record, position):
+    """Whether a record belongs to training up to position = (completed epochs, steps of the
+    next epoch): what a checkpoint at that position has seen."""
+    epochs, steps = position
+    if record.get("event") == "epoch":
+        return record.get("epoch", 0) <= epochs
+    if record.get("event") == "step":
+        return (record.get("epoch", 0) - 1, record.get("step", 0)) <= (epochs, steps)
+    return True  # resumptions, divergences: the run's history
+
+
+class JsonLog:
+    """The run's JSON-lines log, one object per line. A fresh run starts an empty one. A
+    resumed run keeps the records up to where its checkpoint stands (what was logged after it,
+    and a line a crash cut short, are dropped) and marks the resumption, so that a reader or a
+    plot never counts a step twice."""
+
+    def __init__(self, folder, name, resume_at=None):
+        self.folder, self.name = folder, name
+        if resume_at is None:
+            atomic_write_text(self.path, "")
+            return
+        kept = [r for r in read_records(self.path) if _logged_by(r, resume_at)]
+        kept.append({"event": "resume", "epoch": resume_at[0] + 1, "step": resume_at[1]})
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+
+    @property
+    def path(self):
+        return self.folder.target(self.name)  # its staged name until the run's first output
+
+    def write(self, **record):
+        record.setdefault("time", round(time.time(), 3))
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:
+            raise io_error(e, self.path) from None
