@@ -39,6 +39,23 @@ def cache_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("cache"))
 
 
+def leave_group(rank, world, folder):
+    """End a test worker's process group so that no rank aborts ('terminate called without
+    an active exception'): all meet, each destroys its group, and rank 0, whose process holds
+    the group's TCP store, leaves last."""
+    import time
+
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+    if rank:
+        open(os.path.join(folder, f".left{rank}"), "w").close()
+        return
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not all(
+            os.path.exists(os.path.join(folder, f".left{r}")) for r in range(1, world)):
+        time.sleep(0.01)
+
+
 def run_cli(main, argv, capsys):
     """Run a script's main as the command line would: (exit code, stdout, stderr)."""
     from utils.cli import run_main

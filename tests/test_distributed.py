@@ -204,8 +204,8 @@ def _stop_worker(rank, world, port, out):
     torch.save({"answers": answers, "settled": settled}, os.path.join(out, f"stop{rank}.pt"))
     stop.restore()
     second.restore()
-    torch.distributed.barrier()  # neither leaves while the other still talks
-    torch.distributed.destroy_process_group()
+    from conftest import leave_group
+    leave_group(rank, world, out)
 
 
 def test_ranks_agree_to_stop_after_the_same_step(tmp_path):
