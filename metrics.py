@@ -7,10 +7,15 @@ metrics that need no download, from this project's own classifier.
     python metrics.py runs/dcgan/fakes --real mnist --data_dir ../shared/data
     python metrics.py runs/cifar10 --inception_weights ~/weights-inception-2015-12-05-6726825d.pth
     python metrics.py runs/cifar10 --metrics cfid,cacc --classifier runs/cifar10/cifar10.model
+    python metrics.py runs/dcgan --metrics cfid,cconf --classifier runs/judge/cifar10.model \
+        --real mnist --split test --n_samples 10000 # an unconditional MNIST generator
+    python metrics.py mnist --metrics cfid --classifier runs/judge/cifar10.model --real mnist \
+        --split test --n_samples 10000             # the floor: real training images instead
 
-FAKE is a run folder (its generator.model is sampled, class-balanced when it is conditional)
-or a folder of PNG files (what `visualize.py export` writes, or any other program; a name
-ending in _cK marks class K). REAL is a dataset name (default the run's dataset; its training
+FAKE is a run folder (its generator.model is sampled, class-balanced when it is conditional),
+a folder of PNG files (what `visualize.py export` writes, or any other program; a name
+ending in _cK marks class K), or a dataset name, whose training images stand in for the fakes
+(the floor a distance can reach). REAL is a dataset name (default the run's dataset; its training
 split, --split) or a folder of PNG files.
 
     fid, is, kid   Frechet Inception Distance, Inception Score (--splits 10) and Kernel Inception
@@ -19,6 +24,8 @@ split, --split) or a folder of PNG files.
     cfid           the Frechet distance of the classifier's pooled features (the inputs of its
                    fc10), computed by torch-fidelity with that classifier as its extractor
     cacc           the share of class-conditional samples the classifier gives their class
+    cconf          the share of samples (conditional or not) the classifier gives a top
+                   probability of at least 0.5, and how many classes those cover
     --intra        each distance also per class (intra-FID), and the mean over the classes
 
 The Inception weights are downloaded once (about 100 MB) into torch's hub cache; on a machine
@@ -35,7 +42,7 @@ import time
 from utils.checkpoints import load_model
 from utils.cli import POSITIVE_INT, ArgumentParser, UserError, info, run_main
 from utils.data import DATASETS, default_cache_dir, load_dataset
-from utils.files import atomic_write_json, update_json
+from utils.files import atomic_write_json, file_digest, update_json
 from utils.quality import (INCEPTION, METRICS, check_request, evaluate, parse_metrics, read_folder,
                            real_cache_name)
 from utils.runtime import resolve_device
@@ -44,7 +51,8 @@ from utils.sampling import conditioning, sample_generator
 
 def build_parser():
     p = ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("fake", help="a run folder (its generator is sampled) or a folder of PNG files")
+    p.add_argument("fake", help="a run folder (its generator is sampled), a folder of PNG files, "
+                                "or a dataset name (its training images: a distance's floor)")
     p.add_argument("--real", default=None,
                    help="a dataset name or a folder of PNG files (default: the run's dataset)")
     p.add_argument("--data_dir", default=None, help="where the dataset lives (default: the run's)")
@@ -98,11 +106,16 @@ def main(argv=None):
     elif os.path.isdir(args.fake):
         fake, fake_labels = read_folder(args.fake, args.n_samples)
         check_request(metrics, conditional=fake_labels is not None, **check)
+    elif args.fake in DATASETS:  # real images in the fakes' place: the floor of a distance
+        check_request(metrics, conditional=True, **check)
+        data = load_dataset(args.fake, args.data_dir or "./data", args.cache_dir)
+        fake, fake_labels = data.train_x[:args.n_samples], data.train_y[:args.n_samples]
     else:
-        raise UserError(f"{args.fake} is neither a run folder (with generator.model) nor a "
-                        "folder of PNG files")
+        raise UserError(f"{args.fake} is neither a run folder (with generator.model), a "
+                        f"folder of PNG files, nor a dataset ({', '.join(DATASETS)})")
 
-    real_arg = args.real or settings.get("dataset")
+    real_arg = args.real or settings.get("dataset") or (args.fake if args.fake in DATASETS
+                                                         else None)
     if real_arg is None:
         raise UserError("--real: name the dataset or a folder of real PNG files")
     cache_root = os.path.join(args.cache_dir or default_cache_dir(), "fidelity")
@@ -127,8 +140,17 @@ def main(argv=None):
                        weights=args.inception_weights, device=device, cache_root=cache_root,
                        real_name=real_name, splits=args.splits, batch_size=args.batch_size)
     result = dict(script="metrics", fake=args.fake, real=real_arg, split=args.split,
-                  n_fake=len(fake), n_real=len(real), extractor=args.feature_extractor,
-                  **figures, seconds=round(time.time() - t0, 1))
+                  n_fake=len(fake), n_real=len(real), **figures,
+                  seconds=round(time.time() - t0, 1))
+    if {"fid", "is", "kid"} & set(metrics):
+        result["extractor"] = args.feature_extractor
+    if {"cfid", "cacc", "cconf"} & set(metrics):
+        result["classifier"] = classifier
+    if run_dir:  # what the figures were made from, which the report checks
+        used = [os.path.join(run_dir, "generator.model")] + (
+            [classifier] if {"cfid", "cacc", "cconf"} & set(metrics) else [])
+        result["made_from"] = {os.path.basename(p): dict(path=os.path.abspath(p),
+                                                         digest=file_digest(p)) for p in used}
     for k, v in figures.items():
         if not isinstance(v, dict):
             info(f"{k}: {v:.4g}")

@@ -24,8 +24,8 @@ from recipes import CLASSIFIER_RECIPES
 from utils.checkpoints import OPTIMIZER, WEIGHTS, load_model, load_state, save_model
 from utils.classifier import lr_at, train_step
 from utils.cli import (POSITIVE_INT, ArgumentParser, UserError, add_shared_flags, print_result,
-                       run_main)
-from utils.pictures import plot_curves
+                       run_main, with_recipe)
+from utils.pictures import CURVE_PANELS, plot_curves
 from utils.runtime import add_speed_flags, seed_everything
 from utils.training import evaluate, open_run
 
@@ -53,7 +53,8 @@ def build_parser():
     g = p.add_argument_group("starting from a pre-trained encoder (SimCLR, seed 004)")
     g.add_argument("--init", default=None,
                    help="start from the encoder in this model file (train_simclr.py's "
-                        "simclr.model): its blocks; fc10 starts fresh")
+                        "simclr.model): its blocks; fc10 starts fresh; --width defaults to "
+                        "the encoder's")
     g.add_argument("--freeze", action="store_true",
                    help="train fc10 alone on the frozen features: a linear probe (of the --init "
                         "encoder, or of a randomly initialised one without it)")
@@ -64,10 +65,7 @@ def build_parser():
 
 def parse_args(argv=None):
     """The flags, over the recipe's defaults, over the parser's."""
-    parser = build_parser()
-    chosen, _ = parser.parse_known_args(argv)
-    parser.set_defaults(**CLASSIFIER_RECIPES[chosen.recipe].defaults)
-    return parser.parse_args(argv)
+    return with_recipe(build_parser(), CLASSIFIER_RECIPES, argv)
 
 
 class BaselineTrainer:
@@ -119,8 +117,7 @@ class BaselineTrainer:
         return record, f"train acc {means['acc']:.2f} test acc {test_acc:.2f}"
 
     def plot(self, history):
-        plot_curves(history, [("cross-entropy", ["train_loss", "test_loss"]),
-                              ("accuracy (%)", ["train_acc", "test_acc"])],
+        plot_curves(history, CURVE_PANELS["baseline"],
                     os.path.join(self.args.out_dir, "baseline_curves.png"), "baseline classifier")
 
 
@@ -129,6 +126,8 @@ def run(args):
     if args.labels_per_class and args.subset:
         raise UserError("--labels_per_class and --subset both choose the training images: "
                         "pass one")
+    if args.init and args.width is None:  # the encoder's own width, read from its file
+        args.width = load_model(args.init, "discriminator", "train_simclr.py")[0].arch["width"]
     if args.batch_norm == "on" and args.arch != "udacity-mlp":
         raise UserError(f"--batch_norm on: only --arch udacity-mlp takes it (the {args.arch} "
                         "networks' normalisation is part of their design)")

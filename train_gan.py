@@ -25,25 +25,20 @@ vectors; for a class-conditional generator class c in column c), gan.ckpt (every
 gan_config.json and gan_curves.png. The last line on stdout is JSON with the final figures.
 """
 import os
+import time
 
 from losses import LOSSES
 from recipes import RECIPES, resolve_loss_defaults
 from utils.checkpoints import OPTIMIZER, WEIGHTS, load_state, save_model
 from utils.cli import (COUNT, FRACTION, NONNEGATIVE, POSITIVE_INT, ArgumentParser, add_shared_flags,
-                       info, print_result, run_main)
+                       info, print_result, run_main, with_recipe)
 from utils.data import default_cache_dir, make_generator
 from utils.gan import CLASS_STATS, D_STATS, PLAIN, GanSpec, build_gan, gan_iteration, save_samples
-from utils.pictures import plot_curves
+from utils.pictures import CURVE_PANELS, gan_title, plot_curves
 from utils.runtime import add_speed_flags
 from utils.sampling import fixed_noise, sample_generator
 from utils.training import evaluate, open_run
 
-GAN_PANELS = [("discriminator scores", ["d_real", "d_fake"]),
-              ("score gap (the Wasserstein estimate for WGANs)", ["w_dist"]),
-              ("losses", ["d_loss", "g_loss"]), ("gradient penalty", ["gp"]),
-              ("class cross-entropy", ["real_class", "fake_class"]),
-              ("accuracy (%)", ["real_acc", "test_acc", "cacc"])]
-QUALITY = ("fid", "kid", "cfid", "is")  # the --eval_every figures that get a panel each
 
 
 def build_parser():
@@ -96,7 +91,8 @@ def build_parser():
     g.add_argument("--eval_samples", type=POSITIVE_INT, default=5000,
                    help="samples per evaluation (FID on fewer than 50,000 reads higher)")
     g.add_argument("--eval_classifier", default=None,
-                   help="a model file from train_baseline.py, for cfid and cacc")
+                   help="a model file from train_baseline.py, for cfid and cacc (default "
+                        "OUT_DIR/cifar10.model when it exists, as metrics.py)")
     g.add_argument("--inception_weights", default=None,
                    help="torch-fidelity's InceptionV3 weights file, for nodes without internet")
     return p
@@ -105,11 +101,7 @@ def build_parser():
 def parse_args(argv=None):
     """The flags, over the recipe's defaults, over the parser's; then the defaults that hang on
     the loss family (the penalty for wgan-gp, clipping for wgan)."""
-    parser = build_parser()
-    chosen, _ = parser.parse_known_args(argv)
-    parser.set_defaults(**RECIPES[chosen.recipe].defaults)
-    args = parser.parse_args(argv)
-    return resolve_loss_defaults(args)
+    return resolve_loss_defaults(with_recipe(build_parser(), RECIPES, argv))
 
 
 class GanTrainer:
@@ -185,19 +177,17 @@ class GanTrainer:
             text.append(f"gp {means['gp']:.3f}")
         every = self.args.eval_every
         if self.quality and ((epoch + 1) % every == 0 or epoch + 1 == self.args.epochs):
+            t0 = time.time()
             figures = self.quality(self.nets.G)
             record.update({k: round(v, 4) for k, v in figures.items() if not isinstance(v, dict)},
-                          eval_samples=self.args.eval_samples)
+                          eval_samples=self.args.eval_samples,
+                          eval_seconds=round(time.time() - t0, 2))
             text += [f"{k} {v:.3f}" for k, v in figures.items() if not isinstance(v, dict)]
         return record, " ".join(text)
 
     def plot(self, history):
-        a = self.args
-        n = a.eval_samples
-        panels = GAN_PANELS + [(f"{k.upper()} ({n} samples)", [k]) for k in QUALITY]
-        plot_curves(history, panels, os.path.join(a.out_dir, "gan_curves.png"),
-                    f"{a.loss} ({a.arch} networks{', ACGAN' if a.acgan == 'on' else ''}) on "
-                    f"{a.dataset}, epoch means")
+        plot_curves(history, CURVE_PANELS["gan"], os.path.join(self.args.out_dir, "gan_curves.png"),
+                    gan_title(vars(self.args)) + ", epoch means")
 
 
 def run(args):
@@ -205,8 +195,13 @@ def run(args):
     if args.eval_every:
         from utils.quality import check_request, parse_metrics
 
-        check_request(parse_metrics(args.eval_metrics), args.eval_classifier,
-                      args.inception_weights, conditional=args.acgan == "on")
+        chosen = parse_metrics(args.eval_metrics)
+        beside = os.path.join(args.out_dir, "cifar10.model")  # where metrics.py looks too
+        if {"cfid", "cacc", "cconf"} & set(chosen) and not args.eval_classifier \
+                and os.path.isfile(beside):
+            args.eval_classifier = beside
+        check_request(chosen, args.eval_classifier, args.inception_weights,
+                      conditional=args.acgan == "on", flag="--eval_classifier")
     with open_run(args, GanTrainer) as r:
         return _train(args, r)
 
@@ -251,7 +246,10 @@ def _train(args, r):
     r.say(f"{data.name}: {len(data.train_y)} training images, {len(train)} steps per epoch on "
           f"{rt.device}; samples in {trainer.grids}")
     final = r.fit(trainer, train)
-    metrics = dict(test_acc=final.get("test_acc"), epochs=args.epochs, seconds=round(r.seconds, 1))
+    # seconds: the training steps, over every resumption; eval_seconds: the --eval_every
+    # evaluations, which take place after an epoch's steps
+    metrics = dict(test_acc=final.get("test_acc"), epochs=args.epochs, seconds=round(r.seconds, 1),
+                   eval_seconds=round(sum(h.get("eval_seconds", 0) for h in r.history), 1))
     for name, module in (("generator", nets.G), ("discriminator", nets.D)):
         metrics[name] = os.path.join(args.out_dir, f"{name}.model")
         if dist.is_main:

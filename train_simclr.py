@@ -27,7 +27,7 @@ from utils.checkpoints import OPTIMIZER, WEIGHTS, load_state, save_model
 from utils.cli import (POSITIVE, POSITIVE_INT, ArgumentParser, add_shared_flags, print_result,
                        run_main)
 from utils.data import make_generator
-from utils.pictures import plot_curves
+from utils.pictures import CURVE_PANELS, plot_curves
 from utils.runtime import add_speed_flags, seed_everything
 from utils.training import adam_step_guard, open_run
 
@@ -124,8 +124,7 @@ class SimCLRTrainer:
         return dict(means), f"loss {means['loss']:.4f} positive found {means['pos_acc']:.1f}%"
 
     def plot(self, history):
-        plot_curves(history, [("NT-Xent loss", ["loss"]),
-                              ("views whose nearest view is their pair (%)", ["pos_acc"])],
+        plot_curves(history, CURVE_PANELS["simclr"],
                     os.path.join(self.args.out_dir, "simclr_curves.png"), "SimCLR pre-training")
 
 

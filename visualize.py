@@ -65,8 +65,9 @@ def build_parser():
     g.add_argument("--lr", type=POSITIVE, default=0.1, help="step size on the input gradient")
     g.add_argument("--weight_decay", type=NONNEGATIVE, default=0.001,
                    help="x -= weight_decay * x * |x| each step, as the assignment")
-    g.add_argument("--layers", type=POSITIVE_INT, nargs="+", default=[2, 3, 4, 6, 8],
-                   help="max-features: layers to visualise (1..8 for the assignment's network)")
+    g.add_argument("--layers", type=POSITIVE_INT, nargs="+", default=None,
+                   help="max-features: layers to visualise (default: the assignment's 2 3 4 6 8 "
+                        "for its network, which has 1..8; every layer of the others)")
     g.add_argument("--n_features", type=POSITIVE_INT, default=100,
                    help="max-features: the first N features")
     g.add_argument("--jitter", type=COUNT, default=0,
@@ -106,7 +107,7 @@ ALL = ("perturb", "max-class", "max-features", "samples")  # what 'all' makes be
 
 def check_layers(ctx):
     """Every --layers value names a layer of every chosen discriminator (before any work)."""
-    for name in ctx.names:
+    for name in ctx.names if ctx.args.layers else []:
         depth = ctx.model(name)[0].depth
         bad = [k for k in ctx.args.layers if k > depth]
         if bad:
@@ -115,19 +116,39 @@ def check_layers(ctx):
 
 def preflight(ctx, figures):
     """Everything the figures read, loaded and checked before any folder is made or any file
-    written, so that a missing or unfitting file is one line and leaves nothing behind."""
+    written, so that a missing or unfitting file is one line and leaves nothing behind.
+    Returns the figures to make: 'all' makes those the run's models allow, and says in a line
+    what it leaves out."""
+    args = ctx.args
+    if args.figure in ("all", "report"):
+        ctx.require_models()
+    needs_disc = [f for f in figures if f in ("perturb", "max-class", "max-features")]
+    if needs_disc and not ctx.names:
+        why = (f"no discriminator in {args.run_dir} (cifar10.model from train_baseline.py, "
+               "discriminator.model from train_gan.py)")
+        if args.figure != "all":
+            raise UserError(f"{args.figure}: {why}")
+        info(f"{', '.join(needs_disc)}: skipped: {why}")
+        figures = [f for f in figures if f not in needs_disc]
+    if args.figure == "all" and args.model == "both":
+        for name in ("baseline", "gan"):
+            if name not in ctx.names:
+                info(f"{name} discriminator: skipped ({ctx.paths[name]} does not exist)")
+    if args.figure == "all" and not os.path.isfile(ctx.paths["generator"]):
+        info(f"samples: skipped ({ctx.paths['generator']} does not exist)")
+        figures = [f for f in figures if f != "samples"]
+    for name in ctx.names if needs_disc else []:
+        ctx.model(name)  # say which files are missing or damaged before any long computation
     if "max-features" in figures:
         check_layers(ctx)
-    if ctx.args.figure == "all":  # say which files are missing before any long computation
-        for name in ctx.names + ["generator"]:
-            ctx.model(name)
     if {"samples", "export"} & set(figures):
         ctx.model("generator")
     if {"perturb", "max-class", "max-features"} & set(figures):
         ctx.batch()  # the test images, and every model checked against them
     if "compare" in figures:
-        for run in ctx.args.runs or []:
+        for run in args.runs or []:
             read_history(run)
+    return figures
 
 
 def main(argv=None):
@@ -135,8 +156,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     ctx = Context(args, defaults=parser.parse_args(["all"]))
     figures = list(ALL) if args.figure == "all" else [args.figure]
-    figures = [f for f in figures if f != "report"]
-    preflight(ctx, figures)
+    figures = preflight(ctx, [f for f in figures if f != "report"])
     # one visualize.py at a time in a folder (an export's own folder for export)
     target = (args.out_dir or os.path.join(args.run_dir, "export")) if args.figure == "export" \
         else ctx.out_dir

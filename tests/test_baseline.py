@@ -150,7 +150,7 @@ def test_command_line_end_to_end(tmp_path):
 
 
 def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
-    from utils.cli import EXIT_DIVERGED
+    from utils.errors import EXIT_DIVERGED
 
     real_step, calls = train_baseline.train_step, []
 

@@ -14,7 +14,7 @@ from conftest import ROOT
 
 import train_baseline
 import train_gan
-from utils.cli import EXIT_STOPPED
+from utils.errors import EXIT_STOPPED
 
 TINY = ["--dataset", "digits", "--width", "8", "--lr", "2e-3", "--log_every", "1000"]
 

@@ -168,7 +168,8 @@ def test_names_that_are_not_utf8_are_refused_by_name(folder, tmp_path, capsys):
     code, _, err = train(folder, tmp_path / "run", capsys, "--epochs", "1")
     assert "not valid UTF-8" in one_line(code, err) and "\\xff" in err
     os.remove(bad)
-    os.rename(os.path.join(folder, "train", "b"), os.path.join(folder, "train").encode() + b"/b\xff")
+    train_dir = os.path.join(folder, "train")
+    os.rename(os.path.join(train_dir, "b"), train_dir.encode() + b"/b\xff")
     code, _, err = train(folder, tmp_path / "run", capsys, "--epochs", "1")
     assert "not valid UTF-8" in one_line(code, err)
 
@@ -537,7 +538,7 @@ def test_stop_files_say_what_was_found(folder, tmp_path, capsys):
     assert "is a folder" in one_line(code, err)
 
 
-# ----------------------------------------------------------------------------- one line, not a traceback
+# ------------------------------------------------------------------------ one line, not a traceback
 
 def test_metrics_with_too_few_images_says_so(digits_baseline, tmp_path, capsys):
     fakes = tmp_path / "fakes"

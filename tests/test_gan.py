@@ -14,7 +14,7 @@ from losses import gradient_penalty, interpolate
 from models import Discriminator, Generator
 from utils import gan
 from utils.checkpoints import load_model
-from utils.cli import EXIT_DIVERGED
+from utils.errors import EXIT_DIVERGED
 from utils.gan import GanNets, discriminator_step, generator_step, save_samples
 from utils.sampling import fixed_noise, sample_noise
 

@@ -14,15 +14,17 @@ import torch
 from conftest import ROOT, run_cli
 
 import bench
+import metrics
 import train_baseline
 import train_gan
 import visualize
-from utils.cli import EXIT_STOPPED
+from utils.errors import EXIT_STOPPED
 
 SCRIPTS = sorted(glob.glob(os.path.join(ROOT, "jobs", "*", "*"))) + [
-    os.path.join(ROOT, "jobs", "resumable.sh")]
+    os.path.join(ROOT, "jobs", "resumable.sh"), os.path.join(ROOT, "jobs", "cpu_results.sh")]
 PARSERS = {"train_baseline.py": train_baseline.build_parser, "train_gan.py": train_gan.build_parser,
-           "visualize.py": visualize.build_parser, "bench.py": bench.build_parser}
+           "visualize.py": visualize.build_parser, "bench.py": bench.build_parser,
+           "metrics.py": metrics.build_parser}
 
 
 def test_there_are_slurm_and_pbs_scripts_for_every_job():

@@ -1,4 +1,5 @@
 import json
+import shutil
 import re
 
 import pytest
@@ -85,9 +86,10 @@ def test_all_figures_and_the_report(digits_baseline, digits_gan, tmp_path, capsy
     result = json.loads(stdout.strip().splitlines()[-1])
     cell = 34 * 2  # 32 pixels + 2 of gap, drawn twice as large
     assert _size(out / "real_images.png") == (10 * cell + 4, 10 * cell + 4)  # 10 x 10
-    assert _size(out / "max_class_gan_steps20.png") == (10 * cell + 4, cell + 4)  # one per class
+    strip = 14  # the class names under the columns
+    assert _size(out / "max_class_gan_steps20.png") == (10 * cell + 4, cell + 4 + strip)
     assert _size(out / "max_features_baseline_layer8_steps20.png") == (10 * cell + 4, 2 * cell + 4)
-    assert _size(out / "samples_seed0.png") == (10 * cell + 4, 10 * cell + 4)  # class per column
+    assert _size(out / "samples_seed0.png") == (10 * cell + 4, 10 * cell + 4 + strip)
     for name in ("gradient_image_baseline", "altered_images_gan", "perturb_gain_baseline",
                  "interpolation_seed0", "max_features_gan_layer2_steps20"):
         assert (out / f"{name}.png").exists(), name
@@ -95,12 +97,14 @@ def test_all_figures_and_the_report(digits_baseline, digits_gan, tmp_path, capsy
     assert summary["samples"]["baseline_agreement"] > 50  # the generator draws its classes
     pdf = (out / "report.pdf").read_bytes()
     pages = result["pages"]
-    assert len(re.findall(rb"/Type /Page\b", pdf)) == len(pages) == 10
+    assert len(re.findall(rb"/Type /Page\b", pdf)) == len(pages) == 11
     assert any("progressed" in p for p in pages) and any("layer 8" in p for p in pages)
     assert "missing" not in err
     # every figure it names is embedded: 6 progress grids, 4 perturbation images per model,
-    # max-class for both, layers 2 and 8 for both, the 2 curves and the 2 sample pictures
-    assert len(re.findall(rb"/Subtype /Image", pdf)) == 6 + 2 * 4 + 2 + 2 * 2 + 2 + 2
+    # max-class for both, layers 2 and 8 for both and the 2 sample pictures; the curves of
+    # both trainers are drawn as vector graphics (2 pages, no image)
+    assert len(re.findall(rb"/Subtype /Image", pdf)) == 6 + 2 * 4 + 2 + 2 * 2 + 2
+    assert sum("Training curves" in p for p in pages) == 2
     # and the title page quotes the test accuracies stored in the model files
     text = pdf_text(pdf)
     for path in (digits_baseline[0], run / "discriminator.model"):
@@ -121,16 +125,21 @@ def pdf_text(pdf):
         except zlib.error:
             continue  # images and fonts
         for array in re.findall(rb"\[(.*?)\]\s*TJ", content, re.S):
-            out.append(b"".join(re.findall(rb"\((.*?)\)", array, re.S)).decode("latin-1"))
+            parts = re.findall(rb"\(((?:\\.|[^\\)])*)\)", array, re.S)  # (...), \) inside
+            out.append(re.sub(rb"\\(.)", rb"\1", b"".join(parts)).decode("latin-1"))
     return "\n".join(out)
 
 
-def test_report_names_what_is_missing(tmp_path, capsys):
-    code, out, err = run_cli(visualize.main, ["report", "--run_dir", str(tmp_path)], capsys)
-    assert code == 0
-    assert (tmp_path / "visualization" / "report.pdf").exists()
-    assert "missing cifar10.model (made by train_baseline.py)" in err
-    assert "train_gan.py" in err and "visualize.py max-class" in err
+def test_report_names_what_is_missing(digits_gan, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    for f in ("generator.model", "discriminator.model"):
+        shutil.copy(digits_gan[0] / f, run / f)
+    code, out, err = run_cli(visualize.main, ["report", "--run_dir", str(run)], capsys)
+    assert code == 0, err
+    assert (run / "visualization" / "report.pdf").exists()
+    assert "missing" in err and "visualize.py max-class" in err and "visualize.py samples" in err
+    assert "cifar10.model" not in err  # a model the run does not have is left out, not missing
 
 
 def test_samples_for_chosen_classes(digits_gan, tmp_path, capsys, monkeypatch):
@@ -153,7 +162,7 @@ def test_samples_for_chosen_classes(digits_gan, tmp_path, capsys, monkeypatch):
     assert rows.tolist() == [3] * 6 + [7] * 6  # one interpolation row per class
     cell = 68
     assert _size(tmp_path / "samples_classes3-7_npc4_seed0.png".replace("npc", "nperclass")) == \
-        (2 * cell + 4, 4 * cell + 4)
+        (2 * cell + 4, 4 * cell + 4 + 14)  # and the class names under the columns
     assert _size(tmp_path / "interpolation_classes3-7_nperclass4_seed0.png") == \
         (6 * cell + 4, 2 * cell + 4)
 

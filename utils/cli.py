@@ -8,8 +8,8 @@ import os
 import sys
 
 from models import ARCHITECTURES, default_width
-from utils.errors import (EXIT_DIVERGED, EXIT_STOPPED, EXIT_USER_ERROR, Diverged,
-                          Stopped, UserError)
+from utils.errors import (EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_USER_ERROR, Diverged, Stopped,
+                          UserError)
 
 USER_ERRORS = (UserError,)  # DataError is one
 
@@ -65,8 +65,26 @@ def color_jitter_flag(text):
     return ",".join(f"{v:g}" for v in values)
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Every flag's help ends with its default, unless the help already speaks of it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if not action.option_strings or action.default is argparse.SUPPRESS \
+                or "default" in text or isinstance(action, argparse._HelpAction):
+            return text
+        if isinstance(action, argparse._StoreTrueAction):
+            return text + " (default: off)"
+        return text + " (default: %(default)s)"
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line and accepts --a-b for every --a_b."""
+    """argparse that reports a bad flag in one line, accepts --a-b for every --a_b and shows
+    every default in --help."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -82,6 +100,18 @@ class ArgumentParser(argparse.ArgumentParser):
             if name.startswith("--") and name not in known and "--" + snake[2:] in known:
                 args[i] = "--" + snake[2:] + eq + value
         return super().parse_known_args(args, namespace)
+
+
+def with_recipe(parser, recipes, argv=None):
+    """Parse the flags over the defaults of the chosen --recipe (recipes: name -> Recipe), over
+    the parser's own; --help shows the recipe's defaults too."""
+    peek = argparse.ArgumentParser(add_help=False)
+    peek.add_argument("--recipe", default=None)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    chosen, _ = peek.parse_known_args(argv)
+    if chosen.recipe in recipes:
+        parser.set_defaults(**recipes[chosen.recipe].defaults)
+    return parser.parse_args(argv)
 
 
 def add_shared_flags(parser, *, epochs, lr, batch_size, dataset="cifar10", adam_step_cap=1024,
@@ -107,8 +137,8 @@ def add_shared_flags(parser, *, epochs, lr, batch_size, dataset="cifar10", adam_
     g.add_argument("--batch_size", type=POSITIVE_INT, default=batch_size,
                    help="images per step: the global batch, split among torchrun's processes")
     g.add_argument("--lr", type=POSITIVE, default=lr,
-                   help="Adam learning rate, for the global batch: unchanged by the number of "
-                        "processes (scale it yourself if you raise --batch_size)")
+                   help="the optimizer's learning rate, for the global batch: unchanged by the "
+                        "number of processes (scale it yourself if you raise --batch_size)")
     g.add_argument("--arch", choices=tuple(ARCHITECTURES), default="ie534",
                    help="the family of networks (models.py): the assignment's ie534, dcgan "
                         "(seed 003), mlp and infogan (seed 004)")
@@ -175,13 +205,14 @@ def run_main(main, argv=None):
         sys.exit(EXIT_USER_ERROR)
     except Stopped as e:
         print(str(e), file=sys.stderr)
-        sys.exit(EXIT_STOPPED)
+        sys.exit(e.code)
     except Diverged as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(EXIT_DIVERGED)
-    except KeyboardInterrupt:
-        print("interrupted; the last checkpoint is kept", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before a trainer listened for it
+        print("interrupted (Ctrl-C): the last checkpoint is kept (if one was written); resume "
+              "with --resume", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 # ----------------------------------------------------------------------------- console

@@ -89,7 +89,7 @@ class StopSignal:
     or the GPU. At an epoch's end `settle()` agrees synchronously.
     """
 
-    SIGNALS = ("SIGTERM", "SIGUSR1")
+    SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")
 
     def __init__(self, dist=None, stop_file=None, time_limit=None, poll_seconds=1.0,
                  started=None):
@@ -112,6 +112,16 @@ class StopSignal:
 
     def _handle(self, signum, frame):
         self.received = signum
+        if signum == signal.SIGINT:  # the first Ctrl-C stops as SIGTERM does; a second one
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # ends at once
+            if self.dist.is_main:
+                info("Ctrl-C: stopping after this step with a checkpoint (Ctrl-C again to quit "
+                     "at once)")
+
+    @property
+    def interrupted(self):
+        """Whether the stop was asked with Ctrl-C (exit 130 rather than 75)."""
+        return self.received == signal.SIGINT
 
     def received_name(self):
         return signal.Signals(self.received).name

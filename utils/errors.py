@@ -5,6 +5,7 @@ below everything else so that any module can import them."""
 EXIT_USER_ERROR = 2  # bad input or a bad environment: one line on stderr says what to fix
 EXIT_DIVERGED = 3  # a loss became NaN or infinite; the last good checkpoint is kept
 EXIT_STOPPED = 75  # stopped on a signal with a checkpoint to resume from (EX_TEMPFAIL)
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), with a checkpoint when training had begun
 
 
 class UserError(Exception):
@@ -17,7 +18,12 @@ class DataError(UserError):
 
 
 class Stopped(Exception):
-    """Training stopped on a signal after writing a checkpoint to resume from (exit 75)."""
+    """Training stopped on a signal after writing a checkpoint to resume from (exit 75, or
+    130 for Ctrl-C)."""
+
+    def __init__(self, message, code=EXIT_STOPPED):
+        super().__init__(message)
+        self.code = code
 
 
 class Diverged(Exception):

@@ -100,6 +100,18 @@ def update_json(path, key, value):
         atomic_write_json(path, data)
 
 
+def file_digest(path):
+    """A file's content hash (blake2b, 16 hex digits): what a figure records of the model file
+    it was made from."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=8)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _alive(pid):
     try:
         os.kill(pid, 0)

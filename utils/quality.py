@@ -6,14 +6,16 @@ intended class, cacc), which need no download. metrics.py is the command; train_
 import hashlib
 import os
 import re
+import sys
 
 import torch
 import torch.nn.functional as F
 
 from utils.checkpoints import load_model
-from utils.cli import UserError
+from utils.cli import UserError, progress
 
-METRICS = ("fid", "is", "kid", "cfid", "cacc")
+METRICS = ("fid", "is", "kid", "cfid", "cacc", "cconf")
+CONFIDENT = 0.5  # cconf: a top probability of at least this (five times chance of 10 classes)
 INCEPTION = "inception-v3-compat"
 PNG_NAME = re.compile(r"(\d+)(?:_c(\d+))?\.png$")
 
@@ -37,7 +39,7 @@ def read_folder(folder, n=None):
         raise UserError(f"{shown(os.path.join(folder, names[0]))} is not square: the metrics "
                         "read square images")
     arrays = [first] + [read_image(os.path.join(folder, name), size=first.shape[0])
-                        for name in names[1:]]
+                        for name in progress(names[1:], len(names) - 1, f"reading {folder}")]
     odd = next((name for name, a in zip(names, arrays) if a.shape != first.shape), None)
     if odd is not None:
         raise UserError(f"the PNG files in {folder} differ in channels: {names[0]} has "
@@ -177,7 +179,8 @@ def fidelity(fake, real, which, extractor, *, weights=None, device=None, cache_r
     kwargs = dict(input1=Images(fake), input2=Images(real) if binary else None,
                   cuda=device is not None and device.type == "cuda", batch_size=batch_size,
                   isc="is" in which, fid="fid" in which, kid="kid" in which,
-                  feature_extractor=extractor, isc_splits=splits, verbose=False,
+                  feature_extractor=extractor, isc_splits=splits,
+                  verbose=sys.stderr.isatty(),  # its progress bars, on a terminal
                   save_cpu_ram=True,  # the images are in memory already: no loader workers
                   cache=real_cache is not None, cache_root=cache_root,
                   input2_cache_name=real_cache if binary else None)
@@ -200,10 +203,27 @@ def class_accuracy(images, labels, classifier, batch_size=250):
         raise UserError(f"cacc: a sample is marked class {int(labels.max())}, and the classifier "
                         f"{classifier} knows {model.num_classes} classes")
     hits = 0
-    for start in range(0, len(images), batch_size):
+    for start in progress(range(0, len(images), batch_size), -(-len(images) // batch_size),
+                          "cacc"):
         x = classifier_input(images[start:start + batch_size], model)
         hits += (model(x)[1].argmax(1) == labels[start:start + batch_size]).sum().item()
     return 100.0 * hits / len(images)
+
+
+@torch.no_grad()
+def class_confidence(images, classifier, batch_size=250):
+    """For samples of any generator, conditional or not: the share (%) the classifier gives a
+    top probability of at least CONFIDENT, and how many classes those cover (the variety an
+    unconditional generator has; a collapsed one covers few)."""
+    model, _ = load_model(classifier, "discriminator", "train_baseline.py")
+    sure, found = 0, set()
+    for start in progress(range(0, len(images), batch_size), -(-len(images) // batch_size),
+                          "cconf"):
+        p = model(classifier_input(images[start:start + batch_size], model))[1].softmax(1)
+        confidence, predicted = p.max(1)
+        sure += int((confidence >= CONFIDENT).sum())
+        found |= set(predicted[confidence >= CONFIDENT].tolist())
+    return 100.0 * sure / len(images), len(found)
 
 
 def evaluate(fake, fake_labels, real, real_labels, metrics, *, classifier=None, intra=False,
@@ -226,6 +246,8 @@ def evaluate(fake, fake_labels, real, real_labels, metrics, *, classifier=None, 
             raise UserError("cacc needs class-conditional samples (a generator trained with "
                             "--acgan on, or PNG files named NNNNN_cK.png)")
         out["cacc"] = class_accuracy(fake, fake_labels, classifier, batch_size)
+    if "cconf" in metrics:
+        out["cconf"], out["cconf_classes"] = class_confidence(fake, classifier, batch_size)
     distances = [(m, extractor if m == "fid" else classifier_extractor(classifier))
                  for m in ("fid", "cfid") if m in metrics]
     if intra and distances:
@@ -251,16 +273,16 @@ def real_cache_name(dataset, data_dir, split, n, subset_seed=None):
 
 
 def check_request(metrics, classifier=None, weights=None, extractor=INCEPTION,
-                  conditional=True, classes=None):
+                  conditional=True, classes=None, flag="--classifier"):
     """Everything the metrics asked for needs is there, before any work: the Inception
     weights, a classifier with a class head, class-conditional samples for cacc, judged by a
     classifier of the same classes (classes: the generator's class names, where known)."""
     if {"fid", "is", "kid"} & set(metrics) and extractor == INCEPTION:
         check_inception(weights)
-    if {"cfid", "cacc"} & set(metrics):
+    if {"cfid", "cacc", "cconf"} & set(metrics):
         if not (classifier and os.path.isfile(classifier)):
-            raise UserError("cfid and cacc need a classifier: pass a model file that "
-                            "train_baseline.py wrote (--classifier, --eval_classifier)")
+            raise UserError(f"cfid, cacc and cconf need a classifier: pass a model file that "
+                            f"train_baseline.py wrote with {flag}")
         classifier_extractor(classifier)  # a class head, or one line
     if "cacc" in metrics and not conditional:
         raise UserError("cacc needs a class-conditional generator (--acgan on)")

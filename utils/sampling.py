@@ -7,6 +7,7 @@ N(0, 1) or, for the CS231n and Udacity lessons, uniform in [-1, 1].
 """
 import torch
 
+from utils.cli import progress
 from utils.data import make_generator
 from utils.pictures import as_uint8
 
@@ -66,7 +67,7 @@ def sample_generator(G, n, num_classes, seed, device, kind="normal", batch_size=
     G = G.to(device).eval()
     g, out = make_generator(device, seed, "metrics"), []
     labels = torch.arange(n) % num_classes if num_classes else None
-    for start in range(0, n, batch_size):
+    for start in progress(range(0, n, batch_size), -(-n // batch_size), "samples"):
         part = None if labels is None else labels[start:start + batch_size].to(device)
         count = min(batch_size, n - start)
         out.append(as_uint8(G(latent(G, part, count, num_classes, g, kind))))

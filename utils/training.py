@@ -30,6 +30,7 @@ from utils.checkpoints import (PROGRESS_FIELDS, atomic_save, check_same_data, ch
                                settings)
 from utils.cli import Diverged, Stopped, UserError, check_shared_flags, info, progress
 from utils.distributed import Dist, StopSignal, init_distributed
+from utils.errors import EXIT_INTERRUPTED, EXIT_STOPPED
 from utils.rundir import JsonLog, RunFolder, check_resume_target
 from utils.runtime import Runtime
 
@@ -108,7 +109,8 @@ class Run:
         until its first output: utils/rundir.py)."""
         if self.stop.received is not None:  # a signal came while the run was starting
             raise Stopped(f"received {self.stop.received_name()} while starting, before any "
-                          "training: nothing to save; run the same command again")
+                          "training: nothing to save; run the same command again",
+                          EXIT_INTERRUPTED if self.stop.interrupted else EXIT_STOPPED)
         if self.dist.is_main:
             info("settings: " + json.dumps(self.config))
             info("runtime: " + json.dumps(dict(self.runtime.describe(),
@@ -128,10 +130,14 @@ class Run:
             self.saved_at = (self.ckpt["epoch"], self.ckpt["step"])
             if self.ckpt["epoch"] >= self.args.epochs:
                 self.say(f"{self.resume_from} is finished ({self.ckpt['epoch']} of "
-                         f"{self.args.epochs} epochs): nothing left to train")
+                         f"{self.args.epochs} epochs): nothing left to train (a larger --epochs "
+                         "trains on)")
             else:
+                before = self.ckpt["settings"].get("epochs", self.args.epochs)
+                longer = (f", training longer: --epochs {before} -> {self.args.epochs}"
+                          if self.args.epochs != before else "")
                 self.say(f"resuming {self.resume_from} at epoch {self.ckpt['epoch'] + 1}, "
-                         f"step {self.ckpt['step']}")
+                         f"step {self.ckpt['step']}{longer}")
         self.stop.announce()
 
     def say(self, message):
@@ -210,7 +216,7 @@ class Run:
                 self.save(trainer, epoch, step, sums)
                 self.plot(trainer, now=True)
                 raise Stopped(f"stopped at epoch {epoch + 1}, step {step}; resume with "
-                              f"--resume (checkpoint {self.ckpt_path})")
+                              f"--resume (checkpoint {self.ckpt_path})", self.stop_code())
             means = trainer.means(self.dist.all_sum(sums))
             if self.dist.is_main:
                 self.outputs_begin()
@@ -228,8 +234,11 @@ class Run:
             if epoch + 1 < epochs and self.stop.settle():
                 self.plot(trainer, now=True)
                 raise Stopped(f"stopped after epoch {epoch + 1}; resume with --resume "
-                              f"(checkpoint {self.ckpt_path})")
+                              f"(checkpoint {self.ckpt_path})", self.stop_code())
         return self.history[-1] if self.history else {}
+
+    def stop_code(self):
+        return EXIT_INTERRUPTED if self.stop.interrupted else EXIT_STOPPED
 
     def plot(self, trainer, now=False):
         """Redraw the curves (rank 0) when they lack epochs and, unless `now`, were last
@@ -323,6 +332,10 @@ def open_run(args, trainer):
                                 f"needs {trainer.sums_width} running sums, it holds "
                                 f"{0 if partial is None else partial.numel()}")
             check_same_settings(ckpt["settings"], config, resume_from)
+            if args.epochs < ckpt["epoch"]:
+                raise UserError(f"--epochs {args.epochs}: {resume_from} has trained "
+                                f"{ckpt['epoch']} epochs already; pass --epochs "
+                                f"{ckpt['epoch']} or more")
             check_resume_target(folder, resume_from, run_id_of)
     except BaseException:
         stop.restore()

@@ -5,28 +5,33 @@ import time
 
 import torch
 
-from utils.cli import info
+from utils.cli import info, progress
 from utils.data import make_generator
 from utils.pictures import save_grid, to_unit
 
 
 def ascend(objective, x0, steps=200, lr=0.1, weight_decay=0.001, jitter=0, blur_every=0,
-           blur_sigma=0.5, generator=None):
+           blur_sigma=0.5, generator=None, desc="ascent"):
     """Gradient ascent on the input, each image on its own objective(x)[i].
 
     The assignment's update: x += lr * grad - weight_decay * x * |x|, clamped to [-1, 1].
     Optional regularisers (Yosinski et al. 2015): a random shift of up to `jitter` pixels
-    before each step, and a Gaussian blur every `blur_every` steps.
+    before each step, and a Gaussian blur every `blur_every` steps. A progress bar (on a
+    terminal) shows the mean objective every 10 steps.
     """
     from torchvision.transforms.v2.functional import gaussian_blur
 
     x = x0.detach().clone()
-    for step in range(steps):
+    bar = progress(range(steps), steps, desc)
+    for step in bar:
         dx = dy = 0
         if jitter:
             dx, dy = torch.randint(-jitter, jitter + 1, (2,), generator=generator).tolist()
         xs = torch.roll(x, (dy, dx), (2, 3)).requires_grad_(True)
-        (grad,) = torch.autograd.grad(objective(xs).float().sum(), xs)
+        value = objective(xs).float()
+        (grad,) = torch.autograd.grad(value.sum(), xs)
+        if step % 10 == 0 and not bar.disable:
+            bar.set_postfix_str(f"objective {value.mean().item():.4g}")
         grad = torch.roll(grad, (-dy, -dx), (2, 3))
         x = x + lr * grad - weight_decay * x * x.abs()
         if blur_every and (step + 1) % blur_every == 0:
@@ -50,7 +55,7 @@ def max_class(model, mean_image, num_classes, **ascent):
     objective = own_class_logit(model)
     with torch.no_grad():
         start = objective(x0)
-    x = ascend(objective, x0, **ascent)
+    x = ascend(objective, x0, desc="max-class", **ascent)
     with torch.no_grad():
         end, pred = objective(x), model(x)[1].argmax(1)
     return x, start, end, pred
@@ -64,7 +69,7 @@ def max_features(model, mean_image, layer, n, **ascent):
     objective = own_feature(model, layer)
     with torch.no_grad():
         start = objective(x0)
-    x = ascend(objective, x0, **ascent)
+    x = ascend(objective, x0, desc=f"max-features layer {layer}", **ascent)
     with torch.no_grad():
         end = objective(x)
     return x, start, end
@@ -87,13 +92,15 @@ def run_max_class(ctx):
         with ctx.runtime.autocast():
             images, start, end, pred = max_class(model, mean, len(classes),
                                                  **ascent_options(args, g))
-        save_grid(to_unit(images), ctx.out(f"max_class_{name}{tag}.png"), nrow=len(classes))
+        made = f"max_class_{name}{tag}.png"
+        save_grid(to_unit(images), ctx.out(made), nrow=len(classes), labels=classes)
         hits = (pred == torch.arange(len(classes), device=pred.device)).tolist()
         for c, (s, e, ok) in enumerate(zip(start.tolist(), end.tolist(), hits)):
             info(f"max-class {name} {classes[c]:>10}: logit {s:7.2f} -> {e:7.2f}, "
                  f"classified as {classes[c] if ok else classes[pred[c]]}")
         ctx.record(f"max_class_{name}{tag}", dict(start=start.tolist(), end=end.tolist(),
-                                                  hits=hits, classes=classes))
+                                                  hits=hits, classes=classes),
+                   files=[made], uses=[name])
 
 
 def run_max_features(ctx):
@@ -104,17 +111,19 @@ def run_max_features(ctx):
                  "n_features")
     for name in ctx.names:
         model, _ = ctx.model(name)
-        for layer in args.layers:
+        for layer in ctx.layers(name):
             t0 = time.time()
             g = make_generator("cpu", args.seed, "jitter", name, layer)
             with ctx.runtime.autocast():
                 images, start, end = max_features(model, mean, layer, args.n_features,
                                                   **ascent_options(args, g))
-            save_grid(to_unit(images), ctx.out(f"max_features_{name}_layer{layer}{tag}.png"))
+            made = f"max_features_{name}_layer{layer}{tag}.png"
+            save_grid(to_unit(images), ctx.out(made))
             raised = (end > start).float().mean().item() * 100
             info(f"max-features {name} layer {layer}: mean feature {start.mean():.3f} -> "
                  f"{end.mean():.3f}, raised for {raised:.0f}% of {len(end)} "
                  f"({time.time() - t0:.1f}s)")
             ctx.record(f"max_features_{name}_layer{layer}{tag}",
-                       dict(start_mean=start.mean().item(), end_mean=end.mean().item(),
-                            raised_pct=raised))
+                       dict(layer=layer, start_mean=start.mean().item(),
+                            end_mean=end.mean().item(), raised_pct=raised),
+                       files=[made], uses=[name])

@@ -92,5 +92,5 @@ def run_compare(ctx):
                             test_acc=last.get("test_acc"))
         info(f"compare: {label}: training loss {last.get('train_loss')}, test accuracy "
              f"{last.get('test_acc')}% after {last['epoch']} epochs")
-    ctx.record("compare", dict(runs=list(runs), final=final))
+    ctx.record("compare", dict(runs=list(runs), final=final), files=["compare.png"])
     return dict(figure=path, final=final)

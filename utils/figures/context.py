@@ -1,6 +1,7 @@
 """What every figure of visualize.py shares: the run's model files, the device, the test batch,
 file names that carry the settings, and summary.json (the figures' numbers)."""
 import os
+import time
 
 import torch
 
@@ -12,6 +13,18 @@ from utils.runtime import Runtime
 
 MODELS = {"baseline": ("cifar10.model", "train_baseline.py"),
           "gan": ("discriminator.model", "train_gan.py")}
+
+
+def tidy(value):
+    """Numbers as a reader wants them in summary.json: 6 significant digits (a float32's
+    28.00000011920929 is 28.0)."""
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    if isinstance(value, dict):
+        return {k: tidy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [tidy(v) for v in value]
+    return value
 
 
 def pick_test_batch(data, n, seed):
@@ -37,9 +50,39 @@ class Context:
         self.paths = {"baseline": args.baseline_model or in_run(MODELS["baseline"][0]),
                       "gan": args.gan_model or in_run(MODELS["gan"][0]),
                       "generator": args.generator_model or in_run("generator.model")}
-        self.names = ["baseline", "gan"] if args.model == "both" else [args.model]
-        self._models, self._batch = {}, None
+        # --model both: the discriminators whose files exist (a GAN-only run has no baseline)
+        self.names = ([n for n in ("baseline", "gan") if os.path.isfile(self.paths[n])]
+                      if args.model == "both" else [args.model])
+        self._models, self._batch, self._digests = {}, None, {}
         self.summary_path = os.path.join(self.out_dir, "summary.json")
+
+    def require_models(self):
+        """Some model to show: a run folder without any is one line (nothing is made)."""
+        if not os.path.isdir(self.run_dir):
+            raise UserError(f"--run_dir {self.run_dir} does not exist: point it at the --out_dir "
+                            "of train_baseline.py or train_gan.py")
+        if not self.names and not os.path.isfile(self.paths["generator"]):
+            raise UserError(f"{self.run_dir} holds no model file (cifar10.model from "
+                            "train_baseline.py, discriminator.model and generator.model from "
+                            "train_gan.py): nothing to show")
+
+    def digest(self, name):
+        """The content hash of a model file, which every figure made from it records."""
+        from utils.files import file_digest
+
+        if name not in self._digests:
+            self._digests[name] = file_digest(self.paths[name])
+        return self._digests[name]
+
+    def layers(self, name):
+        """--layers, or the network's own: the assignment's 2 3 4 6 8 for its network, every
+        block for the others."""
+        model, _ = self.model(name)
+        if self.args.layers:
+            return list(self.args.layers)
+        if model.family == "ie534":
+            return [k for k in (2, 3, 4, 6, 8) if k <= model.depth]
+        return list(range(1, model.depth + 1))
 
     def model(self, name):
         if name not in self._models:
@@ -116,6 +159,11 @@ class Context:
         os.makedirs(self.out_dir, exist_ok=True)
         return os.path.join(self.out_dir, name)
 
-    def record(self, key, value):
-        """Put one figure's numbers into summary.json (atomically, keeping the rest)."""
+    def record(self, key, value, files=(), uses=()):
+        """Put one figure's numbers into summary.json (atomically, keeping the rest), with the
+        files it drew and the content hash of each model file it was made from (uses: names
+        of models), so that the report can tell a figure of an earlier model."""
+        value = dict(tidy(value), files=list(files), time=round(time.time(), 3),
+                     made_from={n: dict(path=os.path.abspath(self.paths[n]),
+                                        digest=self.digest(n)) for n in uses})
         update_json(self.out(os.path.basename(self.summary_path)), key, value)

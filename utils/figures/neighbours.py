@@ -41,10 +41,13 @@ def run_neighbours(ctx):
     pool = embed_all(encoder, data.train_x, ctx.device)
     idx = nearest(q, pool, args.k).cpu()  # (Q, k)
     rows = torch.cat([data.test_x[pick][:, None], data.train_x[idx]], dim=1)  # (Q, 1 + k, ...)
-    save_grid(to_unit(to_float(rows.flatten(0, 1))), ctx.out("neighbours.png"), nrow=args.k + 1)
+    save_grid(to_unit(to_float(rows.flatten(0, 1))), ctx.out("neighbours.png"), nrow=args.k + 1,
+              mark_column=0)  # the test image, framed; its nearest training images follow
     agree = (data.train_y[idx] == data.test_y[pick][:, None]).float().mean().item() * 100
     info(f"neighbours: {agree:.1f}% of the {args.k} nearest training images share their test "
          f"image's class (chance {100 / data.num_classes:.0f}%)")
+    ctx.paths["encoder"] = path
     ctx.record("neighbours", dict(encoder=path, k=args.k, queries=args.n_queries,
-                                  same_class_pct=agree))
+                                  same_class_pct=agree), files=["neighbours.png"],
+               uses=["encoder"])
     return dict(same_class_pct=agree)

@@ -62,15 +62,17 @@ def run_perturb(ctx):
             grad, altered, figures = perturb(model, x, y, args.gain, num_classes)
             curve = gain_curve(model, x, y, grad, args.max_gain, num_classes)
         g = grad.detach()
-        save_grid((g - g.min()) / (g.max() - g.min()).clamp(min=1e-12),
-                  ctx.out(f"gradient_image_{name}.png"))
-        save_grid(to_unit(altered), ctx.out(f"altered_images_{name}{ctx.suffix('gain')}.png"))
-        plot_gain_curve(curve, ctx.out(f"perturb_gain_{name}.png"), name)
+        made = ["real_images.png", f"gradient_image_{name}.png",
+                f"altered_images_{name}{ctx.suffix('gain')}.png", f"perturb_gain_{name}.png"]
+        save_grid((g - g.min()) / (g.max() - g.min()).clamp(min=1e-12), ctx.out(made[1]))
+        save_grid(to_unit(altered), ctx.out(made[2]))
+        plot_gain_curve(curve, ctx.out(made[3]), name)
         info(f"perturb {name}: accuracy {figures['acc_before']:.1f}% -> "
              f"{figures['acc_after']:.1f}% "
              f"at gain {args.gain:g}; predicted label+1 {figures['alt_before']:.1f}% -> "
              f"{figures['alt_after']:.1f}%")
-        ctx.record(f"perturb_{name}", dict(gain=args.gain, **figures, curve=curve))
+        ctx.record(f"perturb_{name}", dict(gain=args.gain, **figures, curve=curve),
+                   files=made, uses=[name])
 
 
 def plot_gain_curve(curve, path, name):

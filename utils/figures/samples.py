@@ -115,10 +115,13 @@ def run_samples(ctx):
                               kind)
     images = images.float()
     tag = ctx.suffix("classes", "n_per_class") + f"_seed{args.seed}"
-    save_grid(to_unit(images), ctx.out(f"samples{tag}.png"), nrow=len(chosen))
-    save_grid(to_unit(rows), ctx.out(f"interpolation{tag}.png"), nrow=args.interp_steps)
+    made = [f"samples{tag}.png", f"interpolation{tag}.png"]
+    save_grid(to_unit(images), ctx.out(made[0]), nrow=len(chosen),
+              labels=[classes[c] for c in chosen] if num_classes else None)
+    save_grid(to_unit(rows), ctx.out(made[1]), nrow=args.interp_steps)
     result = dict(classes=[classes[c] for c in chosen] if num_classes else None,
-                  n_per_class=args.n_per_class)
+                  n_per_class=args.n_per_class, conditional=bool(num_classes))
+    uses = ["generator"]
     if num_classes and os.path.exists(ctx.paths["baseline"]):  # an outside judge: agreement?
         judge, _ = ctx.model("baseline")
         with torch.no_grad():
@@ -126,7 +129,8 @@ def run_samples(ctx):
         result["baseline_agreement"] = (pred == labels).float().mean().item() * 100
         info(f"samples: the baseline classifies {result['baseline_agreement']:.1f}% of "
              f"{len(labels)} samples as the class they were generated for")
-    ctx.record("samples", result)
+        uses.append("baseline")
+    ctx.record("samples", result, files=made, uses=uses)
 
 
 def run_export(ctx):
