@@ -21,8 +21,12 @@ split, --split) or a folder of PNG files.
     fid, is, kid   Frechet Inception Distance, Inception Score (--splits 10) and Kernel Inception
                    Distance, computed by torch-fidelity on its TensorFlow-compatible InceptionV3
                    (or any extractor it has registered: --feature_extractor)
+    prc            improved precision and recall (Kynkaanniemi et al. 2019) on Inception
+                   features: precision, the share of fakes inside the real images' manifold;
+                   recall, the share of real images inside the fakes'; and their f_score
     cfid           the Frechet distance of the classifier's pooled features (the inputs of its
                    fc10), computed by torch-fidelity with that classifier as its extractor
+    cprc           precision and recall on the classifier's features (no download)
     cacc           the share of class-conditional samples the classifier gives their class
     cconf          the share of samples (conditional or not) the classifier gives a top
                    probability of at least 0.5, and how many classes those cover
@@ -91,13 +95,16 @@ def main(argv=None):
     device = resolve_device(args.device)
     t0 = time.time()
     run_dir = args.fake if os.path.isfile(os.path.join(args.fake, "generator.model")) else None
+    generator_file = "generator.model"
+    if run_dir and os.path.isfile(os.path.join(run_dir, "generator_ema.model")):
+        generator_file = "generator_ema.model"  # --ema's moving average, as visualize.py
+        info("sampling the generator's moving average (generator_ema.model)")
     classifier = args.classifier or (os.path.join(run_dir, "cifar10.model") if run_dir else None)
     check = dict(classifier=classifier, weights=args.inception_weights,
                  extractor=args.feature_extractor)
     settings = {}
     if run_dir:  # everything checked before the samples are drawn
-        G, ckpt = load_model(os.path.join(run_dir, "generator.model"), "generator",
-                             "train_gan.py")
+        G, ckpt = load_model(os.path.join(run_dir, generator_file), "generator", "train_gan.py")
         settings = ckpt["settings"]
         num_classes, kind = conditioning(ckpt)
         check_request(metrics, conditional=num_classes > 0, classes=ckpt["classes"], **check)
@@ -142,13 +149,13 @@ def main(argv=None):
     result = dict(script="metrics", fake=args.fake, real=real_arg, split=args.split,
                   n_fake=len(fake), n_real=len(real), **figures,
                   seconds=round(time.time() - t0, 1))
-    if {"fid", "is", "kid"} & set(metrics):
+    if {"fid", "is", "kid", "prc"} & set(metrics):
         result["extractor"] = args.feature_extractor
-    if {"cfid", "cacc", "cconf"} & set(metrics):
+    if {"cfid", "cprc", "cacc", "cconf"} & set(metrics):
         result["classifier"] = classifier
     if run_dir:  # what the figures were made from, which the report checks
-        used = [os.path.join(run_dir, "generator.model")] + (
-            [classifier] if {"cfid", "cacc", "cconf"} & set(metrics) else [])
+        used = [os.path.join(run_dir, generator_file)] + (
+            [classifier] if {"cfid", "cprc", "cacc", "cconf"} & set(metrics) else [])
         result["made_from"] = {os.path.basename(p): dict(path=os.path.abspath(p),
                                                          digest=file_digest(p)) for p in used}
     for k, v in figures.items():

@@ -4,32 +4,25 @@ ARCHITECTURES. Only nn.Modules live here; sizes are constructor arguments.
     python models.py                     # the assignment's tables at width 196
     python models.py --arch infogan --image_size 28 --channels 1
 
-ie534    the assignment (seed 002). Discriminator: eight 3x3 convolutions, each followed by
-         LayerNorm over (C, H, W) and LeakyReLU, a max-pool over the last map and two heads:
-         `fc1` (the critic's score) and `fc10` (ACGAN's auxiliary classifier). Generator: a
-         linear layer to a 4x4 map, then convolutions and three 4x4 stride-2 transposed
-         convolutions (4 -> 8 -> 16 -> 32), BatchNorm and ReLU after every layer but the last,
-         tanh output.
-dcgan    seed 003 (Udacity's DCGAN on SVHN, after Radford et al.): strided 4x4 convolutions and
-         no pooling in the discriminator, BatchNorm on all but its first layer, LeakyReLU 0.2;
-         the generator from a linear layer to 4x4 through transposed convolutions to the image,
-         BatchNorm and ReLU, tanh. No convolution has a bias (the lesson's helpers).
-udacity-mlp  seed 003 (Udacity's batch-normalization lesson): a classifier only, 784-512-256
-         with BatchNorm (batch_norm=True) or without, ReLU; no generator.
-mlp      seed 004 (CS231n's vanilla GAN): discriminator 784-256-256-1 with LeakyReLU 0.01,
-         generator noise-1024-1024-784 with ReLU and tanh; Xavier-uniform linear weights, as
-         CS231n's initialize_weights.
-infogan  seed 004 (CS231n's DCGAN): the discriminator of TensorFlow's MNIST tutorial (5x5
-         convolutions, max-pools, a hidden fully connected layer) and the InfoGAN paper's
-         generator (Chen et al. 2016, appendix C.1); Xavier-uniform weights for the linear and
-         transposed-convolution layers, PyTorch's default for the convolutions, as CS231n's
-         initialize_weights.
+ie534    the assignment (seed 002): eight 3x3 convolutions with LayerNorm and LeakyReLU, a
+         max-pool and two heads (`fc1` the critic, `fc10` ACGAN's classifier); the generator
+         from a 4x4 map through convolutions and 4x4 stride-2 transposed ones to 32x32.
+dcgan    seed 003 (Udacity's DCGAN): strided 4x4 convolutions, BatchNorm on all but the first
+         discriminator layer, LeakyReLU 0.2, transposed convolutions up from 4x4, tanh; no
+         convolution has a bias (the lesson's helpers).
+udacity-mlp  seed 003's batch-normalization lesson: a classifier only, 784-512-256, ReLU, with
+         BatchNorm (batch_norm=True) or without.
+mlp      seed 004 (CS231n's vanilla GAN): 784-256-256-1, LeakyReLU 0.01; noise-1024-1024-784.
+infogan  seed 004 (CS231n's DCGAN): TensorFlow's MNIST tutorial network and the InfoGAN
+         generator (Chen et al. 2016, appendix C.1).
+CS231n's networks start as its initialize_weights sets them: Xavier-uniform linear and
+transposed-convolution weights, PyTorch's default elsewhere.
 
-Every discriminator returns (score (B,), class logits (B, num_classes) or None) and can carry
-the class head (`fc10`, num_classes > 0) that ACGAN and the classifier use; features(x, k) is
-the output of its k-th block, max-pooled over space. Every generator maps noise (B,
-latent_dim) to images (B, C, S, S) in [-1, 1]; a network whose natural size is larger than
-the image (32 for 28x28 MNIST) crops the centre.
+Every discriminator returns (score (B,), class logits (B, num_classes) or None); features(x,
+k) is its k-th block's output, max-pooled over space; spectral_norm=True (discriminator())
+puts spectral normalisation on every convolution and linear layer of any family (SNGAN).
+Every generator maps noise (B, latent_dim) to images (B, C, S, S) in [-1, 1], cropping the
+centre when its natural size is larger (32 for 28x28 MNIST).
 """
 import argparse
 import math
@@ -44,9 +37,8 @@ GEN_UPSAMPLE = (True, False, False, False, True, False, True, False)
 
 
 class FloatLayerNorm(nn.LayerNorm):
-    """LayerNorm computed in fp32 under autocast on any device. CUDA's autocast does this by
-    itself; the CPU's would keep a bf16 input in bf16, which moves the critic's input
-    gradients, and so the gradient penalty, by several percent."""
+    """LayerNorm in fp32 under autocast on any device, as CUDA's autocast does by itself (the
+    CPU's kept bf16, which moved the gradient penalty by several percent)."""
 
     def forward(self, x):
         return super().forward(x.float())
@@ -111,12 +103,8 @@ class Critic(nn.Module):
 
 
 class Discriminator(Critic):
-    """The critic/classifier of the assignment's table (family ie534).
-
-    forward(x) -> (critic score (B,), class logits (B, num_classes)) for x of shape (B, C, S, S)
-    in [-1, 1]. features(x, layer) -> (B, width): the output of conv`layer` (1..8) after its
-    LayerNorm and LeakyReLU, max-pooled over space.
-    """
+    """The critic/classifier of the assignment's table (family ie534); features(x, layer) is
+    conv`layer` (1..8) after its LayerNorm and LeakyReLU, max-pooled over space: (B, width)."""
     family, role = "ie534", "discriminator"
 
     def __init__(self, width=196, num_classes=10, in_channels=3, image_size=32,
@@ -430,22 +418,34 @@ ARCHITECTURES = {
 ROLES = ("discriminator", "generator")
 
 
-def build(family, role, **arch):
+def build(family, role, spectral_norm=False, **arch):
     """A network by family name and role ('discriminator' or 'generator'), from the
     constructor arguments a model file records."""
-    return ARCHITECTURES[family][ROLES.index(role)](**arch)
+    model = ARCHITECTURES[family][ROLES.index(role)](**arch)
+    return with_spectral_norm(model) if spectral_norm else model
+
+
+def with_spectral_norm(model):
+    """Spectral normalisation (Miyato et al. 2018) on every convolution and linear layer of a
+    discriminator; its power-iteration vectors are buffers, so they are saved and resumed."""
+    for m in list(model.modules()):
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.utils.parametrizations.spectral_norm(m)
+    model.arch["spectral_norm"] = True
+    return model
 
 
 def default_width(family):
     return ARCHITECTURES[family][2]
 
 
-def discriminator(family, width=None, num_classes=0, channels=3, image_size=32, **options):
+def discriminator(family, width=None, num_classes=0, channels=3, image_size=32,
+                  spectral_norm=False, **options):
     """The family's discriminator for images (channels, image_size, image_size); options are
     the family's own constructor arguments (udacity-mlp: batch_norm)."""
     d, _, default, _ = ARCHITECTURES[family]
-    return d(width=width or default, num_classes=num_classes, in_channels=channels,
-             image_size=image_size, **options)
+    return build(family, "discriminator", spectral_norm, width=width or default,
+                 num_classes=num_classes, in_channels=channels, image_size=image_size, **options)
 
 
 def generator(family, latent_dim, width=None, channels=3, image_size=32):

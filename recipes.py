@@ -78,6 +78,18 @@ RECIPES = {
              optimizer="rmsprop", lr=5e-5, adam_step_cap=0, batch_size=64, latent_dim=100,
              noise="normal", gen_train=5, d_first="on", epochs=100, augment="none",
              drop_last="on")),
+    "cnn-gan-modern": Recipe(
+        "this project's own, beyond the lessons: the assignment's networks with what a modern "
+        "GAN baseline adds (hinge loss, spectral norm, EMA, DiffAugment)",
+        # ours: the hinge loss with spectral normalisation (Miyato et al. 2018, SNGAN: Adam
+        # 2e-4, betas (0, 0.9)), an EMA of the generator (beta 0.999, as StudioGAN and
+        # StyleGAN2-ADA), DiffAugment's three transforms instead of the assignment's
+        # augmentation (Zhao et al. 2020), ACGAN's class term, the discriminator first
+        dict(arch="ie534", loss="hinge", acgan="on", dataset="cifar10", optimizer="adam",
+             lr=2e-4, beta1=0.0, beta2=0.9, adam_step_cap=0, batch_size=128, latent_dim=100,
+             noise="normal", gen_train=1, d_first="on", epochs=200, augment="none",
+             drop_last="on", spectral_norm="on", ema=0.999,
+             diffaugment="color,translation,cutout")),
 }
 
 

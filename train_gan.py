@@ -30,9 +30,10 @@ import time
 from losses import LOSSES
 from recipes import RECIPES, resolve_loss_defaults
 from utils.checkpoints import OPTIMIZER, WEIGHTS, load_state, save_model
-from utils.cli import (COUNT, FRACTION, NONNEGATIVE, POSITIVE_INT, ArgumentParser, add_shared_flags,
-                       info, print_result, run_main, with_recipe)
+from utils.cli import (COUNT, FRACTION, NONNEGATIVE, POSITIVE_INT, ArgumentParser, UserError,
+                       add_shared_flags, info, print_result, run_main, with_recipe)
 from utils.data import default_cache_dir, make_generator
+from utils.diffaug import parse_policy
 from utils.gan import CLASS_STATS, D_STATS, PLAIN, GanSpec, build_gan, gan_iteration, save_samples
 from utils.pictures import CURVE_PANELS, gan_title, plot_curves
 from utils.runtime import add_speed_flags
@@ -82,6 +83,22 @@ def build_parser():
                    help="the optimizer of both networks")
     g.add_argument("--beta1", type=FRACTION, default=0.0, help="Adam beta1 of both networks")
     g.add_argument("--beta2", type=FRACTION, default=0.9, help="Adam beta2 of both networks")
+    g = p.add_argument_group("beyond the lessons (off by default: every recipe stays its lesson)")
+    g.add_argument("--ema", type=FRACTION, default=0.0,
+                   help="keep an exponential moving average of the generator's weights with this "
+                        "beta (e.g. 0.999), updated after every generator step; grids, samples, "
+                        "exports, metrics and visualize.py use it (generator_ema.model); 0: off")
+    g.add_argument("--diffaugment", type=diffaugment_flag, default="off",
+                   help="DiffAugment (Zhao et al. 2020): any of color,translation,cutout, "
+                        "applied to every image the discriminator sees, real and fake; off")
+    g.add_argument("--spectral_norm", choices=("on", "off"), default="off",
+                   help="spectral normalisation of every convolution and linear layer of the "
+                        "discriminator, any family (SNGAN)")
+    g.add_argument("--keep_best", default=None,
+                   help="with --eval_every: keep the generator (the EMA one when there is one) "
+                        "of the best evaluation so far as generator_best.model, by this figure "
+                        "(fid, kid, cfid: lower is better; is, cacc, cconf, precision, recall, "
+                        "f_score: higher)")
     g = p.add_argument_group("sample quality during training (metrics.py)")
     g.add_argument("--eval_every", type=COUNT, default=0,
                    help="every N epochs (and after the last) measure the samples; 0: never")
@@ -98,6 +115,17 @@ def build_parser():
     return p
 
 
+def diffaugment_flag(text):
+    """--diffaugment: 'off' or any of color,translation,cutout (checked at parse time)."""
+    import argparse
+
+    try:
+        policy = parse_policy(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return ",".join(policy) or "off"
+
+
 def parse_args(argv=None):
     """The flags, over the recipe's defaults, over the parser's; then the defaults that hang on
     the loss family (the penalty for wgan-gp, clipping for wgan)."""
@@ -107,7 +135,8 @@ def parse_args(argv=None):
 class GanTrainer:
     """Any GAN of the lessons, for the shared epoch loop (utils.training.Run.fit)."""
     kind = "gan"
-    products = ("generator.model", "discriminator.model")  # what a finished run leaves
+    products = ("generator.model", "discriminator.model", "generator_ema.model",
+                "generator_best.model")  # what a finished run leaves
     patterns = (r"output/\d{3,}\.png",)  # the per-epoch grids: a fresh run replaces them
     fields = {"generator": WEIGHTS, "discriminator": WEIGHTS, "opt_g": OPTIMIZER,
               "opt_d": OPTIMIZER}
@@ -125,15 +154,31 @@ class GanTrainer:
         self.rank = train.rank if train is not None else 0
         self.images_per_epoch = train.epoch_images if train is not None else 0
         self.grids = os.path.join(args.out_dir, "output")
+        self.classes, self.tensorboard, self.history = None, None, []
+
+    @property
+    def sampler(self):
+        """The generator samples come from: the moving average when there is one."""
+        return self.nets.G_ema if self.nets.G_ema is not None else self.nets.G
 
     def state(self):
-        return {"generator": self.nets.G.state_dict(), "discriminator": self.nets.D.state_dict(),
-                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
+        state = {"generator": self.nets.G.state_dict(), "discriminator": self.nets.D.state_dict(),
+                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
+        if self.nets.G_ema is not None:
+            state["generator_ema"] = self.nets.G_ema.state_dict()
+        return state
 
     def load(self, ckpt, path):
-        for module, key in ((self.nets.G, "generator"), (self.nets.D, "discriminator"),
-                            (self.opt_g, "opt_g"), (self.opt_d, "opt_d")):
+        parts = [(self.nets.G, "generator"), (self.nets.D, "discriminator"),
+                 (self.opt_g, "opt_g"), (self.opt_d, "opt_d")]
+        if self.nets.G_ema is not None:
+            if not WEIGHTS.ok(ckpt.get("generator_ema")):
+                raise UserError(f"{path} is damaged or from another version: it has no "
+                                "'generator_ema' (the moving average --ema keeps)")
+            parts.append((self.nets.G_ema, "generator_ema"))
+        for module, key in parts:
             load_state(module, ckpt[key], path, key)
+        self.history = list(ckpt["history"])
 
     def begin_epoch(self, epoch):
         self.nets.G.train()
@@ -168,8 +213,11 @@ class GanTrainer:
             test_acc, _ = evaluate(self.nets.D, self.test, self.runtime)
             record["test_acc"] = round(test_acc, 2)
             text.append(f"test acc {test_acc:.2f} real acc {means['real_acc']:.2f}")
-        save_samples(self.nets.G, self.z_fixed, os.path.join(self.grids, f"{epoch:03d}.png"),
-                     nrow=self.nets.D.num_classes or 10)
+        grid = save_samples(self.sampler, self.z_fixed,
+                            os.path.join(self.grids, f"{epoch:03d}.png"),
+                            nrow=self.nets.D.num_classes or 10)
+        if self.tensorboard is not None:
+            self.tensorboard.image("samples", grid, epoch + 1, nrow=self.nets.D.num_classes or 10)
         record.update(images_per_s=round(self.images_per_epoch / max(seconds, 1e-9), 1), **means,
                       w_dist=round(means["d_real"] - means["d_fake"], 4))
         text.append(f"d_loss {means['d_loss']:.3f} g_loss {means['g_loss']:.3f}")
@@ -178,26 +226,60 @@ class GanTrainer:
         every = self.args.eval_every
         if self.quality and ((epoch + 1) % every == 0 or epoch + 1 == self.args.epochs):
             t0 = time.time()
-            figures = self.quality(self.nets.G)
+            figures = self.quality(self.sampler)
             record.update({k: round(v, 4) for k, v in figures.items() if not isinstance(v, dict)},
                           eval_samples=self.args.eval_samples,
                           eval_seconds=round(time.time() - t0, 2))
             text += [f"{k} {v:.3f}" for k, v in figures.items() if not isinstance(v, dict)]
+            if self.args.keep_best and self.keep_if_best(epoch, record):
+                text.append(f"(best {self.args.keep_best} so far: generator_best.model)")
+        self.history.append(dict(record, epoch=epoch + 1))
         return record, " ".join(text)
+
+    def keep_if_best(self, epoch, record):
+        """Keep the sampler as generator_best.model when this evaluation's --keep_best figure
+        beats every earlier one in the run's history (resumptions included)."""
+        key = self.args.keep_best
+        value = record.get(key)
+        if value is None:
+            return False
+        sign = 1 if key in LOWER_IS_BETTER else -1
+        earlier = [sign * h[key] for h in self.history if key in h]
+        if earlier and sign * value >= min(earlier):
+            return False
+        save_model(os.path.join(self.args.out_dir, "generator_best.model"), self.sampler,
+                   vars(self.args), {key: value, "epoch": epoch + 1}, self.classes,
+                   "train_gan.py")
+        return True
 
     def plot(self, history):
         plot_curves(history, CURVE_PANELS["gan"], os.path.join(self.args.out_dir, "gan_curves.png"),
                     gan_title(vars(self.args)) + ", epoch means")
 
 
+LOWER_IS_BETTER = ("fid", "kid", "cfid")
+BEST_KEYS = {"fid": "fid", "kid": "kid", "cfid": "cfid", "is": "is", "cacc": "cacc",
+             "cconf": "cconf", "precision": "prc", "recall": "prc", "f_score": "prc"}
+
+
 def run(args):
     """Train as the flags say; returns (final figures, GanNets)."""
+    if args.keep_best:
+        from utils.quality import parse_metrics
+
+        need = BEST_KEYS.get(args.keep_best)
+        chosen = parse_metrics(args.eval_metrics)
+        if need is None or not args.eval_every or not (
+                need in chosen or (need == "prc" and "cprc" in chosen)):
+            raise UserError(f"--keep_best {args.keep_best}: it needs --eval_every and "
+                            "--eval_metrics that measure it (one of "
+                            f"{', '.join(BEST_KEYS)})")
     if args.eval_every:
         from utils.quality import check_request, parse_metrics
 
         chosen = parse_metrics(args.eval_metrics)
         beside = os.path.join(args.out_dir, "cifar10.model")  # where metrics.py looks too
-        if {"cfid", "cacc", "cconf"} & set(chosen) and not args.eval_classifier \
+        if {"cfid", "cprc", "cacc", "cconf"} & set(chosen) and not args.eval_classifier \
                 and os.path.isfile(beside):
             args.eval_classifier = beside
         check_request(chosen, args.eval_classifier, args.inception_weights,
@@ -217,9 +299,10 @@ def sample_quality(args, data, runtime, classes):
     cache_root = os.path.join(args.cache_dir or default_cache_dir(), "fidelity")
 
     def measure(G):
+        was_training = G.training
         fake, labels = sample_generator(G, args.eval_samples, classes, args.seed,
                                         runtime.device, args.noise)
-        G.train()
+        G.train(was_training)
         return quality.evaluate(fake, labels, data.train_x, data.train_y, chosen,
                                 classifier=args.eval_classifier,
                                 weights=args.inception_weights, device=runtime.device,
@@ -240,9 +323,11 @@ def _train(args, r):
                if args.eval_every and dist.is_main else None)
     trainer = GanTrainer(args, nets, opt_g, opt_d, rt, train=train, test=test, z_fixed=z_fixed,
                          quality=quality)
+    trainer.classes = data.classes
     if r.ckpt:
         trainer.load(r.ckpt, r.resume_from)
     r.begin()
+    trainer.tensorboard = r.tensorboard
     r.say(f"{data.name}: {len(data.train_y)} training images, {len(train)} steps per epoch on "
           f"{rt.device}; samples in {trainer.grids}")
     final = r.fit(trainer, train)
@@ -250,7 +335,10 @@ def _train(args, r):
     # evaluations, which take place after an epoch's steps
     metrics = dict(test_acc=final.get("test_acc"), epochs=args.epochs, seconds=round(r.seconds, 1),
                    eval_seconds=round(sum(h.get("eval_seconds", 0) for h in r.history), 1))
-    for name, module in (("generator", nets.G), ("discriminator", nets.D)):
+    models = [("generator", nets.G), ("discriminator", nets.D)]
+    if nets.G_ema is not None:  # what visualize.py and metrics.py sample from
+        models.append(("generator_ema", nets.G_ema))
+    for name, module in models:
         metrics[name] = os.path.join(args.out_dir, f"{name}.model")
         if dist.is_main:
             save_model(metrics[name], module, r.config, metrics, data.classes, "train_gan.py")

@@ -21,7 +21,8 @@ import visualize
 from utils.errors import EXIT_STOPPED
 
 SCRIPTS = sorted(glob.glob(os.path.join(ROOT, "jobs", "*", "*"))) + [
-    os.path.join(ROOT, "jobs", "resumable.sh"), os.path.join(ROOT, "jobs", "cpu_results.sh")]
+    os.path.join(ROOT, "jobs", "resumable.sh"), os.path.join(ROOT, "jobs", "cpu_results.sh"),
+    os.path.join(ROOT, "jobs", "cpu_ablation.sh")]
 PARSERS = {"train_baseline.py": train_baseline.build_parser, "train_gan.py": train_gan.build_parser,
            "visualize.py": visualize.build_parser, "bench.py": bench.build_parser,
            "metrics.py": metrics.build_parser}

@@ -23,7 +23,8 @@ from utils.training import adam_step_guard
 
 # recipe: (the Adam step guard, the discriminator steps first)
 LESSONS = {"ie534": (1024, "off"), "cs231n-gan": (0, "on"), "cs231n-lsgan": (0, "on"),
-           "cs231n-dcgan": (0, "on"), "udacity-dcgan-svhn": (0, "on"), "wgan-clip": (0, "on")}
+           "cs231n-dcgan": (0, "on"), "udacity-dcgan-svhn": (0, "on"), "wgan-clip": (0, "on"),
+           "cnn-gan-modern": (0, "on")}  # the project's own: plain Adam, the critic first
 
 
 def test_each_recipe_resolves_its_lessons_optimizer_and_order():

@@ -188,7 +188,7 @@ def check_same_data(saved, current, path):
 
 # Settings that may differ between a run and its resumption: where and how fast it runs, not
 # what it trains; and --epochs, to train longer (never fewer than those done).
-RESUMABLE_CHANGES = {"epochs", "device", "data_dir", "cache_dir", "resume", "overwrite", "out_dir",
+RESUMABLE_CHANGES = {"epochs", "tensorboard", "keep_best", "device", "data_dir", "cache_dir", "resume", "overwrite", "out_dir",
                      "log_every", "amp", "compile", "channels_last", "fused_adam",
                      "data_on_device", "stop_file", "time_limit", "deterministic",
                      "eval_every", "eval_metrics", "eval_samples", "eval_classifier",
@@ -196,7 +196,8 @@ RESUMABLE_CHANGES = {"epochs", "device", "data_dir", "cache_dir", "resume", "ove
 
 
 # Settings added after runs were saved without them, with the value those runs had.
-ADDED_SETTINGS = {"shuffle": "on", "drop_last": "on", "d_first": "off"}
+ADDED_SETTINGS = {"shuffle": "on", "drop_last": "on", "d_first": "off", "ema": 0.0,
+                  "diffaugment": "off", "spectral_norm": "off"}
 
 
 def check_same_settings(saved, current, path):

@@ -176,6 +176,9 @@ def add_shared_flags(parser, *, epochs, lr, batch_size, dataset="cifar10", adam_
                         "cannot train on one)")
     g.add_argument("--log_every", type=POSITIVE_INT, default=50,
                    help="print and log one line every N steps")
+    g.add_argument("--tensorboard", action="store_true",
+                   help="also write the log's figures (and a GAN's grids) as TensorBoard events "
+                        "under OUT_DIR/tensorboard (the tensorboard package)")
     g.add_argument("--stop_file", default=None,
                    help="stop as on SIGTERM (checkpoint, exit code 75) once this file exists; "
                         "the job scripts create it when the scheduler warns of the walltime")

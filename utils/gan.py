@@ -4,6 +4,7 @@ iteration, the networks and optimizers built from the flags, and the grid of fix
 
 train_gan.py runs these through the shared epoch loop; bench.py times them.
 """
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -11,6 +12,7 @@ import torch
 from losses import LOSSES, auxiliary_class_loss, clip_weights, gradient_penalty
 from models import ARCHITECTURES, discriminator, generator
 from utils.cli import UserError
+from utils.diffaug import DiffAugment, parse_policy
 from utils.distributed import Dist
 from utils.pictures import save_grid, to_unit
 from utils.runtime import Runtime, seed_everything
@@ -36,11 +38,14 @@ class GanSpec:
     noise: str = "normal"
     step_cap: int = 1024
     d_first: bool = False  # IE 534 steps the generator first; the other lessons the critic
+    ema: float = 0.0  # the generator's exponential moving average: its beta; 0 off
+    diffaug: tuple = ()  # DiffAugment's transforms (utils/diffaug.py); () off
 
     @classmethod
     def from_args(cls, args):
         return cls(args.loss, args.gp_weight, args.clip, args.gen_train, args.latent_dim,
-                   args.noise, args.adam_step_cap, args.d_first == "on")
+                   args.noise, args.adam_step_cap, args.d_first == "on",
+                   getattr(args, "ema", 0.0), parse_policy(getattr(args, "diffaugment", "off")))
 
     def trains_generator(self, step):
         """Whether iteration `step` has a generator step: every gen_train-th, the first of each
@@ -67,6 +72,7 @@ class GanNets:
     D_train: object = None
     D_frozen: object = None
     G_fake: object = None
+    G_ema: torch.nn.Module = None  # the generator's moving average (--ema), or None
 
     def __post_init__(self):
         for name, default in (("G_train", self.G), ("D_train", self.D), ("D_frozen", self.D),
@@ -75,12 +81,26 @@ class GanNets:
                 setattr(self, name, default)
 
 
-def generator_step(nets, opt_g, z, labels, spec=ASSIGNMENT, runtime=PLAIN):
-    """One generator update through a frozen discriminator; returns the loss (a tensor)."""
+@torch.no_grad()
+def ema_update(ema, model, beta):
+    """ema = beta * ema + (1 - beta) * model for every weight; buffers (BatchNorm's running
+    statistics) copied as they are."""
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach(), 1.0 - beta)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+def generator_step(nets, opt_g, z, labels, spec=ASSIGNMENT, runtime=PLAIN, gen=None):
+    """One generator update through a frozen discriminator (its fakes DiffAugmented first
+    when spec.diffaug); returns the loss (a tensor)."""
     nets.D.requires_grad_(False)  # the critic's weights collect no gradient here
     try:
         with runtime.autocast():
-            scores, logits = nets.D_frozen(nets.G_train(z))
+            fake = nets.G_train(z)
+            if spec.diffaug:
+                fake = DiffAugment(spec.diffaug)(fake, gen)
+            scores, logits = nets.D_frozen(fake)
         loss = LOSSES[spec.loss].generator(scores.float())
         if logits is not None:
             loss = loss + auxiliary_class_loss(logits.float(), labels)
@@ -88,6 +108,8 @@ def generator_step(nets, opt_g, z, labels, spec=ASSIGNMENT, runtime=PLAIN):
         loss.backward()
         opt_g.step()
         adam_step_guard(opt_g, spec.step_cap)
+        if nets.G_ema is not None:
+            ema_update(nets.G_ema, nets.G, spec.ema)
     finally:
         nets.D.requires_grad_(True)
     return loss.detach()
@@ -108,12 +130,17 @@ def _critic_scores(nets, real, fake):
 
 
 def discriminator_step(nets, opt_d, real, real_labels, z, fake_labels, alpha, spec=ASSIGNMENT,
-                       runtime=PLAIN):
-    """One critic (and classifier) update; returns (loss, stats tensor in D_STATS's order)."""
+                       runtime=PLAIN, gen=None):
+    """One critic (and classifier) update; returns (loss, stats tensor in D_STATS's order).
+    With spec.diffaug the critic sees real and fake DiffAugmented (independent draws), and
+    the penalty's interpolates are made from those augmented images."""
     zero = torch.zeros((), device=real.device)
     with runtime.autocast():
         with torch.no_grad():
             fake = nets.G_fake(z).to(real.dtype)  # the generator is not trained here
+        if spec.diffaug:
+            augment = DiffAugment(spec.diffaug)
+            real, fake = augment(real, gen), augment(fake, gen)
         real_scores, fake_scores, real_logits, fake_logits = _critic_scores(nets, real, fake)
         # The penalty's double backward runs through the plain module, outside torch.compile.
         gp = (gradient_penalty(lambda x: nets.D(x)[0], real, fake, alpha, spec.gp_weight)
@@ -154,11 +181,11 @@ def gan_iteration(nets, opt_g, opt_d, real, real_labels, step, spec, runtime, ge
     if train_g:
         z_g, g_labels = sample_noise(n, spec.latent_dim, classes, gen, spec.noise)
     if train_g and not spec.d_first:
-        loss_g = generator_step(nets, opt_g, z_g, g_labels, spec, runtime)
+        loss_g = generator_step(nets, opt_g, z_g, g_labels, spec, runtime, gen)
     loss_d, stats = discriminator_step(nets, opt_d, real, real_labels, z_d, fake_labels, alpha,
-                                       spec, runtime)
+                                       spec, runtime, gen)
     if train_g and spec.d_first:
-        loss_g = generator_step(nets, opt_g, z_g, g_labels, spec, runtime)
+        loss_g = generator_step(nets, opt_g, z_g, g_labels, spec, runtime, gen)
     return loss_g, loss_d, stats
 
 
@@ -191,13 +218,16 @@ def build_gan(args, num_classes, runtime, dist=None, channels=3, image_size=32):
     dist = dist or Dist()
     seed_everything(args.seed)
     G = generator(args.arch, args.latent_dim, args.width, channels, image_size)
-    D = discriminator(args.arch, args.width, num_classes, channels, image_size)
+    D = discriminator(args.arch, args.width, num_classes, channels, image_size,
+                      spectral_norm=getattr(args, "spectral_norm", "off") == "on")
     if runtime.sync_bn:
         G, D = (torch.nn.SyncBatchNorm.convert_sync_batchnorm(m) for m in (G, D))
     G, D = runtime.module(G), runtime.module(D)
+    # the moving average starts as the generator; every rank updates it from the same weights
+    G_ema = copy.deepcopy(G).requires_grad_(False).eval() if getattr(args, "ema", 0) else None
     nets = GanNets(G, D, G_train=runtime.compiled(dist.wrap(G, runtime.device)),
                    D_train=runtime.compiled(dist.wrap(D, runtime.device)),
-                   D_frozen=runtime.compiled(D), G_fake=runtime.compiled(G))
+                   D_frozen=runtime.compiled(D), G_fake=runtime.compiled(G), G_ema=G_ema)
     make = lambda m: runtime.optimizer(args.optimizer, m.parameters(), args.lr,  # noqa: E731
                                        (args.beta1, args.beta2))
     return nets, make(G), make(D)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from utils.checkpoints import load_model
 from utils.cli import UserError, progress
 
-METRICS = ("fid", "is", "kid", "cfid", "cacc", "cconf")
+METRICS = ("fid", "is", "kid", "prc", "cfid", "cprc", "cacc", "cconf")
 CONFIDENT = 0.5  # cconf: a top probability of at least this (five times chance of 10 classes)
 INCEPTION = "inception-v3-compat"
 PNG_NAME = re.compile(r"(\d+)(?:_c(\d+))?\.png$")
@@ -175,10 +175,11 @@ def fidelity(fake, real, which, extractor, *, weights=None, device=None, cache_r
     'kid'}; returns {'fid': ..., 'is': ..., 'is_std': ..., 'kid': ..., 'kid_std': ...}."""
     import torch_fidelity
 
-    binary = bool({"fid", "kid"} & set(which))
+    binary = bool({"fid", "kid", "prc"} & set(which))
     kwargs = dict(input1=Images(fake), input2=Images(real) if binary else None,
                   cuda=device is not None and device.type == "cuda", batch_size=batch_size,
                   isc="is" in which, fid="fid" in which, kid="kid" in which,
+                  prc="prc" in which,
                   feature_extractor=extractor, isc_splits=splits,
                   verbose=sys.stderr.isatty(),  # its progress bars, on a terminal
                   save_cpu_ram=True,  # the images are in memory already: no loader workers
@@ -191,7 +192,8 @@ def fidelity(fake, real, which, extractor, *, weights=None, device=None, cache_r
     out = torch_fidelity.calculate_metrics(**kwargs)
     names = {"frechet_inception_distance": "fid", "inception_score_mean": "is",
              "inception_score_std": "is_std", "kernel_inception_distance_mean": "kid",
-             "kernel_inception_distance_std": "kid_std"}
+             "kernel_inception_distance_std": "kid_std", "precision": "precision",
+             "recall": "recall", "f_score": "f_score"}
     return {names[k]: float(v) for k, v in out.items() if k in names}
 
 
@@ -235,12 +237,14 @@ def evaluate(fake, fake_labels, real, real_labels, metrics, *, classifier=None, 
                  intra and bool({"fid", "cfid"} & set(metrics)))
     out, common = {}, dict(weights=weights, device=device, cache_root=cache_root, splits=splits,
                            batch_size=batch_size)
-    inception = [m for m in ("fid", "is", "kid") if m in metrics]
+    inception = [m for m in ("fid", "is", "kid", "prc") if m in metrics]
     if inception:
         out.update(fidelity(fake, real, inception, extractor, real_cache=real_name, **common))
-    if "cfid" in metrics:
+    if {"cfid", "cprc"} & set(metrics):  # one pass of the classifier for both
         name = classifier_extractor(classifier)
-        out["cfid"] = fidelity(fake, real, ["fid"], name, real_cache=real_name, **common)["fid"]
+        which = ["fid"] * ("cfid" in metrics) + ["prc"] * ("cprc" in metrics)
+        got = fidelity(fake, real, which, name, real_cache=real_name, **common)
+        out.update({("cfid" if k == "fid" else k): v for k, v in got.items()})
     if "cacc" in metrics:
         if fake_labels is None:
             raise UserError("cacc needs class-conditional samples (a generator trained with "
@@ -277,9 +281,11 @@ def check_request(metrics, classifier=None, weights=None, extractor=INCEPTION,
     """Everything the metrics asked for needs is there, before any work: the Inception
     weights, a classifier with a class head, class-conditional samples for cacc, judged by a
     classifier of the same classes (classes: the generator's class names, where known)."""
-    if {"fid", "is", "kid"} & set(metrics) and extractor == INCEPTION:
+    if {"prc", "cprc"} <= set(metrics):
+        raise UserError("prc and cprc name the same figures (precision, recall): ask for one")
+    if {"fid", "is", "kid", "prc"} & set(metrics) and extractor == INCEPTION:
         check_inception(weights)
-    if {"cfid", "cacc", "cconf"} & set(metrics):
+    if {"cfid", "cprc", "cacc", "cconf"} & set(metrics):
         if not (classifier and os.path.isfile(classifier)):
             raise UserError(f"cfid, cacc and cconf need a classifier: pass a model file that "
                             f"train_baseline.py wrote with {flag}")
@@ -302,6 +308,9 @@ def check_counts(metrics, fake_labels, real_labels, n_fake, n_real, splits=10, i
     if {"fid", "cfid", "kid"} & set(metrics) and min(n_fake, n_real) < 2:
         need.append(f"fid, cfid and kid need at least 2 fake and 2 real images (here {n_fake} "
                     f"and {n_real})")
+    if {"prc", "cprc"} & set(metrics) and min(n_fake, n_real) < 4:
+        need.append(f"prc and cprc need at least 4 fake and 4 real images (a sample's 3 "
+                    f"nearest neighbours; here {n_fake} and {n_real})")
     if "is" in metrics and n_fake < splits:
         need.append(f"is needs at least --splits {splits} fake images (here {n_fake})")
     if intra and fake_labels is not None and real_labels is not None:

@@ -173,6 +173,40 @@ def _logged_by(record, position):
     return True  # resumptions, divergences: the run's history
 
 
+class TensorBoardLog:
+    """The JSON log's scalars, the grids and the evaluations as TensorBoard event files under
+    RUN/tensorboard/ (rank 0; the JSON log stays the record). Step records are plotted against
+    the global step, epoch records against the epoch."""
+
+    def __init__(self, folder, steps_per_epoch):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(os.path.join(folder, "tensorboard"))
+        self.steps = steps_per_epoch
+
+    def scalars(self, record):
+        event = record.get("event")
+        if event not in ("step", "epoch"):
+            return
+        at = ((record["epoch"] - 1) * self.steps + record["step"] if event == "step"
+              else record["epoch"])
+        for key, value in record.items():
+            if key not in ("event", "epoch", "step", "time") and isinstance(value, (int, float)):
+                self.writer.add_scalar(f"{event}/{key}", value, at)
+        self.writer.flush()
+
+    def image(self, tag, images, epoch, nrow=10):
+        """A grid of images in [-1, 1] (B, C, H, W)."""
+        from torchvision.utils import make_grid
+
+        grid = make_grid(images.detach().float().cpu().add(1).div(2).clamp(0, 1), nrow=nrow)
+        self.writer.add_image(tag, grid, epoch)
+        self.writer.flush()
+
+    def close(self):
+        self.writer.close()
+
+
 class JsonLog:
     """The run's JSON-lines log, one object per line. A fresh run starts an empty one. A
     resumed run keeps the records up to where its checkpoint stands (what was logged after it,
@@ -180,7 +214,7 @@ class JsonLog:
     plot never counts a step twice."""
 
     def __init__(self, folder, name, resume_at=None):
-        self.folder, self.name = folder, name
+        self.folder, self.name, self.tensorboard = folder, name, None
         if resume_at is None:
             atomic_write_text(self.path, "")
             return
@@ -199,3 +233,5 @@ class JsonLog:
                 f.write(json.dumps(record) + "\n")
         except OSError as e:
             raise io_error(e, self.path) from None
+        if self.tensorboard is not None:
+            self.tensorboard.scalars(record)

@@ -31,7 +31,7 @@ from utils.checkpoints import (PROGRESS_FIELDS, atomic_save, check_same_data, ch
 from utils.cli import Diverged, Stopped, UserError, check_shared_flags, info, progress
 from utils.distributed import Dist, StopSignal, init_distributed
 from utils.errors import EXIT_INTERRUPTED, EXIT_STOPPED
-from utils.rundir import JsonLog, RunFolder, check_resume_target
+from utils.rundir import JsonLog, RunFolder, TensorBoardLog, check_resume_target
 from utils.runtime import Runtime
 
 PLOT_SECONDS = 60.0
@@ -91,6 +91,8 @@ class Run:
     resume_from: str = None
     ckpt: dict = None
     folder: RunFolder = None  # the run folder (rank 0 holds its lock)
+    tensorboard: object = None  # rank 0's TensorBoardLog with --tensorboard
+    steps_per_epoch: int = 0
     run_id: str = None  # the same through every resumption of a run
     data_id: dict = None  # what the data is (name, classes, sizes, fingerprint)
     begun: bool = False
@@ -124,6 +126,9 @@ class Run:
             self.folder.settings_file(self.config)
             position = (self.ckpt["epoch"], self.ckpt["step"]) if self.ckpt else None
             self.log = JsonLog(self.folder, f"{self.kind}_log.jsonl", resume_at=position)
+            if getattr(self.args, "tensorboard", False):
+                self.tensorboard = self.log.tensorboard = TensorBoardLog(
+                    self.args.out_dir, self.steps_per_epoch)
         self.begun = True
         if self.ckpt:
             self.history, self.seconds = self.ckpt["history"], self.ckpt["seconds"]
@@ -155,6 +160,7 @@ class Run:
         if self.ckpt:
             check_same_data(self.ckpt.get("data"), self.data_id, self.resume_from)
         train, test = make_loaders(a, data, self.runtime, self.dist)
+        self.steps_per_epoch = len(train)
         if train.augment is not None and train.augment.crop:
             self.jitter = train.augment.strengths
         return data, train, test
@@ -284,6 +290,8 @@ class Run:
         # Every rank reaches the end, a stop or a divergence together; any other error may be
         # one rank's alone, and waiting for the others there would hang.
         try:
+            if self.tensorboard is not None:
+                self.tensorboard.close()
             self.close(together=exc_type is None or issubclass(exc_type, (Stopped, Diverged)))
         finally:
             if self.folder is not None:

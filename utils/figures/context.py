@@ -47,9 +47,11 @@ class Context:
         self.run_dir = args.run_dir
         self.out_dir = args.out_dir or os.path.join(args.run_dir, "visualization")
         in_run = lambda name: os.path.join(args.run_dir, name)  # noqa: E731
+        ema = in_run("generator_ema.model")  # --ema's moving average: what samples come from
         self.paths = {"baseline": args.baseline_model or in_run(MODELS["baseline"][0]),
                       "gan": args.gan_model or in_run(MODELS["gan"][0]),
-                      "generator": args.generator_model or in_run("generator.model")}
+                      "generator": args.generator_model or (
+                          ema if os.path.isfile(ema) else in_run("generator.model"))}
         # --model both: the discriminators whose files exist (a GAN-only run has no baseline)
         self.names = ([n for n in ("baseline", "gan") if os.path.isfile(self.paths[n])]
                       if args.model == "both" else [args.model])

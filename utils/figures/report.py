@@ -198,8 +198,15 @@ class Report:
                          f"accuracy {m.get('test_acc')}% after {m.get('epochs')} epochs, "
                          f"on {ckpt['settings'].get('dataset', 'cifar10')}")
         if self.gen is not None:
+            ema = os.path.basename(self.paths["generator"]) == "generator_ema.model"
             notes.append(f"generator: {gan_title(self.gen['settings'])}, "
-                         f"{'class-conditional' if self.conditional else 'unconditional'}")
+                         f"{'class-conditional' if self.conditional else 'unconditional'}"
+                         + (", samples from its moving average (--ema)" if ema else ""))
+        best = model_file(os.path.join(self.run_dir, "generator_best.model"), "generator")
+        if best is not None:
+            m = {k: v for k, v in best["metrics"].items() if k != "epoch"}
+            notes.append(f"best generator ({', '.join(f'{k} {v:.4g}' for k, v in m.items())}): "
+                         f"epoch {best['metrics'].get('epoch')}, in generator_best.model")
         self.page("Understanding CNNs and GANs: results", notes=notes)
 
     def progress_page(self):
