@@ -8,7 +8,6 @@ import torchvision.transforms.v2 as T
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from utils import data
 from utils.augment import Augment, adjust_hue, color_jitter, jitter_strengths, resized_crop
 from utils.data import Batches, DataError, load_dataset, load_folder, make_generator
 
