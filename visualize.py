@@ -23,17 +23,20 @@ import time
 from utils.cli import (COUNT, INTEGER, NONNEGATIVE, POSITIVE, POSITIVE_INT, ArgumentParser,
                        UserError, info, run_main)
 from utils.figures.ascent import run_max_class, run_max_features
+from utils.figures.attack import run_attack
+from utils.figures.attribution import run_attribute
 from utils.figures.compare import read_history, run_compare
 from utils.figures.context import Context
 from utils.figures.neighbours import run_neighbours
 from utils.figures.perturbation import run_perturb
 from utils.figures.report import build_report
 from utils.figures.samples import run_export, run_samples
+from utils.figures.transfer import run_transfer
 from utils.files import FolderLock, check_writable_folder
 from utils.runtime import add_speed_flags
 
 FIGURES = ("perturb", "max-class", "max-features", "samples", "export", "neighbours", "compare",
-           "report", "all")
+           "attribute", "attack", "transfer", "report", "all")
 
 
 def build_parser():
@@ -75,6 +78,20 @@ def build_parser():
     g.add_argument("--blur_every", type=COUNT, default=0,
                    help="regulariser: Gaussian blur every N steps (0: off)")
     g.add_argument("--blur_sigma", type=POSITIVE, default=0.5, help="the blur's sigma in pixels")
+    g.add_argument("--param", choices=("pixel", "fft"), default="pixel",
+                   help="the image's parameters: pixel (the assignment's ascent) or fft (lucid's: "
+                        "Fourier coefficients scaled by 1/f in decorrelated colours, Adam)")
+    g.add_argument("--robust", choices=("on", "off"), default="off",
+                   help="transformation robustness at every step: padding, jitter, scale and "
+                        "rotation sized for 32-pixel images, drawn from --seed")
+    g.add_argument("--diversity", type=NONNEGATIVE, default=0.0,
+                   help="with --param fft and --copies > 1: push the copies of an objective "
+                        "apart by this weight x their Gram matrices' similarity")
+    g.add_argument("--copies", type=POSITIVE_INT, default=1,
+                   help="with --param fft: images per class or feature (rows of the grid)")
+    g.add_argument("--fft_lr", type=POSITIVE, default=0.005,
+                   help="with --param fft: Adam's learning rate (lucid's 0.05 saturates 32-pixel "
+                        "images into blocks; 0.005 keeps them smooth)")
     g = p.add_argument_group("samples")
     g.add_argument("--classes", nargs="+", default=["all"],
                    help="class names or indices (default all: one column each)")
@@ -91,6 +108,24 @@ def build_parser():
     g.add_argument("--k", type=POSITIVE_INT, default=8,
                    help="nearest training images shown per test image")
     # Part 2's images are input gradients: fp32 on every device unless --amp on asks for bf16
+    g = p.add_argument_group("beyond the assignment: attribute, attack, transfer (all --extras)")
+    g.add_argument("--extras", action="store_true",
+                   help="all: also make attribute, attack and transfer, and the report's "
+                        "'beyond the assignment' pages")
+    g.add_argument("--n_images", type=POSITIVE_INT, default=8,
+                   help="attribute: test images, one row each")
+    g.add_argument("--ig_steps", type=POSITIVE_INT, default=32,
+                   help="attribute: integrated gradients' steps")
+    g.add_argument("--ig_batch", type=POSITIVE_INT, default=64,
+                   help="attribute: images per batch inside integrated gradients (memory)")
+    g.add_argument("--gradcam_layer", type=POSITIVE_INT, default=None,
+                   help="attribute: the block Grad-CAM reads (default the last)")
+    g.add_argument("--max_budget", type=COUNT, default=16,
+                   help="attack: PGD budgets 0..N 8-bit levels")
+    g.add_argument("--attack_steps", type=POSITIVE_INT, default=10, help="attack: PGD's steps")
+    g.add_argument("--judges", nargs="+", default=None,
+                   help="transfer: more model files that judge the max-class images (e.g. a "
+                        "classifier trained with another seed)")
     g = p.add_argument_group("compare (runs of train_baseline.py side by side)")
     g.add_argument("--runs", nargs="+", default=None,
                    help="the run folders: training loss and test accuracy per epoch on one figure")
@@ -101,7 +136,9 @@ def build_parser():
 
 COMMANDS = {"perturb": run_perturb, "max-class": run_max_class,
             "max-features": run_max_features, "samples": run_samples, "export": run_export,
-            "neighbours": run_neighbours, "compare": run_compare}
+            "neighbours": run_neighbours, "compare": run_compare, "attribute": run_attribute,
+            "attack": run_attack, "transfer": run_transfer}
+EXTRAS = ("attribute", "attack", "transfer")  # all --extras adds them
 ALL = ("perturb", "max-class", "max-features", "samples")  # what 'all' makes before the report
 
 
@@ -122,7 +159,11 @@ def preflight(ctx, figures):
     args = ctx.args
     if args.figure in ("all", "report"):
         ctx.require_models()
-    needs_disc = [f for f in figures if f in ("perturb", "max-class", "max-features")]
+    if args.param == "pixel" and (args.diversity or args.copies > 1):
+        raise UserError("--diversity and --copies need --param fft (the pixel ascent starts "
+                        "every copy from the same mean image)")
+    needs_disc = [f for f in figures if f in ("perturb", "max-class", "max-features",
+                                                 *EXTRAS)]
     if needs_disc and not ctx.names:
         why = (f"no discriminator in {args.run_dir} (cifar10.model from train_baseline.py, "
                "discriminator.model from train_gan.py)")
@@ -143,7 +184,7 @@ def preflight(ctx, figures):
         check_layers(ctx)
     if {"samples", "export"} & set(figures):
         ctx.model("generator")
-    if {"perturb", "max-class", "max-features"} & set(figures):
+    if {"perturb", "max-class", "max-features", *EXTRAS} & set(figures):
         ctx.batch()  # the test images, and every model checked against them
     if "compare" in figures:
         for run in args.runs or []:
@@ -155,7 +196,8 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     ctx = Context(args, defaults=parser.parse_args(["all"]))
-    figures = list(ALL) if args.figure == "all" else [args.figure]
+    figures = (list(ALL) + list(EXTRAS) * args.extras) if args.figure == "all" \
+        else [args.figure]
     figures = preflight(ctx, [f for f in figures if f != "report"])
     # one visualize.py at a time in a folder (an export's own folder for export)
     target = (args.out_dir or os.path.join(args.run_dir, "export")) if args.figure == "export" \

@@ -7,17 +7,19 @@ import torch
 
 from utils.cli import info, progress
 from utils.data import make_generator
+from utils.figures.lucid import fft_ascent, robust
 from utils.pictures import save_grid, to_unit
 
 
 def ascend(objective, x0, steps=200, lr=0.1, weight_decay=0.001, jitter=0, blur_every=0,
-           blur_sigma=0.5, generator=None, desc="ascent"):
+           blur_sigma=0.5, generator=None, desc="ascent", robust_key=None):
     """Gradient ascent on the input, each image on its own objective(x)[i].
 
     The assignment's update: x += lr * grad - weight_decay * x * |x|, clamped to [-1, 1].
     Optional regularisers (Yosinski et al. 2015): a random shift of up to `jitter` pixels
-    before each step, and a Gaussian blur every `blur_every` steps. A progress bar (on a
-    terminal) shows the mean objective every 10 steps.
+    before each step, and a Gaussian blur every `blur_every` steps; robust_key (seed, name):
+    lucid.robust's transforms, drawn from (seed, name, step). A progress bar (on a terminal)
+    shows the mean objective every 10 steps.
     """
     from torchvision.transforms.v2.functional import gaussian_blur
 
@@ -28,7 +30,9 @@ def ascend(objective, x0, steps=200, lr=0.1, weight_decay=0.001, jitter=0, blur_
         if jitter:
             dx, dy = torch.randint(-jitter, jitter + 1, (2,), generator=generator).tolist()
         xs = torch.roll(x, (dy, dx), (2, 3)).requires_grad_(True)
-        value = objective(xs).float()
+        seen = xs if robust_key is None else robust(
+            xs, make_generator("cpu", *robust_key, step))
+        value = objective(seen).float()
         (grad,) = torch.autograd.grad(value.sum(), xs)
         if step % 10 == 0 and not bar.disable:
             bar.set_postfix_str(f"objective {value.mean().item():.4g}")
@@ -47,6 +51,66 @@ def own_class_logit(model):
 
 def own_feature(model, layer):
     return lambda x: model.features(x, layer).diagonal().float()  # image i's feature i
+
+
+def activations(model, x, layer=None):
+    """The output of block `layer` (default the last), (B, C, h, w) (a vector made (B, C, 1, 1))
+    and what the heads read."""
+    h = x
+    for block in model.blocks[:layer]:
+        h = block(h)
+    return h if h.dim() == 4 else h[..., None, None]
+
+
+def class_score(model, num_classes):
+    """score(x) -> (image i's logit of class i % num_classes, the last block's activations)."""
+    def score(x):
+        h = activations(model, x)
+        logits = model.fc10(model.trunk(h))  # a vector's (B, C, 1, 1) flattens back
+        i = torch.arange(len(x), device=x.device)
+        return logits[i, i % num_classes], h
+    return score
+
+
+def feature_score(model, layer, n):
+    """score(x) -> (image i's feature i % n of `layer`, max-pooled; the layer's activations)."""
+    def score(x):
+        h = activations(model, x, layer)
+        i = torch.arange(len(x), device=x.device)
+        return h.amax(dim=(2, 3))[i, i % n], h
+    return score
+
+
+def lucid_options(ctx, name, robust=None):
+    """The --param fft ascent's settings, and the training set's colour matrix."""
+    a = ctx.args
+    return dict(colour=ctx.colour().to(ctx.device), steps=a.steps, lr=a.fft_lr,
+                robust_on=(robust or a.robust) == "on", copies=a.copies, weight=a.diversity,
+                seed=a.seed)
+
+
+def class_images(ctx, name, method=None, robust=None):
+    """The max-class images of one discriminator by a method ('pixel': the assignment's ascent
+    from the mean test image; 'fft': lucid's): (images, start logits or None, end logits,
+    predicted classes). Images are copy-major: image i is of class i % classes."""
+    args, (model, _) = ctx.args, ctx.model(name)
+    n = len(ctx.classes(name))
+    if (method or args.param) == "fft":
+        x, _ = ctx.batch()
+        opts = lucid_options(ctx, name, robust)
+        with ctx.runtime.autocast():
+            images = fft_ascent(class_score(model, n), n, tuple(x.shape[1:]),
+                                key=("max-class", name), desc="max-class (fft)", **opts)
+            with torch.no_grad():
+                end, pred = class_score(model, n)(images)[0], model(images)[1].argmax(1)
+        return images, None, end, pred
+    x, _ = ctx.batch()
+    g = make_generator("cpu", args.seed, "jitter", name)
+    options = ascent_options(args, g)
+    if (robust or args.robust) == "on":
+        options["robust_key"] = (args.seed, "robust", name)
+    with ctx.runtime.autocast():
+        return max_class(model, x.mean(0, keepdim=True), n, **options)
 
 
 def max_class(model, mean_image, num_classes, **ascent):
@@ -80,26 +144,27 @@ def ascent_options(args, generator=None):
                 blur_every=args.blur_every, blur_sigma=args.blur_sigma, generator=generator)
 
 
+TAGS = ("steps", "lr", "weight_decay", "jitter", "blur_every", "blur_sigma", "param",
+        "robust", "diversity", "copies", "fft_lr")  # settings that name a variant's files
+
+
 def run_max_class(ctx):
-    args = ctx.args
-    x, _ = ctx.batch()
-    mean = x.mean(0, keepdim=True)
-    tag = ctx.suffix("steps", "lr", "weight_decay", "jitter", "blur_every", "blur_sigma")
+    tag = ctx.suffix(*TAGS)
     for name in ctx.with_class_head("max-class"):
-        model, _ = ctx.model(name)
         classes = ctx.classes(name)
-        g = make_generator("cpu", args.seed, "jitter", name)
-        with ctx.runtime.autocast():
-            images, start, end, pred = max_class(model, mean, len(classes),
-                                                 **ascent_options(args, g))
+        images, start, end, pred = class_images(ctx, name)
         made = f"max_class_{name}{tag}.png"
         save_grid(to_unit(images), ctx.out(made), nrow=len(classes), labels=classes)
-        hits = (pred == torch.arange(len(classes), device=pred.device)).tolist()
-        for c, (s, e, ok) in enumerate(zip(start.tolist(), end.tolist(), hits)):
-            info(f"max-class {name} {classes[c]:>10}: logit {s:7.2f} -> {e:7.2f}, "
-                 f"classified as {classes[c] if ok else classes[pred[c]]}")
-        ctx.record(f"max_class_{name}{tag}", dict(start=start.tolist(), end=end.tolist(),
-                                                  hits=hits, classes=classes),
+        target = torch.arange(len(pred), device=pred.device) % len(classes)
+        hits = (pred == target).tolist()
+        for i, (e, ok) in enumerate(zip(end.tolist(), hits)):
+            s = f"{start[i].item():7.2f} -> " if start is not None else ""
+            c = i % len(classes)
+            info(f"max-class {name} {classes[c]:>10}: logit {s}{e:7.2f}, "
+                 f"classified as {classes[c] if ok else classes[pred[i]]}")
+        ctx.record(f"max_class_{name}{tag}",
+                   dict(start=None if start is None else start.tolist(), end=end.tolist(),
+                        hits=hits, classes=classes, param=ctx.args.param),
                    files=[made], uses=[name])
 
 
@@ -107,16 +172,29 @@ def run_max_features(ctx):
     args = ctx.args
     x, _ = ctx.batch()
     mean = x.mean(0, keepdim=True)
-    tag = ctx.suffix("steps", "lr", "weight_decay", "jitter", "blur_every", "blur_sigma",
-                 "n_features")
+    tag = ctx.suffix(*TAGS, "n_features")
     for name in ctx.names:
         model, _ = ctx.model(name)
         for layer in ctx.layers(name):
             t0 = time.time()
             g = make_generator("cpu", args.seed, "jitter", name, layer)
             with ctx.runtime.autocast():
-                images, start, end = max_features(model, mean, layer, args.n_features,
-                                                  **ascent_options(args, g))
+                if args.param == "fft":
+                    with torch.no_grad():
+                        n = min(args.n_features, model.features(mean, layer).shape[1])
+                    score = feature_score(model, layer, n)
+                    images = fft_ascent(score, n, tuple(mean.shape[1:]),
+                                        key=("max-features", name, layer),
+                                        desc=f"max-features layer {layer} (fft)",
+                                        **lucid_options(ctx, name))
+                    with torch.no_grad():  # from a grey image to the end
+                        end, start = score(images)[0], score(torch.zeros_like(images))[0]
+                else:
+                    options = ascent_options(args, g)
+                    if args.robust == "on":
+                        options["robust_key"] = (args.seed, "robust", name, layer)
+                    images, start, end = max_features(model, mean, layer, args.n_features,
+                                                      **options)
             made = f"max_features_{name}_layer{layer}{tag}.png"
             save_grid(to_unit(images), ctx.out(made))
             raised = (end > start).float().mean().item() * 100

@@ -124,10 +124,18 @@ class Context:
             data = load_dataset(dataset, data_dir, self.args.cache_dir)
             for name in self.names:
                 self.check_fits(name, data)
+            self.data = data
             x, y = pick_test_batch(data, self.args.batch_size, self.args.seed)
             self._batch = (x.to(self.device, memory_format=self.runtime.memory_format),
                            y.to(self.device))
         return self._batch
+
+    def colour(self):
+        """The training pixels' colour matrix (lucid's decorrelation), for --param fft."""
+        from utils.figures.lucid import colour_matrix
+
+        self.batch()
+        return colour_matrix(self.data.train_x)
 
     def check_fits(self, name, data):
         """A discriminator is shown images of the shape it reads and named by its own classes;

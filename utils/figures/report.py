@@ -188,6 +188,47 @@ class Report:
         if self.gen is not None:
             self.samples_page()
             self.quality_page()
+        self.extra_pages(heads)
+
+    def extra_pages(self, heads):
+        """Beyond the assignment, only when those figures were made (visualize.py all
+        --extras): the attributions, and what the generator changed in its discriminator."""
+        items = [self.figure(self.summary[f"attributions_{name}"],
+                             f"{name} discriminator: image, saliency, integrated gradients, "
+                             "Grad-CAM", "attribute")
+                 for name in heads if f"attributions_{name}" in self.summary]
+        if items:
+            self.page("Beyond the assignment: attributions (captum)", items, 2)
+        attack, transfer = self.summary.get("attack"), self.summary.get("transfer")
+        if not (attack or transfer):
+            return
+        notes, items = [], []
+        for name, ckpt in self.disc.items():
+            notes.append(f"{name} discriminator: test accuracy "
+                         f"{ckpt.get('metrics', {}).get('test_acc')}%")
+        if attack:
+            item = self.figure(attack, "accuracy under PGD; logits along the adversarial "
+                               "direction", "attack")
+            items.append(item)
+            if item[1] is not None:
+                for name, f in attack["models"].items():
+                    curve = f["pgd_curve"]
+                    notes.append(f"{name}: under PGD ({f['steps']} steps) {curve[0]:.0f}% at 0, "
+                                 + ", ".join(f"{curve[k]:.0f}% at {k}" for k in (2, 4, 8, 16)
+                                             if k < len(curve)) + " levels")
+        if transfer:
+            item = self.figure(transfer, "max-class images: the assignment's ascent (top), "
+                               "lucid's (bottom)", "transfer")
+            items.append(item)
+            if item[1] is not None:
+                for name, methods in transfer["rates"].items():
+                    for method, rates in methods.items():
+                        notes.append(f"{name}'s max-class images by {method}: judged their "
+                                     "class by " + ", ".join(
+                                         f"{os.path.basename(j)} {r:.0f}%"
+                                         for j, r in rates.items()))
+        self.page("Beyond the assignment: what the generator changed in its discriminator",
+                  items, 2, notes)
 
     def title_page(self):
         notes = []

@@ -1,0 +1,113 @@
+"""Stronger attacks beside the assignment's one signed step: projected gradient descent (Madry
+et al. 2018; the iterated step, each image kept within --budget 8-bit levels of itself), the
+accuracy of both discriminators against the budget on one plot, and the seed's linear-path
+figure (Goodfellow et al. 2015, its background's Fig. 2): the logits along the adversarial
+direction from -10 to +10 times the perturbation's step, for one image per model.
+
+    python visualize.py attack --max_budget 16 --attack_steps 10
+"""
+import torch
+import torch.nn.functional as F
+
+from utils.cli import info
+from utils.files import atomic_path
+from utils.figures.perturbation import LEVEL, input_gradient
+
+
+def pgd(model, x, y, budget, steps=10, step_size=None):
+    """Untargeted PGD in L-infinity: `steps` signed gradient steps on the cross-entropy of the
+    true class, each image kept within budget (in [-1, 1] units) of itself and in [-1, 1].
+    budget 0 returns x unchanged."""
+    if budget <= 0 or steps < 1:
+        return x.detach()
+    step_size = step_size or 2.5 * budget / steps
+    adv = x.detach().clone()
+    for _ in range(steps):
+        adv.requires_grad_(True)
+        loss = F.cross_entropy(model(adv)[1].float(), y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, adv)
+        adv = adv.detach() + step_size * grad.sign()
+        adv = torch.min(torch.max(adv, x - budget), x + budget).clamp(-1, 1)
+    return adv.detach()
+
+
+@torch.no_grad()
+def accuracy(model, x, y):
+    return (model(x)[1].argmax(1) == y).float().mean().item() * 100
+
+
+def budget_curve(model, x, y, max_budget, steps):
+    """Accuracy (%) under PGD at budgets 0..max_budget 8-bit levels."""
+    return [accuracy(model, pgd(model, x, y, k * LEVEL, steps), y) for k in range(max_budget + 1)]
+
+
+@torch.no_grad()
+def linear_path(model, x, y, gain=8.0, span=10, points=41):
+    """The logits (points, classes) of x + t * gain levels * sign(gradient toward y + 1), for t
+    from -span to +span: how linear the model is along the adversarial direction."""
+    with torch.enable_grad():
+        alt = (y + 1) % model.num_classes
+        direction = -input_gradient(model, x, alt).sign() * gain * LEVEL
+    t = torch.linspace(-span, span, points, device=x.device)
+    path = (x + t[:, None, None, None] * direction).clamp(-1, 1)  # (points, C, S, S)
+    return t, model(path)[1].float()
+
+
+def plot_attack(curves, paths, classes, path):
+    """Left: accuracy against the PGD budget for each model; then one linear-path panel each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 1 + len(paths), figsize=(5 * (1 + len(paths)), 3.6),
+                             squeeze=False)
+    ax = axes[0, 0]
+    for name, curve in curves.items():
+        ax.plot(range(len(curve)), curve, marker=".", label=f"{name} discriminator")
+    ax.set_xlabel("budget (8-bit levels per pixel)")
+    ax.set_ylabel("test accuracy under PGD (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("accuracy against the attack's budget", fontsize=9)
+    for ax, (name, (t, logits, label)) in zip(axes[0, 1:], paths.items()):
+        for c in range(logits.shape[1]):
+            ax.plot(t.cpu(), logits[:, c].cpu(), lw=2.5 if c == label else 1,
+                    label=classes[name][c] if c == label or c == (label + 1) % logits.shape[1]
+                    else None)
+        ax.set_xlabel("multiples of the perturbation's step")
+        ax.set_ylabel("logit")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        ax.set_title(f"{name}: logits along the adversarial direction", fontsize=9)
+    fig.tight_layout()
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=80)
+    finally:
+        plt.close(fig)
+
+
+def run_attack(ctx):
+    args = ctx.args
+    names = ctx.with_class_head("attack")
+    if not names:
+        return None
+    x, y = ctx.batch()
+    curves, paths, classes, figures = {}, {}, {}, {}
+    for name in names:
+        model, _ = ctx.model(name)
+        curves[name] = budget_curve(model, x, y, args.max_budget, args.attack_steps)
+        t, logits = linear_path(model, x[:1], y[:1], args.gain)
+        paths[name] = (t, logits, int(y[0]))
+        classes[name] = ctx.classes(name)
+        figures[name] = dict(pgd_curve=curves[name], steps=args.attack_steps)
+        info(f"attack {name}: accuracy {curves[name][0]:.1f}% clean, "
+             f"{curves[name][min(8, args.max_budget)]:.1f}% under PGD at "
+             f"{min(8, args.max_budget)} levels ({args.attack_steps} steps)")
+    made = "attack.png"
+    plot_attack(curves, paths, classes, ctx.out(made))
+    ctx.record("attack", dict(models=figures, max_budget=args.max_budget), files=[made],
+               uses=names)
+    return {name: f["pgd_curve"][-1] for name, f in figures.items()}
