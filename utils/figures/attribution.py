@@ -21,6 +21,7 @@ def attributions(model, x, target, ig_steps=32, ig_batch=64, layer=None):
     from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Saliency
 
     forward = logits_of(model)
+    x = x.detach().clone().requires_grad_(True)  # captum warns when it has to do this itself
     saliency = Saliency(forward).attribute(x, target=target, abs=True).amax(1, keepdim=True)
     ig, error = IntegratedGradients(forward).attribute(
         x, baselines=torch.zeros_like(x), target=target, n_steps=ig_steps,
