@@ -33,7 +33,7 @@ from utils.data import Batches, ImageData, load_dataset
 from utils.figures.ascent import ascend, own_class_logit, own_feature
 from utils.figures.perturbation import perturb
 from utils.gan import GanSpec, build_gan, gan_iteration
-from utils.runtime import Runtime, add_speed_flags
+from utils.runtime import Runtime, add_speed_flags, peak_memory_mib, reset_peak_memory
 
 
 def build_parser():
@@ -61,36 +61,11 @@ def build_parser():
 
 # ----------------------------------------------------------------------------- measuring
 
-def reset_peak(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    else:
-        try:  # Linux: writing 5 resets the resident-set high-water mark of this process
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-        except OSError:
-            pass
-
-
-def peak_mib(device):
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
 def timed(step, device, steps, warmup, images_per_step):
     """Run step() warmup + steps times; figures of the timed part."""
     for _ in range(warmup):
         step()
-    reset_peak(device)
+    reset_peak_memory(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t0 = time.perf_counter()
@@ -100,7 +75,7 @@ def timed(step, device, steps, warmup, images_per_step):
         torch.cuda.synchronize(device)
     dt = (time.perf_counter() - t0) / steps
     return dict(ms_per_step=round(dt * 1000, 2), images_per_s=round(images_per_step / dt, 1),
-                peak_mib=round(peak_mib(device), 1))
+                peak_mib=round(peak_memory_mib(device), 1))
 
 
 # ----------------------------------------------------------------------------- the data paths

@@ -1,5 +1,7 @@
 """The fast path computes what the plain path computes (checked on the CPU here)."""
 import json
+import os
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -12,7 +14,7 @@ from models import Discriminator
 from train_gan import parse_args
 from utils.classifier import train_step
 from utils.gan import GanSpec, build_gan, gan_iteration
-from utils.runtime import Runtime
+from utils.runtime import Runtime, peak_memory_mib, reset_peak_memory
 
 GAN_ARGS = parse_args(["--width", "8", "--lr", "1e-3"])  # the assignment's GAN, narrow
 
@@ -78,7 +80,25 @@ def test_fast_path_learns_like_the_plain_path(tmp_path, capsys):
                                  common + extra + ["--out_dir", str(tmp_path / str(i))], capsys)
         assert code == 0, err
         acc.append(json.loads(out.splitlines()[-1])["test_acc"])
+        # every epoch notes its own peak memory, in the log and on the console
+        log = [json.loads(line) for line in open(tmp_path / str(i) / "baseline_log.jsonl")]
+        peaks = [r["peak_mib"] for r in log if r["event"] == "epoch"]
+        assert len(peaks) == 4 and all(p > 50 for p in peaks), peaks
+        assert re.search(r"epoch 4/4 .* peak \d+ MiB\)", err), err
     assert min(acc) > 60 and abs(acc[0] - acc[1]) < 10, acc
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="Linux only")
+def test_the_peak_memory_window_starts_again_at_each_reset():
+    cpu = torch.device("cpu")
+    reset_peak_memory(cpu)
+    before = peak_memory_mib(cpu)
+    big = torch.ones(64 * 2**20)  # 256 MiB, touched
+    during = peak_memory_mib(cpu)
+    del big
+    assert during > before + 200, (before, during)
+    reset_peak_memory(cpu)  # a new window forgets the freed 256 MiB
+    assert peak_memory_mib(cpu) < during - 200
 
 
 def test_bench_runs_on_the_cpu_and_reports_every_figure(capsys):

@@ -144,3 +144,32 @@ def seed_everything(seed):
     """Seed the global generators (model initialisation); the data has generators of its own."""
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
+
+
+def reset_peak_memory(device):
+    """Start a new peak-memory window: the GPU allocator's on CUDA, the process's resident
+    high-water mark on Linux CPUs (elsewhere the CPU figure is the peak since start)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux: writing 5 to clear_refs resets this process's VmHWM
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_memory_mib(device):
+    """The peak since reset_peak_memory, in MiB: GPU memory the allocator handed out on
+    CUDA, resident memory on the CPU (NaN where the system does not say)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")

@@ -32,7 +32,7 @@ from utils.cli import Diverged, Stopped, UserError, check_shared_flags, info, pr
 from utils.distributed import Dist, StopSignal, init_distributed
 from utils.errors import EXIT_INTERRUPTED, EXIT_STOPPED
 from utils.rundir import JsonLog, RunFolder, TensorBoardLog, check_resume_target
-from utils.runtime import Runtime
+from utils.runtime import Runtime, peak_memory_mib, reset_peak_memory
 
 PLOT_SECONDS = 60.0
 
@@ -209,6 +209,7 @@ class Run:
             partial = self.ckpt["partial"] if start_step else None
         for epoch in range(start_epoch, epochs):
             t0 = time.time()
+            reset_peak_memory(self.runtime.device)
             trainer.begin_epoch(epoch)
             try:
                 step, sums = self.train_epoch(trainer, train, epoch, start_step, partial)
@@ -231,9 +232,13 @@ class Run:
                 except UserError as e:  # a grid could not be written: a full disk
                     raise UserError(f"{e}; {self.kept()}: free some space, then resume with "
                                     "--resume") from None
-                record = dict(epoch=epoch + 1, **record, seconds=round(time.time() - t0, 2))
+                # the epoch's peak memory: growth from epoch to epoch would be a leak
+                peak = peak_memory_mib(self.runtime.device)
+                record = dict(epoch=epoch + 1, **record, seconds=round(time.time() - t0, 2),
+                              peak_mib=round(peak, 1) if peak == peak else None)
                 self.history.append(record)
-                info(f"epoch {epoch + 1}/{epochs} {text} ({record['seconds']:.1f}s)")
+                info(f"epoch {epoch + 1}/{epochs} {text} ({record['seconds']:.1f}s, "
+                     f"peak {peak:.0f} MiB)")
                 self.save(trainer, epoch + 1)  # first the checkpoint, then the log: the log
                 self.log.write(event="epoch", **record)  # never holds an unsaved epoch
                 self.plot(trainer, now=epoch + 1 == epochs)
