@@ -212,3 +212,35 @@ def test_a_failed_requeue_is_not_reported_as_success(tmp_path):
     r = subprocess.run([os.path.join(ROOT, "jobs", "resumable.sh"), str(tmp_path / "STOP"),
                         "false", "--", str(bin_dir / "trainer")], capture_output=True, text=True)
     assert r.returncode == 75 and "requeue command failed" in r.stderr
+
+
+def test_readme_pictures_are_the_runs_grids_at_one_pixel_per_pixel(digits_gan, tmp_path, capsys):
+    import importlib.util
+
+    import numpy as np
+    from PIL import Image
+
+    spec = importlib.util.spec_from_file_location("readme_pictures",
+                                                  os.path.join(ROOT, "jobs", "readme_pictures.py"))
+    pictures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pictures)
+    results, out = tmp_path / "results", tmp_path / "pictures"
+    results.mkdir()
+    os.symlink(digits_gan[0], results / "acgan", target_is_directory=True)
+    curve = results / "curve.png"
+    Image.new("RGB", (30, 20), "red").save(curve)
+    code, _, err = run_cli(pictures.main, ["--results", str(results), "--out", str(out),
+                                           "--also", f"{curve}:extra"], capsys)
+    assert code == 0, err
+    grids = sorted(glob.glob(os.path.join(digits_gan[0], "output", "[0-9]*.png")))
+    two_x = np.asarray(Image.open(grids[-1]).convert("RGB"))
+    one_x = np.asarray(Image.open(out / "gan_acgan.png"))
+    assert np.array_equal(one_x, two_x[::2, ::2])  # each 2x2 block back to its pixel
+    strip = Image.open(out / "progress_acgan.png")
+    assert strip.width == 4 * one_x.shape[1] + 3 * 8 and strip.height == one_x.shape[0] + 16
+    assert np.array_equal(np.asarray(Image.open(out / "extra.png")),
+                          np.asarray(Image.open(curve)))  # a figure is copied as it is
+    assert "skipped gan_wgan-clip" in err and "MiB in all" in err
+    code, _, err = run_cli(pictures.main, ["--results", str(results), "--out", str(out),
+                                           "--also", "nocolon.png"], capsys)
+    assert code == 2 and "give PNG:NAME" in err and "Traceback" not in err
