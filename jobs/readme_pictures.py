@@ -51,6 +51,18 @@ def one_x(img):
     return img.resize((img.width // 2, img.height // 2), Image.NEAREST)
 
 
+def open_png(path, grid):
+    """The picture at path (a 2x grid back to 1x); a damaged one is one line."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+    except (OSError, UnidentifiedImageError) as e:
+        raise UserError(f"{path} is not a readable PNG ({e}); make it again or leave it out")
+    return one_x(img.convert("RGB")) if grid else img
+
+
 def save_png(img, path):
     with atomic_path(path, suffix=".png") as tmp:
         img.save(tmp, optimize=True)
@@ -70,7 +82,7 @@ def progress_strip(grids, columns):
     from PIL import Image, ImageDraw
 
     picks = sorted({round(i * (len(grids) - 1) / max(columns - 1, 1)) for i in range(columns)})
-    tiles = [one_x(Image.open(grids[i]).convert("RGB")) for i in picks]
+    tiles = [open_png(grids[i], grid=True) for i in picks]
     gap, title = 8, 16
     w = sum(t.width for t in tiles) + gap * (len(tiles) - 1)
     strip = Image.new("RGB", (w, max(t.height for t in tiles) + title), "white")
@@ -84,17 +96,13 @@ def progress_strip(grids, columns):
 
 
 def make_pictures(args):
-    from PIL import Image
-
-    os.makedirs(args.out, exist_ok=True)
     made = []
     for name in GAN_RUNS:
         grids = epoch_grids(os.path.join(args.results, name))
         if not grids:
             info(f"skipped gan_{name}: {args.results}/{name}/output has no grid")
             continue
-        save_png(one_x(Image.open(grids[-1]).convert("RGB")),
-                 os.path.join(args.out, f"gan_{name}.png"))
+        save_png(open_png(grids[-1], grid=True), os.path.join(args.out, f"gan_{name}.png"))
         made.append(f"gan_{name}.png")
     grids = epoch_grids(os.path.join(args.results, args.progress))
     if len(grids) > 1:
@@ -111,9 +119,7 @@ def make_pictures(args):
         if not os.path.isfile(src):
             info(f"skipped {name}: {src} is not there")
             continue
-        img = Image.open(src)
-        img = one_x(img.convert("RGB")) if grid else img
-        save_png(img, os.path.join(args.out, f"{name}.png"))
+        save_png(open_png(src, grid), os.path.join(args.out, f"{name}.png"))
         made.append(f"{name}.png")
     total = sum(os.path.getsize(os.path.join(args.out, f)) for f in made)
     info(f"{len(made)} pictures in {args.out}, {total / 2**20:.2f} MiB in all")

@@ -244,3 +244,9 @@ def test_readme_pictures_are_the_runs_grids_at_one_pixel_per_pixel(digits_gan, t
     code, _, err = run_cli(pictures.main, ["--results", str(results), "--out", str(out),
                                            "--also", "nocolon.png"], capsys)
     assert code == 2 and "give PNG:NAME" in err and "Traceback" not in err
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    code, _, err = run_cli(pictures.main, ["--results", str(results), "--out", str(out),
+                                           "--also", f"{tmp_path / 'bad.png'}:bad"], capsys)
+    assert code == 2 and "bad.png is not a readable PNG" in err and "Traceback" not in err
+    code, _, err = run_cli(pictures.main, ["--results", str(results), "--out", str(curve)], capsys)
+    assert code == 2 and "error: cannot write" in err and "Traceback" not in err
