@@ -4,6 +4,7 @@ checkpoint, TensorBoard."""
 import copy
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -155,22 +156,47 @@ def test_keep_best_keeps_the_better_evaluation(values, best_epoch, digits_baseli
     assert code == 2 and "--eval_every" in err
 
 
-def test_tensorboard_holds_the_logs_scalars_and_the_grids(tmp_path, capsys):
+def _tensorboard(folder):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    out = tmp_path / "run"
-    code, _, err = run_cli(train_gan.main, TINY + ["--subset", "96", "--epochs", "2",
-                                                   "--log_every", "1", "--tensorboard",
-                                                   "--out_dir", str(out)], capsys)
-    assert code == 0, err
-    events = EventAccumulator(str(out / "tensorboard"))
+    events = EventAccumulator(str(folder / "tensorboard" / "gan"))
     events.Reload()
-    log = read_records(out / "gan_log.jsonl")
+    return events
+
+
+def test_tensorboard_holds_the_logs_scalars_and_the_grids(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = TINY + ["--subset", "96", "--log_every", "1", "--tensorboard", "--out_dir", str(out)]
+    code, _, err = run_cli(train_gan.main, argv + ["--epochs", "2"], capsys)
+    assert code == 0, err
+    events, log = _tensorboard(out), read_records(out / "gan_log.jsonl")
     steps = [r for r in log if r["event"] == "step"]
     logged = [e.value for e in events.Scalars("step/d_loss")]
     assert logged == pytest.approx([r["d_loss"] for r in steps], rel=1e-6)
-    assert [e.step for e in events.Scalars("epoch/test_acc")] == [1, 2]
+    assert [e.step for e in events.Scalars("epoch/test_acc")] == [3, 6]  # 3 steps an epoch
     assert len(events.Images("samples")) == 2
+
+    # --overwrite: the earlier run's events go with its other files
+    code, _, err = run_cli(train_gan.main, argv + ["--epochs", "1", "--seed", "1",
+                                                   "--overwrite"], capsys)
+    assert code == 0, err
+    assert len(os.listdir(out / "tensorboard" / "gan")) == 1
+    steps = [r for r in read_records(out / "gan_log.jsonl") if r["event"] == "step"]
+    assert [e.value for e in _tensorboard(out).Scalars("step/d_loss")] == \
+        pytest.approx([r["d_loss"] for r in steps], rel=1e-6)
+
+    # a resume from a checkpoint older than the last events (a crash after them) hides them
+    shutil.copy(out / "gan.ckpt", tmp_path / "epoch1.ckpt")
+    assert run_cli(train_gan.main, argv + ["--epochs", "2", "--seed", "1", "--resume"],
+                   capsys)[0] == 0
+    shutil.copy(tmp_path / "epoch1.ckpt", out / "gan.ckpt")
+    assert run_cli(train_gan.main, argv + ["--epochs", "2", "--seed", "1", "--resume"],
+                   capsys)[0] == 0
+    log = [r for r in read_records(out / "gan_log.jsonl") if r["event"] == "step"]
+    shown = _tensorboard(out).Scalars("step/d_loss")
+    assert [e.step for e in shown] == [(r["epoch"] - 1) * 3 + r["step"] for r in log] == \
+        list(range(1, 7))
+    assert [e.value for e in shown] == pytest.approx([r["d_loss"] for r in log], rel=1e-6)
 
 
 def test_the_modern_recipe_combines_them():

@@ -48,7 +48,7 @@ class RunFolder:
         fixed = [f"{self.kind}.ckpt", f"{self.kind}_log.jsonl", f"{self.kind}_config.json",
                  f"{self.kind}_curves.png", *self.products]
         found = [n for n in fixed if os.path.isfile(self.path(n))]
-        for pattern in self.patterns:
+        for pattern in (*self.patterns, rf"tensorboard/{self.kind}/events\.out\.tfevents\..+"):
             sub, _, rx = pattern.rpartition("/")
             try:
                 entries = os.listdir(self.path(sub)) if sub else []
@@ -175,36 +175,65 @@ def _logged_by(record, position):
 
 class TensorBoardLog:
     """The JSON log's scalars, the grids and the evaluations as TensorBoard event files under
-    RUN/tensorboard/ (rank 0; the JSON log stays the record). Step records are plotted against
-    the global step, epoch records against the epoch."""
+    RUN/tensorboard/KIND/ (rank 0; the JSON log stays the record), every record against the
+    global step (an epoch's at its last step).
 
-    def __init__(self, folder, steps_per_epoch):
+    A run that replaces an earlier one holds its records back until the replacement (the
+    earlier run's event files go with its other files, RunFolder.names); a resumed run tells
+    TensorBoard to hide what was logged after its checkpoint (purge_step), as the JSON log
+    drops it."""
+
+    def __init__(self, folder, kind, steps_per_epoch, resume_at=None):
+        self.folder = os.path.join(folder, "tensorboard", kind)
+        self.steps = steps_per_epoch
+        # the first global step the checkpoint has not seen: TensorBoard hides it and later
+        self.purge = None if resume_at is None else resume_at[0] * self.steps + resume_at[1] + 1
+        self.writer, self.pending = None, []
+
+    def open(self):
+        """Start writing (once the run's files are its own): the records held back first."""
+        if self.writer is not None:
+            return
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(os.path.join(folder, "tensorboard"))
-        self.steps = steps_per_epoch
+        try:
+            self.writer = SummaryWriter(self.folder, purge_step=self.purge)
+        except OSError as e:
+            raise io_error(e, self.folder) from None
+        for method, args in self.pending:
+            method(*args)
+        self.pending = []
+
+    def _later(self, method, *args):
+        if self.writer is None:
+            self.pending.append((method, args))
+            return True
+        return False
 
     def scalars(self, record):
         event = record.get("event")
-        if event not in ("step", "epoch"):
+        if event not in ("step", "epoch") or self._later(self.scalars, record):
             return
         at = ((record["epoch"] - 1) * self.steps + record["step"] if event == "step"
-              else record["epoch"])
+              else record["epoch"] * self.steps)
         for key, value in record.items():
             if key not in ("event", "epoch", "step", "time") and isinstance(value, (int, float)):
                 self.writer.add_scalar(f"{event}/{key}", value, at)
         self.writer.flush()
 
     def image(self, tag, images, epoch, nrow=10):
-        """A grid of images in [-1, 1] (B, C, H, W)."""
+        """A grid of images in [-1, 1] (B, C, H, W), at the epoch's last step."""
         from torchvision.utils import make_grid
 
+        if self._later(self.image, tag, images.detach().cpu(), epoch, nrow):
+            return
         grid = make_grid(images.detach().float().cpu().add(1).div(2).clamp(0, 1), nrow=nrow)
-        self.writer.add_image(tag, grid, epoch)
+        self.writer.add_image(tag, grid, epoch * self.steps)
         self.writer.flush()
 
     def close(self):
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
 
 
 class JsonLog:

@@ -128,7 +128,9 @@ class Run:
             self.log = JsonLog(self.folder, f"{self.kind}_log.jsonl", resume_at=position)
             if getattr(self.args, "tensorboard", False):
                 self.tensorboard = self.log.tensorboard = TensorBoardLog(
-                    self.args.out_dir, self.steps_per_epoch)
+                    self.args.out_dir, self.kind, self.steps_per_epoch, resume_at=position)
+                if not self.folder.staging:  # else once the earlier run's files are gone
+                    self.tensorboard.open()
         self.begun = True
         if self.ckpt:
             self.history, self.seconds = self.ckpt["history"], self.ckpt["seconds"]
@@ -186,6 +188,8 @@ class Run:
         """Before the run's first output (rank 0): a fresh run replaces the earlier run's
         files now (utils/rundir.py)."""
         self.folder.replace_earlier()
+        if self.tensorboard is not None:
+            self.tensorboard.open()
 
     def kept(self):
         """Which checkpoint a failed run leaves behind, in words."""
