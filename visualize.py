@@ -24,7 +24,7 @@ from utils.cli import (COUNT, INTEGER, NONNEGATIVE, POSITIVE, POSITIVE_INT, Argu
                        UserError, info, run_main)
 from utils.figures.ascent import run_max_class, run_max_features
 from utils.figures.attack import run_attack
-from utils.figures.attribution import run_attribute
+from utils.figures.attribution import check_gradcam_layer, run_attribute
 from utils.figures.compare import read_history, run_compare
 from utils.figures.context import Context
 from utils.figures.neighbours import run_neighbours
@@ -186,6 +186,10 @@ def preflight(ctx, figures):
         ctx.model("generator")
     if {"perturb", "max-class", "max-features", *EXTRAS} & set(figures):
         ctx.batch()  # the test images, and every model checked against them
+    if "transfer" in figures:
+        ctx.check_judges()
+    if "attribute" in figures:
+        check_gradcam_layer(ctx)
     if "compare" in figures:
         for run in args.runs or []:
             read_history(run)

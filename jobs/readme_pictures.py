@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from utils.cli import HelpFormatter, UserError, info, run_main  # noqa: E402
+from utils.cli import POSITIVE_INT, HelpFormatter, UserError, info, run_main  # noqa: E402
 from utils.files import atomic_path  # noqa: E402
 
 GAN_RUNS = ("cs231n-gan", "cs231n-lsgan", "cs231n-dcgan", "cs231n-dcgan-fashion", "acgan",
@@ -26,8 +26,8 @@ FIGURES = (
     ("acgan/visualization/altered_images_baseline.png", "perturb_altered_baseline", True),
     ("acgan/visualization/altered_images_gan.png", "perturb_altered_gan", True),
     ("acgan/visualization/perturb_gain_baseline.png", "perturb_gain_baseline", False),
-    ("acgan/visualization/max_class_baseline.png", "max_class_baseline", True),
-    ("acgan/visualization/max_class_gan.png", "max_class_gan", True),
+    ("acgan/visualization/max_class_baseline.png", "max_class_baseline", False),  # labelled:
+    ("acgan/visualization/max_class_gan.png", "max_class_gan", False),  # kept at 2x
     ("acgan/visualization/max_features_gan_layer4.png", "max_features_gan_layer4", True),
 )
 
@@ -38,7 +38,8 @@ def parse_args(argv=None):
     p.add_argument("--results", default="runs/results", help="the folder cpu_results.sh wrote")
     p.add_argument("--out", default="docs/results", help="where the pictures go")
     p.add_argument("--progress", default="acgan", help="the run whose grids show its progress")
-    p.add_argument("--columns", type=int, default=4, help="epochs side by side in the progress")
+    p.add_argument("--columns", type=POSITIVE_INT, default=4,
+                   help="epochs side by side in the progress")
     p.add_argument("--also", nargs="*", default=[], metavar="PNG:NAME",
                    help="other figures to copy as they are, each as NAME.png")
     return p.parse_args(argv)
@@ -71,8 +72,8 @@ def save_png(img, path):
 def epoch_grids(run):
     """The per-epoch grids of a GAN run (output/NNN.png), first to last."""
     out = os.path.join(run, "output")
-    grids = sorted(f for f in os.listdir(out) if f[:-4].isdigit() and f.endswith(".png")) \
-        if os.path.isdir(out) else []
+    grids = sorted((f for f in os.listdir(out) if f[:-4].isdigit() and f.endswith(".png")),
+                   key=lambda f: int(f[:-4])) if os.path.isdir(out) else []
     return [os.path.join(out, f) for f in grids]
 
 

@@ -248,5 +248,12 @@ def test_readme_pictures_are_the_runs_grids_at_one_pixel_per_pixel(digits_gan, t
     code, _, err = run_cli(pictures.main, ["--results", str(results), "--out", str(out),
                                            "--also", f"{tmp_path / 'bad.png'}:bad"], capsys)
     assert code == 2 and "bad.png is not a readable PNG" in err and "Traceback" not in err
+    code, _, err = run_cli(pictures.main, ["--results", str(results), "--columns", "0"], capsys)
+    assert code == 2 and "--columns" in err and "Traceback" not in err
+    (tmp_path / "long" / "output").mkdir(parents=True)
+    for epoch in (998, 999, 1000, 1001):  # grids of epochs 999 to 1002: in number order
+        (tmp_path / "long" / "output" / f"{epoch:03d}.png").touch()
+    assert [os.path.basename(f) for f in pictures.epoch_grids(tmp_path / "long")] == \
+        ["998.png", "999.png", "1000.png", "1001.png"]
     code, _, err = run_cli(pictures.main, ["--results", str(results), "--out", str(curve)], capsys)
     assert code == 2 and "error: cannot write" in err and "Traceback" not in err

@@ -18,7 +18,7 @@ import visualize
 from utils.checkpoints import load_model
 from utils.data import make_generator
 from utils.figures.attack import budget_curve, linear_path, pgd
-from utils.figures.attribution import attributions
+from utils.figures.attribution import attributions, gradcam_layer, spatial_layers
 from utils.figures.lucid import FourierImage, colour_matrix, diversity, robust
 from utils.figures.perturbation import LEVEL
 
@@ -95,7 +95,9 @@ def test_captums_attributions_have_the_inputs_shape_and_ig_is_complete(digits_ba
     torch.manual_seed(0)
     x = torch.rand(4, 3, 32, 32) * 2 - 1
     target = torch.tensor([0, 3, 5, 9])
-    saliency, ig, cam, error = attributions(model, x, target, ig_steps=128, ig_batch=64)
+    assert spatial_layers(model, x) == list(range(1, model.depth + 1))  # all convolutions
+    saliency, ig, cam, error = attributions(model, x, target, ig_steps=128, ig_batch=64,
+                                            layer=model.depth)
     assert saliency.shape == cam.shape == (4, 1, 32, 32) and ig.shape == x.shape
     with torch.no_grad():
         change = (model(x)[1] - model(torch.zeros_like(x))[1]).gather(1, target[:, None])[:, 0]
@@ -121,6 +123,47 @@ def test_pgd_changes_nothing_at_budget_0_and_hurts_more_as_the_budget_grows(digi
     assert drops.mean() < 0 and (drops <= 2).all(), curve  # down on average, never up much
     t, logits = linear_path(model, x[:1], y[:1])
     assert logits.shape == (41, 10) and t[0] == -10 and t[-1] == 10
+
+
+def test_gradcam_looks_at_the_last_map_and_refuses_a_vector_layer():
+    from types import SimpleNamespace
+
+    from models import discriminator
+    from utils.cli import UserError
+
+    torch.manual_seed(0)
+    model = discriminator("infogan", 8, 10, 1, 28).eval()  # conv, conv, then fully connected
+    x = torch.rand(3, 1, 28, 28) * 2 - 1
+    maps = spatial_layers(model, x)
+    assert maps and maps[-1] < model.depth
+    saliency, ig, cam, _ = attributions(model, x, torch.tensor([1, 2, 3]), ig_steps=8,
+                                        layer=maps[-1])
+    assert cam.shape == saliency.shape == (3, 1, 28, 28) and ig.shape == x.shape
+    ctx = lambda layer: SimpleNamespace(  # noqa: E731
+        args=SimpleNamespace(gradcam_layer=layer), model=lambda name: (model, {}),
+        batch=lambda: (x, None))
+    assert gradcam_layer(ctx(None), "baseline") == maps[-1]  # the default: the last map
+    with pytest.raises(UserError, match=f"layer {model.depth} gives a vector, not a map"):
+        gradcam_layer(ctx(model.depth), "baseline")
+
+
+def test_judges_are_checked_before_any_figure(digits_baseline, tmp_path, capsys):
+    from models import discriminator
+    from utils.checkpoints import save_model
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(digits_baseline[0], run / "cifar10.model")
+    classes = [str(i) for i in range(10)]
+    no_head, other_shape = tmp_path / "no_head.model", tmp_path / "mnist.model"
+    save_model(no_head, discriminator("ie534", 8, 0, 3, 32), {})
+    save_model(other_shape, discriminator("ie534", 8, 10, 1, 28), {}, classes=classes)
+    for judge, words in ((no_head, "has no class head"), (other_shape, "reads 1-channel 28x28"),
+                         (tmp_path / "missing.model", "not found")):
+        code, _, err = run_cli(visualize.main, ["transfer", "--run_dir", str(run), "--judges",
+                                                str(judge), "--steps", "2"], capsys)
+        assert code == 2 and words in err and "Traceback" not in err, err
+        assert not (run / "visualization").exists()  # refused before anything was made
 
 
 def test_the_new_figures_appear_only_when_asked(digits_baseline, digits_gan, tmp_path, capsys):

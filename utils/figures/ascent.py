@@ -196,7 +196,9 @@ def run_max_features(ctx):
                     images, start, end = max_features(model, mean, layer, args.n_features,
                                                       **options)
             made = f"max_features_{name}_layer{layer}{tag}.png"
-            save_grid(to_unit(images), ctx.out(made))
+            copies = args.copies if args.param == "fft" else 1  # a row per copy
+            save_grid(to_unit(images), ctx.out(made), nrow=len(images) // copies
+                      if copies > 1 else 10)
             raised = (end > start).float().mean().item() * 100
             info(f"max-features {name} layer {layer}: mean feature {start.mean():.3f} -> "
                  f"{end.mean():.3f}, raised for {raised:.0f}% of {len(end)} "

@@ -52,6 +52,9 @@ class Context:
                       "gan": args.gan_model or in_run(MODELS["gan"][0]),
                       "generator": args.generator_model or (
                           ema if os.path.isfile(ema) else in_run("generator.model"))}
+        # transfer's --judges: more classifiers, named judge1, judge2 ... as models here
+        self.judges = [f"judge{i}" for i in range(1, len(getattr(args, "judges", None) or []) + 1)]
+        self.paths.update(zip(self.judges, getattr(args, "judges", None) or []))
         # --model both: the discriminators whose files exist (a GAN-only run has no baseline)
         self.names = ([n for n in ("baseline", "gan") if os.path.isfile(self.paths[n])]
                       if args.model == "both" else [args.model])
@@ -89,7 +92,8 @@ class Context:
     def model(self, name):
         if name not in self._models:
             role, made_by = (("generator", "train_gan.py") if name == "generator"
-                             else ("discriminator", MODELS[name][1]))
+                             else ("discriminator", MODELS.get(name, ("", "train_baseline.py "
+                                                                      "or train_gan.py"))[1]))
             model, ckpt = load_model(self.paths[name], role, made_by)
             model.requires_grad_(False)  # only the input is optimised here
             self._models[name] = (self.runtime.module(model), ckpt)
@@ -130,12 +134,22 @@ class Context:
                            y.to(self.device))
         return self._batch
 
+    def check_judges(self):
+        """transfer's --judges: each names classes and reads the images shown (checked before
+        any figure is made)."""
+        self.batch()
+        for name in self.judges:
+            if not self.model(name)[0].num_classes:
+                raise UserError(f"--judges {self.paths[name]}: this discriminator has no class "
+                                "head (trained with --acgan off), so it cannot judge a class")
+            self.check_fits(name, self.data)
+
     def colour(self):
         """The training pixels' colour matrix (lucid's decorrelation), for --param fft."""
         from utils.figures.lucid import colour_matrix
 
         self.batch()
-        return colour_matrix(self.data.train_x)
+        return colour_matrix(self.data.train_x, seed=self.args.seed)
 
     def check_fits(self, name, data):
         """A discriminator is shown images of the shape it reads and named by its own classes;

@@ -17,11 +17,14 @@ from utils.cli import progress
 from utils.data import make_generator, to_float
 
 
-def colour_matrix(images, n=10000):
+def colour_matrix(images, n=10000, seed=0):
     """The square root of the training pixels' colour covariance, (C, C): colour = M @ z turns
     decorrelated z of unit variance into colours that vary as the data's do. images: uint8
-    (N, C, S, S), n of them used."""
-    x = to_float(images[:n]).permute(1, 0, 2, 3).flatten(1)  # (C, pixels) in [-1, 1]
+    (N, C, S, S), n of them drawn at random (a folder copy is stored class by class)."""
+    if len(images) > n:
+        pick = torch.randperm(len(images), generator=make_generator("cpu", seed, "colour"))[:n]
+        images = images[pick.sort().values]
+    x = to_float(images).permute(1, 0, 2, 3).flatten(1)  # (C, pixels) in [-1, 1]
     cov = torch.cov(x.double())
     vals, vecs = torch.linalg.eigh(cov.reshape(len(x), len(x)))
     return (vecs @ torch.diag(vals.clamp(min=1e-8).sqrt()) @ vecs.T).float()
@@ -104,8 +107,8 @@ def fft_ascent(score, n, shape, colour, steps=200, lr=0.005, robust_on=True, cop
     pushed apart by `weight` x the diversity term. Every draw (the start, each step's
     transforms) comes from (seed, key, step), so a run repeats exactly. Returns (B, C, H, W)."""
     c, h, w = shape
-    image = FourierImage(n * copies, c, h, w, colour,
-                         generator=make_generator("cpu", seed, key, "start"))
+    image = FourierImage(n * copies, c, h, w, colour,  # drawn on the CPU, the same everywhere
+                         generator=make_generator("cpu", seed, key, "start")).to(colour.device)
     optimizer = torch.optim.Adam(image.parameters(), lr=lr)
     bar = progress(range(steps), steps, desc)
     for step in bar:

@@ -252,8 +252,9 @@ class Report:
 
     def progress_page(self):
         out = os.path.join(self.run_dir, "output")
-        grids = sorted(f for f in os.listdir(out) if f[:-4].isdigit() and f.endswith(".png")) \
-            if self.gen is not None and os.path.isdir(out) else []
+        grids = sorted((f for f in os.listdir(out) if f[:-4].isdigit() and f.endswith(".png")),
+                       key=lambda f: int(f[:-4])) \
+            if self.gen is not None and os.path.isdir(out) else []  # 999 before 1000
         if not grids:
             return
         picks = sorted({grids[round(i * (len(grids) - 1) / 5)] for i in range(6)})

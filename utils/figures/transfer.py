@@ -8,7 +8,6 @@ robustness), side by side, for each discriminator.
 """
 import torch
 
-from utils.checkpoints import load_model
 from utils.cli import info
 from utils.figures.ascent import class_images
 from utils.pictures import save_grid, to_unit
@@ -17,11 +16,9 @@ METHODS = {"pixel": "the assignment's ascent", "fft": "lucid's (fft, robust)"}
 
 
 def judges_of(ctx, names):
-    """name -> (model, classes): the chosen discriminators and the --judges model files."""
+    """name -> (model, classes): the chosen discriminators, and the --judges by their paths."""
     judges = {name: (ctx.model(name)[0], ctx.classes(name)) for name in names}
-    for path in ctx.args.judges or []:
-        model, ckpt = load_model(path, "discriminator", "train_baseline.py")
-        judges[path] = (ctx.runtime.module(model.requires_grad_(False)), list(ckpt["classes"]))
+    judges.update({ctx.paths[j]: (ctx.model(j)[0], ctx.classes(j)) for j in ctx.judges})
     return judges
 
 
@@ -34,6 +31,8 @@ def rate(judge, images, n):
 
 def run_transfer(ctx):
     names = ctx.with_class_head("transfer")
+    if not names:
+        return None
     judges = judges_of(ctx, names)
     results, made = {}, []
     for name in names:
@@ -52,5 +51,6 @@ def run_transfer(ctx):
         made.append(f"transfer_{name}.png")  # first row the assignment's, then lucid's
         save_grid(to_unit(torch.cat(rows)), ctx.out(made[-1]), nrow=len(classes),
                   labels=classes)
-    ctx.record("transfer", dict(rates=results, judges=list(judges)), files=made, uses=names)
+    ctx.record("transfer", dict(rates=results, judges=list(judges)), files=made,
+               uses=names + ctx.judges)
     return results
