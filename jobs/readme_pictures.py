@@ -29,6 +29,12 @@ FIGURES = (
     ("acgan/visualization/max_class_baseline.png", "max_class_baseline", False),  # labelled:
     ("acgan/visualization/max_class_gan.png", "max_class_gan", False),  # kept at 2x
     ("acgan/visualization/max_features_gan_layer4.png", "max_features_gan_layer4", True),
+    # beyond the assignment (visualize.py max-class --param fft --robust on, attribute, attack,
+    # transfer): labelled grids and plots, copied as they are
+    ("acgan/visualization/max_class_gan_paramfft_roboston.png", "max_class_gan_fft", False),
+    ("acgan/visualization/attributions_gan.png", "attributions_gan", False),
+    ("acgan/visualization/attack.png", "attack", False),
+    ("acgan/visualization/transfer_gan.png", "transfer_gan", False),
 )
 
 
