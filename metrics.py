@@ -15,8 +15,10 @@ metrics that need no download, from this project's own classifier.
 FAKE is a run folder (its generator.model is sampled, class-balanced when it is conditional),
 a folder of PNG files (what `visualize.py export` writes, or any other program; a name
 ending in _cK marks class K), or a dataset name, whose training images stand in for the fakes
-(the floor a distance can reach). REAL is a dataset name (default the run's dataset; its training
-split, --split) or a folder of PNG files.
+(the floor a distance can reach; --n_samples of them drawn with --seed, not the first ones,
+which are one or two classes where a split is stored class by class). REAL is a dataset name
+(default the run's dataset; its training split, --split; --n_real images drawn with --seed) or
+a folder of PNG files.
 
     fid, is, kid   Frechet Inception Distance, Inception Score (--splits 10) and Kernel Inception
                    Distance, computed by torch-fidelity on its TensorFlow-compatible InceptionV3
@@ -48,7 +50,7 @@ from utils.cli import POSITIVE_INT, ArgumentParser, UserError, info, run_main
 from utils.data import DATASETS, default_cache_dir, load_dataset
 from utils.files import atomic_write_json, file_digest, update_json
 from utils.quality import (INCEPTION, METRICS, check_request, evaluate, parse_metrics, read_folder,
-                           real_cache_name)
+                           real_cache_name, seeded_share)
 from utils.runtime import resolve_device
 from utils.sampling import conditioning, sample_generator
 
@@ -68,9 +70,10 @@ def build_parser():
                    help="also each distance per class (intra-FID) and its mean")
     p.add_argument("--n_samples", type=POSITIVE_INT, default=50000,
                    help="samples drawn from a generator (50,000: what papers report FID and IS "
-                        "on); for a folder of PNG files, at most this many of its files")
+                        "on); for a folder of PNG files or a dataset, at most this many of its "
+                        "images, drawn with --seed")
     p.add_argument("--n_real", type=POSITIVE_INT, default=None,
-                   help="real images used (default every image of the split)")
+                   help="real images used, drawn with --seed (default every image of the split)")
     p.add_argument("--splits", type=POSITIVE_INT, default=10, help="Inception Score splits")
     p.add_argument("--classifier", default=None,
                    help="the classifier for cfid and cacc (default RUN/cifar10.model, what "
@@ -85,7 +88,7 @@ def build_parser():
                         "~/.cache/cnn_gan/fidelity); also the decoded image folders' cache")
     p.add_argument("--batch_size", type=POSITIVE_INT, default=250, help="images per batch")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
-    p.add_argument("--seed", type=int, default=0, help="seed of the samples drawn")
+    p.add_argument("--seed", type=int, default=0, help="seed of the samples drawn (and of a dataset's images, where fewer are used)")
     return p
 
 
@@ -111,12 +114,12 @@ def main(argv=None):
         fake, fake_labels = sample_generator(G, args.n_samples, num_classes, args.seed, device,
                                              kind, args.batch_size)
     elif os.path.isdir(args.fake):
-        fake, fake_labels = read_folder(args.fake, args.n_samples)
+        fake, fake_labels = read_folder(args.fake, args.n_samples, args.seed)
         check_request(metrics, conditional=fake_labels is not None, **check)
     elif args.fake in DATASETS:  # real images in the fakes' place: the floor of a distance
         check_request(metrics, conditional=True, **check)
         data = load_dataset(args.fake, args.data_dir or "./data", args.cache_dir)
-        fake, fake_labels = data.train_x[:args.n_samples], data.train_y[:args.n_samples]
+        fake, fake_labels, _ = seeded_share(data.train_x, data.train_y, args.n_samples, args.seed)
     else:
         raise UserError(f"{args.fake} is neither a run folder (with generator.model), a "
                         f"folder of PNG files, nor a dataset ({', '.join(DATASETS)})")
@@ -127,15 +130,15 @@ def main(argv=None):
         raise UserError("--real: name the dataset or a folder of real PNG files")
     cache_root = os.path.join(args.cache_dir or default_cache_dir(), "fidelity")
     if os.path.isdir(real_arg):
-        real, real_labels = read_folder(real_arg, args.n_real)
+        real, real_labels = read_folder(real_arg, args.n_real, args.seed)
         real_name = None  # a folder's content may change: not cached
     elif real_arg in DATASETS:
         data_dir = args.data_dir or settings.get("data_dir", "./data")
         data = load_dataset(real_arg, data_dir, args.cache_dir)
         real, real_labels = ((data.train_x, data.train_y) if args.split == "train"
                              else (data.test_x, data.test_y))
-        real, real_labels = real[:args.n_real], real_labels[:args.n_real]
-        real_name = real_cache_name(real_arg, data_dir, args.split, len(real))
+        real, real_labels, chosen = seeded_share(real, real_labels, args.n_real, args.seed)
+        real_name = real_cache_name(real_arg, data_dir, args.split, len(real), chosen)
     else:
         raise UserError(f"--real {real_arg}: not a folder, nor one of {', '.join(DATASETS)}")
     if fake.shape[1:] != real.shape[1:] and {"fid", "kid", "cfid"} & set(metrics):

@@ -16,7 +16,8 @@ step() {
     if [ -s "$OUT/$name.json" ]; then return 0; fi
     echo "$(date '+%H:%M:%S') $name" >&2
     "$@" > "$OUT/$name.out" 2> "$OUT/$name.log"
-    tail -n 1 "$OUT/$name.out" > "$OUT/$name.json"
+    tail -n 1 "$OUT/$name.out" > "$OUT/$name.json.tmp"  # the JSON marks the step done:
+    mv "$OUT/$name.json.tmp" "$OUT/$name.json"         # written whole or not at all
 }
 
 step judge "$PY" train_baseline.py --arch infogan --dataset mnist --data_dir "$DATA" --augment none \

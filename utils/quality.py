@@ -22,16 +22,20 @@ PNG_NAME = re.compile(r"(\d+)(?:_c(\d+))?\.png$")
 
 # ----------------------------------------------------------------------------- images
 
-def read_folder(folder, n=None):
-    """The PNG files of a folder (names sorted; hidden files and anything else skipped) as
-    uint8 (N, C, S, S), with their classes where every name carries one (_cK), else None.
-    Every file must be a readable image of the first one's size and channels."""
+def read_folder(folder, n=None, seed=0):
+    """The PNG files of a folder (names sorted; hidden files and anything else skipped; n of
+    them drawn with seed where it holds more, as seeded_share) as uint8 (N, C, S, S), with
+    their classes where every name carries one (_cK), else None. Every file must be a
+    readable image of the first one's size and channels."""
     import numpy as np
 
     from utils.images import read_image, shown
 
     names = sorted(f for f in os.listdir(folder)
-                   if f.lower().endswith(".png") and not f.startswith("."))[:n]
+                   if f.lower().endswith(".png") and not f.startswith("."))
+    if n is not None and n < len(names):  # names in class order ('cat_0001.png') are common
+        picked = torch.randperm(len(names), generator=torch.Generator().manual_seed(seed))[:n]
+        names = [names[i] for i in picked.sort().values.tolist()]
     if not names:
         raise UserError(f"{folder} holds no PNG files")
     first = read_image(os.path.join(folder, names[0]))
@@ -266,6 +270,17 @@ def evaluate(fake, fake_labels, real, real_labels, metrics, *, classifier=None, 
             out[f"intra_{metric}"] = per_class
             out[f"intra_{metric}_mean"] = sum(per_class.values()) / len(per_class)
     return out
+
+
+def seeded_share(x, y, n, seed):
+    """n images of a dataset split drawn with `seed` (in their order), or all of them when n is
+    None or not smaller; returns (x, y, the seed or None when all were taken). Not the first n:
+    a split stored class by class (CIFAR-10's PNG folders) would give a few classes only."""
+    if n is None or n >= len(y):
+        return x, y, None
+    g = torch.Generator().manual_seed(seed)
+    picked = torch.randperm(len(y), generator=g)[:n].sort().values
+    return x[picked], y[picked], seed
 
 
 def real_cache_name(dataset, data_dir, split, n, subset_seed=None):
