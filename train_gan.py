@@ -86,7 +86,8 @@ def build_parser():
     g = p.add_argument_group("beyond the lessons (off by default: every recipe stays its lesson)")
     g.add_argument("--ema", type=FRACTION, default=0.0,
                    help="keep an exponential moving average of the generator's weights with this "
-                        "beta (e.g. 0.999), updated after every generator step; grids, samples, "
+                        "beta (e.g. 0.999), updated after every generator step and warmed up "
+                        "(min(beta, (1 + t) / (10 + t)) at iteration t); grids, samples, "
                         "exports, metrics and visualize.py use it (generator_ema.model); 0: off")
     g.add_argument("--diffaugment", type=diffaugment_flag, default="off",
                    help="DiffAugment (Zhao et al. 2020): any of color,translation,cutout, "
@@ -153,6 +154,7 @@ class GanTrainer:
         self.runtime, self.test, self.z_fixed = runtime, test, z_fixed
         self.rank = train.rank if train is not None else 0
         self.images_per_epoch = train.epoch_images if train is not None else 0
+        self.steps_per_epoch = len(train) if train is not None else 0  # the EMA's warm-up
         self.grids = os.path.join(args.out_dir, "output")
         self.classes, self.tensorboard, self.history = None, None, []
 
@@ -190,7 +192,8 @@ class GanTrainer:
         rank), so a run resumed at any step draws what an uninterrupted run would."""
         gen = make_generator(real.device, self.args.seed, "gan", self.epoch, i, self.rank)
         loss_g, loss_d, stats = gan_iteration(self.nets, self.opt_g, self.opt_d, real, labels,
-                                              i, self.spec, self.runtime, gen)
+                                              i, self.spec, self.runtime, gen,
+                                              self.epoch * self.steps_per_epoch + i)
         n = len(D_STATS)  # in place, with Python scalars: no host-device copies
         sums[:n] += stats
         sums[n] += loss_g

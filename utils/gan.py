@@ -81,6 +81,14 @@ class GanNets:
                 setattr(self, name, default)
 
 
+def ema_beta(beta, iteration):
+    """--ema's beta at a global iteration, warmed up as TensorFlow's moving average with
+    num_updates: min(beta, (1 + t) / (10 + t)). At 0.999 from the start, the average of a
+    1,000-step run would still be 37% its random initial weights; warmed up, it follows the
+    last few hundred steps early on and reaches beta after 9,000 iterations."""
+    return min(beta, (1.0 + iteration) / (10.0 + iteration))
+
+
 @torch.no_grad()
 def ema_update(ema, model, beta):
     """ema = beta * ema + (1 - beta) * model for every weight; buffers (BatchNorm's running
@@ -91,9 +99,11 @@ def ema_update(ema, model, beta):
         e.copy_(b)
 
 
-def generator_step(nets, opt_g, z, labels, spec=ASSIGNMENT, runtime=PLAIN, gen=None):
+def generator_step(nets, opt_g, z, labels, spec=ASSIGNMENT, runtime=PLAIN, gen=None,
+                   iteration=None):
     """One generator update through a frozen discriminator (its fakes DiffAugmented first
-    when spec.diffaug); returns the loss (a tensor)."""
+    when spec.diffaug), then the moving average's (warmed up by the global iteration when
+    given, else spec.ema itself); returns the loss (a tensor)."""
     nets.D.requires_grad_(False)  # the critic's weights collect no gradient here
     try:
         with runtime.autocast():
@@ -109,7 +119,8 @@ def generator_step(nets, opt_g, z, labels, spec=ASSIGNMENT, runtime=PLAIN, gen=N
         opt_g.step()
         adam_step_guard(opt_g, spec.step_cap)
         if nets.G_ema is not None:
-            ema_update(nets.G_ema, nets.G, spec.ema)
+            beta = spec.ema if iteration is None else ema_beta(spec.ema, iteration)
+            ema_update(nets.G_ema, nets.G, beta)
     finally:
         nets.D.requires_grad_(True)
     return loss.detach()
@@ -164,14 +175,15 @@ def discriminator_step(nets, opt_d, real, real_labels, z, fake_labels, alpha, sp
     return loss.detach(), stats.detach()
 
 
-def gan_iteration(nets, opt_g, opt_d, real, real_labels, step, spec, runtime, gen):
+def gan_iteration(nets, opt_g, opt_d, real, real_labels, step, spec, runtime, gen,
+                  iteration=None):
     """A full iteration: the critic step and, when spec.trains_generator(step), a generator
     step on fresh noise, before the critic's (IE 534) or after it (spec.d_first: CS231n,
     Udacity, WGAN).
 
     All draws (the noise, the classes, the interpolation weights) come from `gen`, in the same
-    order whichever network goes first. Returns (generator loss or 0, critic loss, critic
-    stats).
+    order whichever network goes first. `iteration` (global, from 0) warms up the moving
+    average (ema_beta). Returns (generator loss or 0, critic loss, critic stats).
     """
     dev, n, classes = real.device, len(real), nets.D.num_classes
     z_d, fake_labels = sample_noise(n, spec.latent_dim, classes, gen, spec.noise)
@@ -181,11 +193,11 @@ def gan_iteration(nets, opt_g, opt_d, real, real_labels, step, spec, runtime, ge
     if train_g:
         z_g, g_labels = sample_noise(n, spec.latent_dim, classes, gen, spec.noise)
     if train_g and not spec.d_first:
-        loss_g = generator_step(nets, opt_g, z_g, g_labels, spec, runtime, gen)
+        loss_g = generator_step(nets, opt_g, z_g, g_labels, spec, runtime, gen, iteration)
     loss_d, stats = discriminator_step(nets, opt_d, real, real_labels, z_d, fake_labels, alpha,
                                        spec, runtime, gen)
     if train_g and spec.d_first:
-        loss_g = generator_step(nets, opt_g, z_g, g_labels, spec, runtime, gen)
+        loss_g = generator_step(nets, opt_g, z_g, g_labels, spec, runtime, gen, iteration)
     return loss_g, loss_d, stats
 
 
