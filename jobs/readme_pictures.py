@@ -1,5 +1,5 @@
-"""The README's pictures, taken from the runs of jobs/cpu_results.sh: every GAN's last grid, the
-ACGAN's progress, the classifier's curves and Part 2's figures, as small PNGs in one folder.
+"""The README's pictures, taken from the runs of jobs/cpu_results.sh: every GAN's last grid, one
+run's progress, the classifier's curves and Part 2's figures, as small PNGs in one folder.
 
     python jobs/readme_pictures.py                                  # runs/results -> docs/results
     python jobs/readme_pictures.py --results R --out D --also runs/bn_cmp/compare.png:bn_compare
@@ -24,17 +24,17 @@ FIGURES = (
     ("classifier/baseline_curves.png", "classifier_curves", False),
     ("acgan/visualization/real_images.png", "perturb_real", True),
     ("acgan/visualization/altered_images_baseline.png", "perturb_altered_baseline", True),
-    ("acgan/visualization/altered_images_gan.png", "perturb_altered_gan", True),
     ("acgan/visualization/perturb_gain_baseline.png", "perturb_gain_baseline", False),
     ("acgan/visualization/max_class_baseline.png", "max_class_baseline", False),  # labelled:
     ("acgan/visualization/max_class_gan.png", "max_class_gan", False),  # kept at 2x
     ("acgan/visualization/max_features_gan_layer4.png", "max_features_gan_layer4", True),
     # beyond the assignment (visualize.py max-class --param fft --robust on, attribute, attack,
     # transfer): labelled grids and plots, copied as they are
-    ("acgan/visualization/max_class_gan_paramfft_roboston.png", "max_class_gan_fft", False),
-    ("acgan/visualization/attributions_gan.png", "attributions_gan", False),
+    ("acgan/visualization/max_class_baseline_paramfft_robuston.png", "max_class_baseline_fft",
+     False),
+    ("acgan/visualization/attributions_baseline.png", "attributions_baseline", False),
     ("acgan/visualization/attack.png", "attack", False),
-    ("acgan/visualization/transfer_gan.png", "transfer_gan", False),
+    ("acgan/visualization/transfer_baseline.png", "transfer_baseline", False),
 )
 
 
@@ -43,7 +43,7 @@ def parse_args(argv=None):
                                 formatter_class=HelpFormatter)
     p.add_argument("--results", default="runs/results", help="the folder cpu_results.sh wrote")
     p.add_argument("--out", default="docs/results", help="where the pictures go")
-    p.add_argument("--progress", default="acgan", help="the run whose grids show its progress")
+    p.add_argument("--progress", default="cs231n-dcgan", help="the run whose grids show its progress")
     p.add_argument("--columns", type=POSITIVE_INT, default=4,
                    help="epochs side by side in the progress")
     p.add_argument("--also", nargs="*", default=[], metavar="PNG:NAME",

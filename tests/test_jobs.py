@@ -230,7 +230,8 @@ def test_readme_pictures_are_the_runs_grids_at_one_pixel_per_pixel(digits_gan, t
     curve = results / "curve.png"
     Image.new("RGB", (30, 20), "red").save(curve)
     code, _, err = run_cli(pictures.main, ["--results", str(results), "--out", str(out),
-                                           "--also", f"{curve}:extra"], capsys)
+                                           "--progress", "acgan", "--also", f"{curve}:extra"],
+                           capsys)
     assert code == 0, err
     grids = sorted(glob.glob(os.path.join(digits_gan[0], "output", "[0-9]*.png")))
     two_x = np.asarray(Image.open(grids[-1]).convert("RGB"))
@@ -257,3 +258,18 @@ def test_readme_pictures_are_the_runs_grids_at_one_pixel_per_pixel(digits_gan, t
         ["998.png", "999.png", "1000.png", "1001.png"]
     code, _, err = run_cli(pictures.main, ["--results", str(results), "--out", str(curve)], capsys)
     assert code == 2 and "error: cannot write" in err and "Traceback" not in err
+
+
+def test_readme_pictures_are_committed_linked_and_small():
+    """The README's Results pictures: every link resolves, every picture in docs/results is
+    shown, and together they stay under 2 MB (the repository is cloned by every user)."""
+    import re
+
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    linked = set(re.findall(r"\]\((docs/results/[^)\s]+\.png)\)", readme))
+    folder = os.path.join(ROOT, "docs", "results")
+    present = {f"docs/results/{f}" for f in os.listdir(folder)} if os.path.isdir(folder) else set()
+    assert linked, "the README shows no picture of docs/results"
+    assert linked <= present, f"missing: {sorted(linked - present)}"
+    assert present <= linked, f"not shown in the README: {sorted(present - linked)}"
+    assert sum(os.path.getsize(os.path.join(ROOT, p)) for p in present) < 2 * 10**6
