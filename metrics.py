@@ -88,7 +88,9 @@ def build_parser():
                         "~/.cache/cnn_gan/fidelity); also the decoded image folders' cache")
     p.add_argument("--batch_size", type=POSITIVE_INT, default=250, help="images per batch")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
-    p.add_argument("--seed", type=int, default=0, help="seed of the samples drawn (and of a dataset's images, where fewer are used)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the samples drawn, and of the images drawn from a dataset or a "
+                        "folder where fewer are used")
     return p
 
 

@@ -11,14 +11,7 @@ OUT=${2:-runs/ablation}
 PY=${PYTHON:-python}
 mkdir -p "$OUT"
 
-step() {
-    local name=$1; shift
-    if [ -s "$OUT/$name.json" ]; then return 0; fi
-    echo "$(date '+%H:%M:%S') $name" >&2
-    "$@" > "$OUT/$name.out" 2> "$OUT/$name.log"
-    tail -n 1 "$OUT/$name.out" > "$OUT/$name.json.tmp"  # the JSON marks the step done:
-    mv "$OUT/$name.json.tmp" "$OUT/$name.json"         # written whole or not at all
-}
+source jobs/steps.sh  # step NAME COMMAND...
 
 step judge "$PY" train_baseline.py --arch infogan --dataset mnist --data_dir "$DATA" --augment none \
     --lr 1e-3 --epochs 2 --out_dir "$OUT/judge" --resume auto

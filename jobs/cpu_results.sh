@@ -15,14 +15,7 @@ OUT=${2:-runs/results}
 PY=${PYTHON:-python}
 mkdir -p "$OUT"
 
-step() {  # step NAME COMMAND...: run it unless its JSON line is there; keep its log
-    local name=$1; shift
-    if [ -s "$OUT/$name.json" ]; then return 0; fi
-    echo "$(date '+%H:%M:%S') $name" >&2
-    "$@" > "$OUT/$name.out" 2> "$OUT/$name.log"
-    tail -n 1 "$OUT/$name.out" > "$OUT/$name.json.tmp"  # the JSON marks the step done:
-    mv "$OUT/$name.json.tmp" "$OUT/$name.json"         # written whole or not at all
-}
+source jobs/steps.sh  # step NAME COMMAND...
 train() { local name=$1 script=$2; shift 2; step "$name" "$PY" "$script" --out_dir "$OUT/$name" --resume auto "$@"; }
 measure() { local name=$1; shift; step "$name" "$PY" metrics.py "$@"; }
 

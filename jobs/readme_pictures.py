@@ -43,7 +43,8 @@ def parse_args(argv=None):
                                 formatter_class=HelpFormatter)
     p.add_argument("--results", default="runs/results", help="the folder cpu_results.sh wrote")
     p.add_argument("--out", default="docs/results", help="where the pictures go")
-    p.add_argument("--progress", default="cs231n-dcgan", help="the run whose grids show its progress")
+    p.add_argument("--progress", default="cs231n-dcgan",
+                   help="the run whose grids show its progress")
     p.add_argument("--columns", type=POSITIVE_INT, default=4,
                    help="epochs side by side in the progress")
     p.add_argument("--also", nargs="*", default=[], metavar="PNG:NAME",

@@ -24,7 +24,7 @@ PNG_NAME = re.compile(r"(\d+)(?:_c(\d+))?\.png$")
 
 def read_folder(folder, n=None, seed=0):
     """The PNG files of a folder (names sorted; hidden files and anything else skipped; n of
-    them drawn with seed where it holds more, as seeded_share) as uint8 (N, C, S, S), with
+    them drawn with seed where it holds more, seeded_pick) as uint8 (N, C, S, S), with
     their classes where every name carries one (_cK), else None. Every file must be a
     readable image of the first one's size and channels."""
     import numpy as np
@@ -33,9 +33,9 @@ def read_folder(folder, n=None, seed=0):
 
     names = sorted(f for f in os.listdir(folder)
                    if f.lower().endswith(".png") and not f.startswith("."))
-    if n is not None and n < len(names):  # names in class order ('cat_0001.png') are common
-        picked = torch.randperm(len(names), generator=torch.Generator().manual_seed(seed))[:n]
-        names = [names[i] for i in picked.sort().values.tolist()]
+    picked = seeded_pick(len(names), n, seed)  # names in class order are common
+    if picked is not None:
+        names = [names[i] for i in picked.tolist()]
     if not names:
         raise UserError(f"{folder} holds no PNG files")
     first = read_image(os.path.join(folder, names[0]))
@@ -272,15 +272,20 @@ def evaluate(fake, fake_labels, real, real_labels, metrics, *, classifier=None, 
     return out
 
 
+def seeded_pick(count, n, seed):
+    """The indices (ascending) of n of count items drawn with `seed`, or None when n is None or
+    not smaller than count (take them all). Not the first n: a split or folder stored class by
+    class (CIFAR-10's PNG folders) would give a few classes only."""
+    if n is None or n >= count:
+        return None
+    return torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+
+
 def seeded_share(x, y, n, seed):
-    """n images of a dataset split drawn with `seed` (in their order), or all of them when n is
-    None or not smaller; returns (x, y, the seed or None when all were taken). Not the first n:
-    a split stored class by class (CIFAR-10's PNG folders) would give a few classes only."""
-    if n is None or n >= len(y):
-        return x, y, None
-    g = torch.Generator().manual_seed(seed)
-    picked = torch.randperm(len(y), generator=g)[:n].sort().values
-    return x[picked], y[picked], seed
+    """n images of a dataset split drawn with `seed` (seeded_pick), or all of them; returns
+    (x, y, the seed, or None when all were taken)."""
+    picked = seeded_pick(len(y), n, seed)
+    return (x, y, None) if picked is None else (x[picked], y[picked], seed)
 
 
 def real_cache_name(dataset, data_dir, split, n, subset_seed=None):
