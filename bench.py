@@ -33,14 +33,19 @@ from utils.data import Batches, ImageData, load_dataset
 from utils.figures.ascent import ascend, own_class_logit, own_feature
 from utils.figures.perturbation import perturb
 from utils.gan import GanSpec, build_gan, gan_iteration
-from utils.runtime import Runtime, add_speed_flags, peak_memory_mib, reset_peak_memory
+from utils.runtime import (SPEED_FLAGS, Runtime, add_speed_flags, peak_memory_mib,
+                           reset_peak_memory)
 
 
 def build_parser():
     p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
-    p.add_argument("--which", choices=("all", "baseline", "gan", "visualize", "recipes"),
-                   default="all", help="what to measure")
+    p.add_argument("--which", nargs="+", choices=("all", *PARTS, "recipes", "flags"),
+                   default=["all"],
+                   help="what to measure: all (every part but flags), or any of baseline, gan, "
+                        "visualize, recipes and flags (each speed flag alone and all together "
+                        "against none, for the baseline step and the GAN iteration: the "
+                        "figures that choose what 'auto' turns on for a device)")
     p.add_argument("--width", type=POSITIVE_INT, default=None,
                    help="channels of the hidden layers (default: the assignment's 196; for the "
                         "recipes, each recipe's own)")
@@ -62,9 +67,15 @@ def build_parser():
 # ----------------------------------------------------------------------------- measuring
 
 def timed(step, device, steps, warmup, images_per_step):
-    """Run step() warmup + steps times; figures of the timed part."""
+    """Run step() warmup + steps times; figures of the timed part, and first_s: the first
+    step's own time (compilation and autotuning land there)."""
+    first_s = None
     for _ in range(warmup):
+        t0 = time.perf_counter()
         step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        first_s = time.perf_counter() - t0 if first_s is None else first_s
     reset_peak_memory(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -75,7 +86,8 @@ def timed(step, device, steps, warmup, images_per_step):
         torch.cuda.synchronize(device)
     dt = (time.perf_counter() - t0) / steps
     return dict(ms_per_step=round(dt * 1000, 2), images_per_s=round(images_per_step / dt, 1),
-                peak_mib=round(peak_memory_mib(device), 1))
+                peak_mib=round(peak_memory_mib(device), 1),
+                first_s=None if first_s is None else round(first_s, 2))
 
 
 # ----------------------------------------------------------------------------- the data paths
@@ -144,47 +156,78 @@ def bench_data(args, n):
 
 # ----------------------------------------------------------------------------- the measurements
 
+def baseline_step(args, rt, batches):
+    """The classifier's training step on the runtime's path, timed."""
+    torch.manual_seed(args.seed)
+    model = rt.module(Discriminator(args.width))
+    opt = rt.adam(model.parameters(), lr=1e-4)
+    fast = rt.compiled(model)
+    it = batches()
+
+    def step():
+        x, y = next(it)
+        train_step(fast, opt, x, y, rt)
+
+    return timed(step, rt.device, args.steps, args.warmup, args.batch_size)
+
+
+def gan_step(args, rt, batches):
+    """The assignment's whole GAN iteration (generator step, critic step with the gradient
+    penalty) on the runtime's path, timed."""
+    gan_args = recipe_args("ie534", width=args.width, seed=args.seed)
+    spec = GanSpec.from_args(gan_args)
+    nets, opt_g, opt_d = build_gan(gan_args, 10, rt)
+    it = batches()
+    gen = torch.Generator(device=rt.device).manual_seed(args.seed)
+    state = {"i": 0}
+
+    def step():
+        real, labels = next(it)
+        gan_iteration(nets, opt_g, opt_d, real, labels, state["i"], spec, rt, gen)
+        state["i"] += 1
+
+    return timed(step, rt.device, args.steps, args.warmup, args.batch_size)
+
+
+def side_by_side(measure, args, data, runtime, plain):
+    """measure() on the fast path and on the original way of running."""
+    return {
+        "fast": measure(args, runtime,
+                        lambda: fast_batches(data, args.batch_size, args.seed, runtime)),
+        "original": measure(args, plain,
+                            lambda: original_batches(data, args.batch_size, args.original_workers,
+                                                     args.seed, plain.device)),
+    }
+
+
 def bench_baseline(args, data, runtime, plain):
-    out = {}
-    for name, rt, batches in (
-            ("fast", runtime, lambda: fast_batches(data, args.batch_size, args.seed, runtime)),
-            ("original", plain, lambda: original_batches(data, args.batch_size,
-                                                         args.original_workers, args.seed,
-                                                         plain.device))):
-        torch.manual_seed(args.seed)
-        model = rt.module(Discriminator(args.width))
-        opt = rt.adam(model.parameters(), lr=1e-4)
-        fast = rt.compiled(model)
-        it = batches()
-
-        def step():
-            x, y = next(it)
-            train_step(fast, opt, x, y, rt)
-
-        out[name] = timed(step, rt.device, args.steps, args.warmup, args.batch_size)
-    return out
+    return side_by_side(baseline_step, args, data, runtime, plain)
 
 
 def bench_gan(args, data, runtime, plain):
+    return side_by_side(gan_step, args, data, runtime, plain)
+
+
+def flag_variants(device):
+    """none, each speed flag alone, and all: the runtimes the flags table compares (holding
+    the data on the device means nothing on the CPU, where it already is)."""
+    names = [k for k in SPEED_FLAGS if device.type == "cuda" or k != "data_on_device"]
+    return {"none": {}, **{k: {k: True} for k in names}, "all": dict.fromkeys(names, True)}
+
+
+def bench_flags(args, data, device, variants=None):
+    """Each speed flag alone and all together (or the variants given), against none, for the
+    baseline step and the GAN iteration, all on this project's batches (first_s holds the
+    compile time)."""
     out = {}
-    gan_args = recipe_args("ie534", width=args.width, seed=args.seed)
-    spec = GanSpec.from_args(gan_args)
-    for name, rt, batches in (
-            ("fast", runtime, lambda: fast_batches(data, args.batch_size, args.seed, runtime)),
-            ("original", plain, lambda: original_batches(data, args.batch_size,
-                                                         args.original_workers, args.seed,
-                                                         plain.device))):
-        nets, opt_g, opt_d = build_gan(gan_args, 10, rt)
-        it = batches()
-        gen = torch.Generator(device=rt.device).manual_seed(args.seed)
-        state = {"i": 0}
-
-        def step():
-            real, labels = next(it)
-            gan_iteration(nets, opt_g, opt_d, real, labels, state["i"], spec, rt, gen)
-            state["i"] += 1
-
-        out[name] = timed(step, rt.device, args.steps, args.warmup, args.batch_size)
+    for job, measure in (("baseline_step", baseline_step), ("gan_iteration", gan_step)):
+        rows = out[job] = {}
+        for name, flags in (variants or flag_variants(device)).items():
+            rt = Runtime(device, **flags)
+            info(f"flags: {job}, {name} ...")
+            rows[name] = measure(args, rt,
+                                 lambda: fast_batches(data, args.batch_size, args.seed, rt))
+            rows[name]["speedup"] = ratio(rows[name], rows["none"])
     return out
 
 
@@ -217,6 +260,9 @@ def bench_visualize(args, data, runtime, plain):
             out.setdefault(job, {})[name] = timed(fn, rt.device, args.steps, args.warmup, n)
     return out
 
+
+# The side-by-side parts (the fast path against the original way), in the order they run.
+PARTS = {"baseline": bench_baseline, "gan": bench_gan, "visualize": bench_visualize}
 
 # What each recipe's dataset looks like: (channels, image side).
 SHAPES = {"cifar10": (3, 32), "svhn": (3, 32), "mnist": (1, 28), "fashion_mnist": (1, 28)}
@@ -257,6 +303,36 @@ def ratio(fast, original):
     return round(fast["images_per_s"] / original["images_per_s"], 2)
 
 
+def wanted(args, part):
+    return part in args.which or ("all" in args.which and part != "flags")
+
+
+def print_side_by_side(rows, device_name, args, images):
+    print("\n| measurement | fast img/s | fast ms/step | fast peak MiB | original img/s | "
+          "original ms/step | original peak MiB | speed-up |", flush=True)
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for job, f in rows:
+        print(f"| {job} | {f['fast']['images_per_s']} | {f['fast']['ms_per_step']} | "
+              f"{f['fast']['peak_mib']} | {f['original']['images_per_s']} | "
+              f"{f['original']['ms_per_step']} | {f['original']['peak_mib']} | "
+              f"x{f['speedup']} |")
+    print(f"\n{device_name}, torch {torch.__version__}, width {args.width}, batch "
+          f"{args.batch_size}, {images}\n")
+
+
+def print_flags(table, device_name, args):
+    print("| measurement | speed flags | img/s | ms/step | first step s | peak MiB | "
+          "against none |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for job, rows in table.items():
+        for name, f in rows.items():
+            print(f"| {job} | {name} | {f['images_per_s']} | {f['ms_per_step']} | "
+                  f"{f['first_s']} | {f['peak_mib']} | x{f['speedup']} |")
+    print(f"\n{device_name}, torch {torch.__version__}, width {args.width}, batch "
+          f"{args.batch_size}, this project's batches; first step: the first warm-up step, "
+          "compilation included\n")
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     recipe_sizes = dict(width=args.width, batch_size=args.batch_size)  # as given, or None
@@ -271,10 +347,9 @@ def main(argv=None):
     results = dict(device=device_name, torch=torch.__version__, width=args.width,
                    batch_size=args.batch_size, fast_path=runtime.describe(),
                    images="CIFAR-10" if args.data_dir else "random uint8, CIFAR-10 shape")
-    parts = {"baseline": bench_baseline, "gan": bench_gan, "visualize": bench_visualize}
     rows = []
-    for part, fn in parts.items():
-        if args.which not in ("all", part):
+    for part, fn in PARTS.items():
+        if not wanted(args, part):
             continue
         res = fn(args, data, runtime, plain)
         groups = res.items() if part == "visualize" else [(f"{part}_step" if part == "baseline"
@@ -288,17 +363,12 @@ def main(argv=None):
                  f"original {figs['original']['images_per_s']:>9.1f} img/s "
                  f"{figs['original']['ms_per_step']:>8.2f} ms "
                  f"{figs['original']['peak_mib']:>8.1f} MiB | x{figs['speedup']}")
-    print("\n| measurement | fast img/s | fast ms/step | fast peak MiB | original img/s | "
-          "original ms/step | original peak MiB | speed-up |", flush=True)
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for job, f in rows:
-        print(f"| {job} | {f['fast']['images_per_s']} | {f['fast']['ms_per_step']} | "
-              f"{f['fast']['peak_mib']} | {f['original']['images_per_s']} | "
-              f"{f['original']['ms_per_step']} | {f['original']['peak_mib']} | "
-              f"x{f['speedup']} |")
-    print(f"\n{device_name}, torch {torch.__version__}, width {args.width}, batch "
-          f"{args.batch_size}, {results['images']}\n")
-    if args.which in ("all", "recipes"):
+    if rows:
+        print_side_by_side(rows, device_name, args, results["images"])
+    if wanted(args, "flags"):
+        results["flags"] = bench_flags(args, data, runtime.device)
+        print_flags(results["flags"], device_name, args)
+    if wanted(args, "recipes"):
         results["recipes"] = bench_recipes(args, runtime, **recipe_sizes)
         print("| recipe | networks | loss | batch | img/s | ms/iteration | peak MiB |")
         print("| --- | --- | --- | --- | --- | --- | --- |")

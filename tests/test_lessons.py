@@ -159,9 +159,11 @@ def test_part_2_runs_in_fp32_by_default_on_every_device():
     assert speedups(args, on_gpu=True)["amp"] is False  # even on CUDA
     assert speedups(args, on_gpu=True)["channels_last"] is True
     on = visualize.build_parser().parse_args(["all", "--amp", "on"])
-    assert speedups(on, on_gpu=False)["amp"] is True  # still possible when asked
+    assert speedups(on, on_gpu=False, bf16_units=False)["amp"] is True  # still, when asked
     trainer = train_gan.parse_args([])
-    assert speedups(trainer, on_gpu=True)["amp"] and not speedups(trainer, on_gpu=False)["amp"]
+    assert speedups(trainer, on_gpu=True)["amp"]
+    assert not speedups(trainer, on_gpu=False, bf16_units=False)["amp"]
+    assert speedups(trainer, on_gpu=False, bf16_units=True)["amp"]  # a CPU with bf16 units
 
 
 # ----------------------------------------------------------------------------- batch norm

@@ -14,23 +14,41 @@ from models import Discriminator
 from train_gan import parse_args
 from utils.classifier import train_step
 from utils.gan import GanSpec, build_gan, gan_iteration
-from utils.runtime import Runtime, peak_memory_mib, reset_peak_memory
+from utils.runtime import (Runtime, cpu_has_bf16_units, peak_memory_mib,
+                           reset_peak_memory, speedups)
 
 GAN_ARGS = parse_args(["--width", "8", "--lr", "1e-3"])  # the assignment's GAN, narrow
 
 
-def test_runtime_is_plain_on_cpu_unless_asked():
-    flags = dict(device="cpu", amp="auto", compile="auto", channels_last="auto",
-                 fused_adam="auto", data_on_device="auto")
-    rt = Runtime.from_args(SimpleNamespace(**flags))
-    assert rt.device == torch.device("cpu")
-    assert not any(rt.describe()[k] for k in ("amp", "compile", "channels_last", "fused_adam",
+def test_cpu_auto_is_bf16_alone_and_only_where_the_cpu_has_bf16_units():
+    flags = SimpleNamespace(device="cpu", amp="auto", compile="auto", channels_last="auto",
+                            fused_adam="auto", data_on_device="auto")
+    assert speedups(flags, on_gpu=False, bf16_units=True) == dict(
+        amp=True, compile=False, channels_last=False, fused_adam=False, data_on_device=False)
+    assert not any(speedups(flags, on_gpu=False, bf16_units=False).values())
+    assert all(speedups(flags, on_gpu=True, bf16_units=False).values())  # CUDA: every one
+    off = SimpleNamespace(**{**vars(flags), "amp": "off", "channels_last": "on"})
+    assert speedups(off, on_gpu=False, bf16_units=True) == dict(
+        amp=False, compile=False, channels_last=True, fused_adam=False, data_on_device=False)
+    rt = Runtime.from_args(flags)  # this machine: bf16 exactly where its CPU has the units
+    assert rt.device == torch.device("cpu") and rt.amp == cpu_has_bf16_units()
+    assert not any(rt.describe()[k] for k in ("compile", "channels_last", "fused_adam",
                                               "data_on_device"))
-    rt = Runtime.from_args(SimpleNamespace(**{**flags, "amp": "on", "channels_last": "on"}))
+    rt = Runtime.from_args(SimpleNamespace(**{**vars(flags), "amp": "on", "channels_last": "on"}))
     assert rt.amp and rt.channels_last and not rt.compile
     with rt.autocast():
         assert torch.is_autocast_enabled("cpu")
         assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
+def test_bf16_units_are_read_from_the_cpus_flags(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    for text, expected in (("flags : fpu avx2 avx512f avx512_bf16 sse\n", True),
+                           ("flags : fpu avx2 amx_bf16 amx_tile\n", True),
+                           ("flags : fpu avx2 avx512f avx512bw\n", False)):
+        cpuinfo.write_text(text)
+        assert cpu_has_bf16_units(str(cpuinfo)) is expected, text
+    assert cpu_has_bf16_units(str(tmp_path / "absent")) is False  # no cpuinfo: no claim
 
 
 def test_compiled_gan_iteration_matches_eager():
@@ -122,6 +140,34 @@ def test_bench_runs_on_the_cpu_and_reports_every_figure(capsys):
     for recipe, f in res["recipes"].items():
         assert f["images_per_s"] > 0 and f["batch_size"] == 16, recipe
         assert f["arch"] == RECIPES[recipe].defaults["arch"]
+
+
+def test_bench_measures_each_speed_flag_against_none(capsys):
+    """--which flags: every speed flag alone and all together (holding the data on the device
+    only where that means something), each against none."""
+    import torch
+
+    names = lambda device: list(bench.flag_variants(torch.device(device)))  # noqa: E731
+    assert names("cpu") == ["none", "amp", "compile", "channels_last", "fused_adam", "all"]
+    assert names("cuda") == ["none", "amp", "compile", "channels_last", "fused_adam",
+                             "data_on_device", "all"]
+    assert bench.flag_variants(torch.device("cpu"))["all"] == dict(
+        amp=True, compile=True, channels_last=True, fused_adam=True)
+    args = bench.build_parser().parse_args(["--width", "8", "--batch_size", "16", "--steps", "2",
+                                            "--warmup", "1"])
+    args.width, args.batch_size = 8, 16
+    data = bench.random_data(256, 0)
+    table = bench.bench_flags(args, data, torch.device("cpu"),
+                              {"none": {}, "channels_last": {"channels_last": True}})
+    for job in ("baseline_step", "gan_iteration"):
+        rows = table[job]
+        assert list(rows) == ["none", "channels_last"] and rows["none"]["speedup"] == 1.0
+        assert rows["channels_last"]["speedup"] == round(
+            rows["channels_last"]["images_per_s"] / rows["none"]["images_per_s"], 2)
+        assert all(r["first_s"] > 0 and r["ms_per_step"] > 0 for r in rows.values())
+    bench.print_flags(table, "CPU", args)
+    out = capsys.readouterr().out
+    assert "| baseline_step | channels_last |" in out and "| gan_iteration | none |" in out
 
 
 def test_deterministic_turns_on_deterministic_kernels_and_off_autotuning():

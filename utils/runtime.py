@@ -2,6 +2,7 @@
 for every script."""
 import contextlib
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,8 +40,9 @@ def add_speed_flags(parser, names=tuple(SPEED_FLAGS), training=False, defaults=N
     """The speed flags; for a trainer (training=True) also --deterministic. defaults: a flag's
     default other than 'auto' (visualize.py's Part 2 runs in fp32: amp 'off')."""
     defaults = defaults or {}
-    g = parser.add_argument_group("speed (auto: on for CUDA, off for the CPU; each can be turned "
-                                  "off alone)")
+    g = parser.add_argument_group("speed (auto: every one on CUDA; on the CPU bf16 autocast "
+                                  "alone, where the CPU has bf16 units; each can be turned "
+                                  "on or off alone)")
     for name in names:
         g.add_argument(f"--{name}", choices=("auto", "on", "off"),
                        default=defaults.get(name, "auto"), help=SPEED_FLAGS[name])
@@ -52,9 +54,33 @@ def add_speed_flags(parser, names=tuple(SPEED_FLAGS), training=False, defaults=N
     return g
 
 
-def speedups(args, on_gpu):
-    """Which speed-ups the flags turn on: 'auto' is on for CUDA and off for the CPU."""
-    return {k: (on_gpu if getattr(args, k, "auto") == "auto" else getattr(args, k) == "on")
+def cpu_has_bf16_units(cpuinfo="/proc/cpuinfo"):
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX-BF16, read from Linux's
+    cpuinfo; False where that is not there to read)."""
+    try:
+        with open(cpuinfo) as f:
+            return re.search(r"\b(avx512_bf16|amx_bf16)\b", f.read()) is not None
+    except OSError:
+        return False
+
+
+def auto_speedups(on_gpu, bf16_units=None):
+    """What 'auto' turns on. On CUDA, every speed-up. On the CPU, bf16 autocast alone and only
+    where the CPU has bf16 units: on 2 such cores (docs/speed.md) it ran the baseline step
+    1.67x and the GAN iteration 1.55x as fast as fp32, while channels_last and fused Adam
+    each lost up to 11%, torch.compile lost 6% on the baseline step and won 8% on the GAN
+    iteration after 40 s of compiling (and needs a C++ compiler); where the CPU lacks bf16
+    units, bf16 is emulated and many times slower than fp32."""
+    if on_gpu:
+        return dict.fromkeys(SPEED_FLAGS, True)
+    bf16 = cpu_has_bf16_units() if bf16_units is None else bf16_units
+    return {k: k == "amp" and bf16 for k in SPEED_FLAGS}
+
+
+def speedups(args, on_gpu, bf16_units=None):
+    """Which speed-ups the flags turn on: 'on' and 'off' as said, 'auto' as auto_speedups."""
+    auto = auto_speedups(on_gpu, bf16_units)
+    return {k: (auto[k] if getattr(args, k, "auto") == "auto" else getattr(args, k) == "on")
             for k in SPEED_FLAGS}
 
 
@@ -62,8 +88,8 @@ def speedups(args, on_gpu):
 class Runtime:
     """Device, precision, memory format and compilation: decided here, once, for every script.
 
-    The CPU path is plain fp32 and eager unless a flag turns something on; on CUDA every
-    speed-up is on unless a flag turns it off.
+    On CUDA every speed-up is on unless a flag turns it off; on the CPU only bf16 autocast,
+    where the CPU has bf16 units (auto_speedups), unless a flag says otherwise.
     """
     device: torch.device
     amp: bool = False

@@ -1,0 +1,415 @@
+"""The project on a GPU node, checked and measured in one command of about 8 minutes: the CUDA
+tests, bench.py, the assignment's classifier and ACGAN + WGAN-GP at width 196 on the real
+CIFAR-10 under time limits, Part 2 on both, and one summary JSON.
+
+    python jobs/gpu_check.py --data_dir ../data/cifar10               # on a fresh GPU node
+    python jobs/gpu_check.py --data_dir D --scale 2                   # a slower GPU: 2x each limit
+    python jobs/gpu_check.py --device cpu --smoke --dataset digits    # the CPU rehearsal (~30 s)
+
+Each part runs as a process of its own under its own time limit (a trainer's --time_limit
+stops it with a checkpoint, then its model files are written from that checkpoint); a part
+that fails or runs out of time is recorded with its last line and the next part runs. The
+parts and their shares of 8 minutes on one H100 (--smoke: seconds each):
+    cuda_tests   90 s   tests/test_cuda.py: the fast path against fp32 eager, fused Adam's guard,
+                        augmentation on the GPU, exact resume, peak memory
+    bench        80 s   bench.py --which baseline gan: fast path against the original way
+    baseline    150 s   train_baseline.py, width 196, up to 100 epochs (the target: all 100)
+    gan          90 s   train_gan.py, width 196, the epochs that fit: time per epoch, fc10
+    visualize    60 s   visualize.py all on both discriminators, in fp32: the report
+OUT_DIR/summary.json (rewritten after every part) holds the GPU, torch and CUDA versions, each
+part's status, seconds and figures (images/s, seconds per epoch, accuracies, peak GPU memory)
+and the projected time of the assignment's full runs (100 baseline epochs, 200 GAN epochs).
+Every part's output is in OUT_DIR/logs/. --collect DIR copies the 8 files worth reading there.
+
+On the device tool's machine (this project's development setup; at most 64 MiB a call, the
+machine given back 30 s after a call), CIFAR-10 travels in two parts packed here once
+(`echo /.devdata/ >> .git/info/exclude`, then
+`python ../shared/tools/device_data.py pack ../shared/data/cifar10 .devdata --parts 2` and
+`cp ../shared/tools/device_data.py .devdata/`), and pypdf (the report) as a wheel
+(`echo /.whl/ >> .git/info/exclude`, then `python3 -m pip download --no-deps --only-binary=:all:
+--python-version 3.12 -d .whl pypdf`). Then two calls, the second right after the first:
+    carry [".devdata/part0.npz", ".devdata/device_data.py"], timeout_s 120:
+        python3 .devdata/device_data.py unpack .devdata/part0.npz .data/cifar10
+    carry [".devdata/part1.npz", ".devdata/device_data.py", ".whl"], timeout_s 600:
+        python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl &&
+        export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 &&
+        python3 .devdata/device_data.py unpack .devdata/part1.npz .data/cifar10 &&
+        python3 .devdata/device_data.py check .data/cifar10 &&
+        python3 jobs/gpu_check.py --data_dir .data/cifar10 --out_dir runs/gpu_check --collect $OUT
+"""
+import argparse
+import glob
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from utils.cli import POSITIVE, HelpFormatter, UserError, info, run_main  # noqa: E402
+from utils.files import atomic_write_json, check_writable_folder  # noqa: E402
+
+BASELINE_EPOCHS, GAN_EPOCHS = 100, 200  # the assignment's full runs
+GRACE_S = 15  # after a part's limit: SIGTERM (a trainer checkpoints), then SIGKILL
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The check's resolved settings (saved in the summary)."""
+    device: str
+    data_dir: str
+    dataset: str
+    out_dir: str
+    smoke: bool
+    scale: float
+    python: str
+    collect: str = None
+
+    @property
+    def width(self):
+        return 8 if self.smoke else 196
+
+    def common(self):
+        """The flags every training and figure command shares here."""
+        return ["--device", self.device, *(["--data_dir", self.data_dir] if self.data_dir
+                                           else [])]
+
+    def trainer_flags(self):
+        smoke = ["--subset", "512", "--batch_size", "32"] if self.smoke else []
+        return [*self.common(), "--dataset", self.dataset, "--width", str(self.width),
+                "--out_dir", self.run_dir, "--cache_dir", os.path.join(self.out_dir, "cache"),
+                "--log_every", "100", *smoke]
+
+    @property
+    def run_dir(self):
+        return os.path.join(self.out_dir, "run")
+
+
+@dataclass
+class Part:
+    """One part of the check: its share of the wall time (seconds on one H100; --smoke's
+    own), the command(s) it runs and what it reads back from them."""
+    name: str
+    seconds: float
+    smoke_seconds: float
+    what: str
+    run: object = field(repr=False, default=None)  # run(settings, limit, log) -> figures dict
+
+    def limit(self, s):
+        return (self.smoke_seconds if s.smoke else self.seconds) * s.scale
+
+
+class PartFailed(Exception):
+    """A part's command failed: the message is its last line of output."""
+
+
+def run_command(argv, limit, log, ok_codes=(0,)):
+    """Run argv as a process group with stdout and stderr appended to log; past `limit`
+    seconds it gets SIGTERM, then SIGKILL. Returns (exit code, stdout); raises PartFailed
+    for an exit code not in ok_codes and TimeoutError when the limit ran out."""
+    with open(log, "a") as f:
+        f.write(f"$ {' '.join(argv)}\n")
+        f.flush()
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=f, text=True,
+                                start_new_session=True)
+        try:
+            out, _ = proc.communicate(timeout=max(limit, 1))
+        except subprocess.TimeoutExpired:
+            stop_group(proc)
+            out = proc.communicate()[0]
+            f.write(out)
+            raise TimeoutError(f"ran past its limit of {limit:.0f} s") from None
+        f.write(out)
+    if proc.returncode not in ok_codes:
+        raise PartFailed(f"exit code {proc.returncode}: {last_line(log)}")
+    return proc.returncode, out
+
+
+def stop_group(proc):
+    """SIGTERM to the whole process group (trainers checkpoint on it), SIGKILL after GRACE_S."""
+    for sig, wait in ((signal.SIGTERM, GRACE_S), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def last_line(path):
+    """The last non-empty line of a log (the error a command ended with)."""
+    try:
+        with open(path, errors="replace") as f:
+            lines = [line.strip() for line in f if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:300] if lines else ""
+
+
+def final_json(stdout):
+    """A script's final JSON line (the last line of its stdout), or {}."""
+    for line in reversed(stdout.strip().splitlines()):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        return value if isinstance(value, dict) else {}
+    return {}
+
+
+# ----------------------------------------------------------------------------- the parts
+
+def cuda_tests(s, limit, log):
+    code, out = run_command([s.python, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             "tests/test_cuda.py"], limit, log, ok_codes=(0, 1, 5))
+    counts = pytest_counts(out)
+    if code == 1 or counts.get("failed") or counts.get("error"):
+        raise PartFailed(f"{counts.get('failed', 0)} failed, {counts.get('passed', 0)} passed: "
+                         f"{failures(out)}")
+    if not counts.get("passed"):
+        return dict(counts, status="skipped", note="no test ran: no CUDA device")
+    return counts
+
+
+def pytest_counts(out):
+    """{'passed': N, 'failed': N, 'skipped': N, ...} from pytest's closing line."""
+    import re
+
+    lines = [line for line in out.splitlines() if re.search(r"\d+ (passed|failed|skipped|"
+                                                           r"error|deselected)", line)]
+    if not lines:
+        return {}
+    return {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|errors?|xfailed|"
+                                              r"xpassed|deselected)", lines[-1])}
+
+
+def failures(out):
+    names = [line.split(" ")[1] for line in out.splitlines() if line.startswith("FAILED ")]
+    return ", ".join(names) or "see the log"
+
+
+def bench(s, limit, log):
+    size = (["--width", "8", "--batch_size", "16", "--steps", "2", "--warmup", "1",
+             "--original_workers", "0"] if s.smoke else ["--steps", "30", "--warmup", "10"])
+    _, out = run_command([s.python, "bench.py", "--device", s.device, "--which", "baseline",
+                          "gan", *size], limit, log)
+    res = final_json(out)
+    figures = {}
+    for job in ("baseline_step", "gan_iteration"):
+        f = res[job]
+        figures[job] = dict(fast_images_per_s=f["fast"]["images_per_s"],
+                            original_images_per_s=f["original"]["images_per_s"],
+                            speedup=f["speedup"], fast_peak_mib=f["fast"]["peak_mib"],
+                            compile_s=f["fast"]["first_s"])
+    return figures
+
+
+def epochs_of(log_path):
+    """The epoch records of a trainer's JSON-lines log."""
+    try:
+        with open(log_path) as f:
+            records = [json.loads(line) for line in f if line.strip()]
+    except (OSError, ValueError):
+        return []
+    return [r for r in records if isinstance(r, dict) and r.get("event") == "epoch"]
+
+
+def train(s, limit, log, script, kind, epochs, extra=()):
+    """A trainer under --time_limit (the part's limit less a margin for starting, saving and
+    finishing), then, when it stopped early, its model files written from the checkpoint
+    (--resume with the epochs done, under what is left of the limit, 20 s at least).
+    Returns its figures and the projection to `epochs` epochs."""
+    margin = 5 if s.smoke else 30
+    flags = [*s.trainer_flags(), *extra]
+    run_epochs = epochs
+    started = time.monotonic()
+    run_command([s.python, script, *flags, "--epochs", str(run_epochs), "--overwrite",
+                 "--time_limit", str(max(limit - margin, 1))], limit, log, ok_codes=(0, 75))
+    records = epochs_of(os.path.join(s.run_dir, f"{kind}_log.jsonl"))
+    if not records:
+        raise PartFailed(f"no epoch finished within {limit:.0f} s: {last_line(log)}")
+    done = records[-1]["epoch"]
+    if done < run_epochs:  # stopped by the limit: the model files from the checkpoint
+        run_command([s.python, script, *flags, "--epochs", str(done), "--resume"],
+                    max(limit - (time.monotonic() - started), 20), log)
+    seconds = [r["seconds"] for r in records]
+    steady = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
+    last = records[-1]
+    return dict(epochs_done=done, epochs_asked=run_epochs, first_epoch_s=seconds[0],
+                seconds_per_epoch=round(steady, 2),
+                images_per_s=round(train_images(s) / steady, 1) if steady else None,
+                test_acc=last.get("test_acc"),
+                best_test_acc=max((r.get("test_acc") or 0) for r in records),
+                peak_mib=max((r.get("peak_mib") or 0) for r in records),
+                projected_s=round(seconds[0] + steady * (epochs - 1)),
+                projected_for=f"{epochs} epochs")
+
+
+def train_images(s):
+    """Training images per epoch (the smoke's subset, or CIFAR-10's 50,000 less the dropped
+    last batch)."""
+    n, batch = (512, 32) if s.smoke else (50000, 128)
+    return n // batch * batch
+
+
+def baseline(s, limit, log):
+    return train(s, limit, log, "train_baseline.py", "baseline", BASELINE_EPOCHS)
+
+
+def gan(s, limit, log):
+    return train(s, limit, log, "train_gan.py", "gan", GAN_EPOCHS)
+
+
+def visualize(s, limit, log):
+    smoke = ["--steps", "20", "--layers", "2", "8"] if s.smoke else []
+    _, out = run_command([s.python, "visualize.py", "all", "--run_dir", s.run_dir,
+                          "--device", s.device, "--amp", "off",
+                          "--cache_dir", os.path.join(s.out_dir, "cache"), *smoke], limit, log)
+    res = final_json(out)
+    return dict(pages=len(res.get("pages") or []), report=res.get("report"),
+                figure_seconds=res.get("seconds"))
+
+
+def default_parts():
+    """The parts in the order they run."""
+    return [
+        Part("cuda_tests", 90, 60, "tests/test_cuda.py", cuda_tests),
+        Part("bench", 80, 60, "bench.py: fast path against the original way", bench),
+        Part("baseline", 150, 10, "the classifier, width 196, up to 100 epochs", baseline),
+        Part("gan", 90, 10, "ACGAN + WGAN-GP, width 196, the epochs that fit", gan),
+        Part("visualize", 60, 90, "visualize.py all on both, fp32, the report", visualize),
+    ]
+
+
+# ----------------------------------------------------------------------------- the summary
+
+def environment(device):
+    import torch
+
+    env = dict(torch=torch.__version__, cuda=torch.version.cuda, python=sys.version.split()[0],
+               cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available()
+               else None, gpu=None, gpu_memory_gib=None)
+    if device != "cpu" and torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        env.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1))
+    return env
+
+
+def projections(parts):
+    out = {}
+    for name, what in (("baseline", "baseline_100_epochs_s"), ("gan", "gan_200_epochs_s")):
+        figures = parts.get(name, {})
+        out[what] = figures.get("projected_s") if figures.get("status") == "passed" else None
+    return out
+
+
+def run_check(s, parts=None):
+    """Every part in turn, each under its limit; the summary rewritten after each."""
+    parts = default_parts() if parts is None else parts
+    logs = os.path.join(s.out_dir, "logs")
+    os.makedirs(logs, exist_ok=True)
+    summary_path = os.path.join(s.out_dir, "summary.json")
+    summary = dict(settings=asdict(s), **environment(s.device), parts={}, projected={},
+                   started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), seconds=None)
+    t_all = time.monotonic()
+    for part in parts:
+        limit = part.limit(s)
+        log = os.path.join(logs, f"{part.name}.log")
+        open(log, "w").close()
+        info(f"gpu_check: {part.name} ({part.what}), limit {limit:.0f} s")
+        t0 = time.monotonic()
+        try:
+            figures = part.run(s, limit, log) or {}
+            record = dict(status=figures.pop("status", "passed"), **figures)
+        except TimeoutError as e:
+            record = dict(status="timeout", error=str(e))
+        except Exception as e:  # a part's own failure, recorded; the next part runs
+            record = dict(status="failed", error=f"{type(e).__name__}: {e}"
+                          if not isinstance(e, PartFailed) else str(e))
+        record.update(seconds=round(time.monotonic() - t0, 1), limit_s=round(limit))
+        summary["parts"][part.name] = record
+        summary["projected"] = projections(summary["parts"])
+        summary["seconds"] = round(time.monotonic() - t_all, 1)
+        atomic_write_json(summary_path, summary)
+        info(f"gpu_check: {part.name} {record['status']} in {record['seconds']:.0f} s"
+             + (f": {record['error']}" if "error" in record else ""))
+    if s.collect:
+        collect(s, summary_path)
+    return summary
+
+
+def collect(s, summary_path):
+    """The files worth reading (8 at most, one folder): the summary, every part's log in one,
+    both curves, the GAN's last grid, both JSON-lines logs and the report."""
+    os.makedirs(s.collect, exist_ok=True)
+    with open(os.path.join(s.collect, "check.log"), "w") as out:
+        for path in sorted(glob.glob(os.path.join(s.out_dir, "logs", "*.log"))):
+            out.write(f"===== {os.path.basename(path)}\n")
+            with open(path, errors="replace") as f:
+                out.write(f.read())
+    grids = sorted(glob.glob(os.path.join(s.run_dir, "output", "*.png")),
+                   key=lambda p: int(os.path.basename(p).split(".")[0]))
+    picks = [(summary_path, "summary.json"),
+             (os.path.join(s.run_dir, "baseline_curves.png"), "baseline_curves.png"),
+             (os.path.join(s.run_dir, "gan_curves.png"), "gan_curves.png"),
+             (os.path.join(s.run_dir, "baseline_log.jsonl"), "baseline_log.jsonl"),
+             (os.path.join(s.run_dir, "gan_log.jsonl"), "gan_log.jsonl"),
+             (os.path.join(s.run_dir, "visualization", "report.pdf"), "report.pdf")]
+    if grids:
+        picks.append((grids[-1], "gan_grid.png"))
+    for src, name in picks:
+        if os.path.isfile(src):
+            shutil.copyfile(src, os.path.join(s.collect, name))
+
+
+# ----------------------------------------------------------------------------- the command
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=HelpFormatter)
+    p.add_argument("--device", default="cuda", help="cuda, cuda:N, or cpu for the rehearsal")
+    p.add_argument("--data_dir", default=None,
+                   help="the CIFAR-10 copy the trainers read (default: torchvision's download "
+                        "into ./data)")
+    p.add_argument("--dataset", default="cifar10",
+                   help="the trainers' dataset (the rehearsal uses digits, offline)")
+    p.add_argument("--out_dir", default="runs/gpu_check",
+                   help="where the runs, the logs and summary.json go (replaced)")
+    p.add_argument("--smoke", action="store_true",
+                   help="the rehearsal: width 8, 512 images, seconds per part")
+    p.add_argument("--scale", type=POSITIVE, default=1.0,
+                   help="multiply every part's time limit (2 for a GPU half an H100's speed)")
+    p.add_argument("--collect", default=None,
+                   help="copy the 8 files worth reading into this folder at the end")
+    p.add_argument("--python", default=sys.executable, help="the Python that runs the parts")
+    return p
+
+
+def main(argv=None, parts=None):
+    a = build_parser().parse_args(argv)
+    if a.device != "cpu" and not a.device.startswith("cuda"):
+        raise UserError(f"--device {a.device}: the check is for cuda (or cpu with --smoke)")
+    check_writable_folder(a.out_dir)
+    s = Settings(a.device, a.data_dir, a.dataset, os.path.abspath(a.out_dir), a.smoke,
+                 a.scale, a.python, a.collect)
+    info("gpu_check: " + json.dumps(asdict(s)))
+    summary = run_check(s, parts)
+    print(json.dumps(dict(script="gpu_check", **{k: summary[k] for k in
+                                                  ("gpu", "torch", "cuda", "seconds")},
+                          status={k: v["status"] for k, v in summary["parts"].items()},
+                          projected=summary["projected"])), flush=True)
+    failed = [k for k, v in summary["parts"].items() if v["status"] in ("failed", "timeout")]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
