@@ -32,9 +32,12 @@ def wgan_generator_loss(fake_scores):
     return -fake_scores.mean()
 
 
-def bce_discriminator_loss(real_scores, fake_scores):
-    """-E[log sigmoid(D(x))] - E[log(1 - sigmoid(D(G(z))))], computed stably on logits."""
-    return F.softplus(-real_scores).mean() + F.softplus(fake_scores).mean()
+def bce_discriminator_loss(real_scores, fake_scores, real_label=1.0):
+    """-E[log sigmoid(D(x))] - E[log(1 - sigmoid(D(G(z))))], computed stably on logits.
+    real_label < 1 smooths the real images' target (Udacity's lesson: 0.9): binary
+    cross-entropy against it, -l log sigmoid(D(x)) - (1 - l) log(1 - sigmoid(D(x)))."""
+    real = real_label * F.softplus(-real_scores) + (1 - real_label) * F.softplus(real_scores)
+    return real.mean() + F.softplus(fake_scores).mean()
 
 
 def nonsaturating_generator_loss(fake_scores):
@@ -47,9 +50,10 @@ def saturating_generator_loss(fake_scores):
     return -F.softplus(fake_scores).mean()
 
 
-def lsgan_discriminator_loss(real_scores, fake_scores):
-    """1/2 E[(D(x) - 1)^2] + 1/2 E[D(G(z))^2] (Mao et al., equation 9)."""
-    return 0.5 * ((real_scores - 1) ** 2).mean() + 0.5 * (fake_scores ** 2).mean()
+def lsgan_discriminator_loss(real_scores, fake_scores, real_label=1.0):
+    """1/2 E[(D(x) - 1)^2] + 1/2 E[D(G(z))^2] (Mao et al., equation 9); real_label < 1 moves
+    the real images' target there."""
+    return 0.5 * ((real_scores - real_label) ** 2).mean() + 0.5 * (fake_scores ** 2).mean()
 
 
 def lsgan_generator_loss(fake_scores):
@@ -71,14 +75,15 @@ class Loss:
     generator: Callable
     gp_weight: float = 0.0  # the gradient penalty's lambda
     clip: float = 0.0  # the critic's weights clipped to [-clip, clip]
+    labelled: bool = False  # the real images have a target label (one that can be smoothed)
 
 
 LOSSES = {
     "wgan-gp": Loss(wgan_critic_loss, wgan_generator_loss, gp_weight=10.0),
     "wgan": Loss(wgan_critic_loss, wgan_generator_loss, clip=0.01),
-    "gan": Loss(bce_discriminator_loss, nonsaturating_generator_loss),
-    "gan-saturating": Loss(bce_discriminator_loss, saturating_generator_loss),
-    "lsgan": Loss(lsgan_discriminator_loss, lsgan_generator_loss),
+    "gan": Loss(bce_discriminator_loss, nonsaturating_generator_loss, labelled=True),
+    "gan-saturating": Loss(bce_discriminator_loss, saturating_generator_loss, labelled=True),
+    "lsgan": Loss(lsgan_discriminator_loss, lsgan_generator_loss, labelled=True),
     "hinge": Loss(hinge_discriminator_loss, wgan_generator_loss),
 }
 

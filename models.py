@@ -15,8 +15,8 @@ udacity-mlp  seed 003's batch-normalization lesson: a classifier only, 784-512-2
 mlp      seed 004 (CS231n's vanilla GAN): 784-256-256-1, LeakyReLU 0.01; noise-1024-1024-784.
 infogan  seed 004 (CS231n's DCGAN): TensorFlow's MNIST tutorial network and the InfoGAN
          generator (Chen et al. 2016, appendix C.1).
-CS231n's networks start as its initialize_weights sets them: Xavier-uniform linear and
-transposed-convolution weights, PyTorch's default elsewhere.
+Each family starts as its lesson's code does: infogan as CS231n's initialize_weights sets it
+(xavier_init), which the notebook applies to its DCGAN alone; every other at PyTorch's defaults.
 
 Every discriminator returns (score (B,), class logits (B, num_classes) or None); features(x,
 k) is its k-th block's output, max-pooled over space; spectral_norm=True (discriminator())
@@ -49,9 +49,9 @@ def _conv_out(size, kernel, stride, padding):
 
 
 def xavier_init(module):
-    """CS231n's initialisation (seed 004's notebook, initialize_weights): Xavier-uniform weights
-    for the linear and transposed-convolution layers; the convolutions and every bias keep
-    PyTorch's default (Kaiming-uniform with a = sqrt(5): bound 1 / sqrt(fan_in))."""
+    """CS231n's initialize_weights (seed 004), which its notebook gives its DCGAN alone:
+    Xavier-uniform linear and transposed-convolution weights; the convolutions and every bias
+    keep PyTorch's default (Kaiming-uniform with a = sqrt(5): bound 1 / sqrt(fan_in))."""
     for m in module.modules():
         if isinstance(m, (nn.Linear, nn.ConvTranspose2d)):
             nn.init.xavier_uniform_(m.weight)
@@ -271,8 +271,7 @@ class MLPDiscriminator(Critic):
                           nn.LeakyReLU(0.01)),
             nn.Sequential(nn.Linear(width, width), nn.LeakyReLU(0.01)),
         ])
-        self._heads(width, num_classes)
-        xavier_init(self)
+        self._heads(width, num_classes)  # PyTorch's default initialisation, as the notebook's
 
 
 class MLPGenerator(nn.Module):
@@ -289,8 +288,7 @@ class MLPGenerator(nn.Module):
         self.net = nn.Sequential(
             nn.Linear(latent_dim, width), nn.ReLU(inplace=True),
             nn.Linear(width, width), nn.ReLU(inplace=True),
-            nn.Linear(width, out_channels * image_size ** 2), nn.Tanh())
-        xavier_init(self)
+            nn.Linear(width, out_channels * image_size ** 2), nn.Tanh())  # default init
 
     def forward(self, z):
         return self.net(z).view(-1, *self.shape)  # (B, C*S*S) -> (B, C, S, S)
@@ -382,12 +380,13 @@ class LessonMLP(Critic):
 # ----------------------------------------------------------------------------- SimCLR (seed 004)
 
 class ProjectionHead(nn.Module):
-    """SimCLR's g: features -> hidden -> out, a ReLU between (two linear layers)."""
+    """SimCLR's g as seed 004's code: linear without bias, BatchNorm, ReLU, linear."""
 
     def __init__(self, in_features, hidden=None, out_features=128):
         super().__init__()
         hidden = hidden or in_features
-        self.net = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(inplace=True),
+        self.net = nn.Sequential(nn.Linear(in_features, hidden, bias=False),
+                                 nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
                                  nn.Linear(hidden, out_features))
 
     def forward(self, h):

@@ -102,7 +102,7 @@ CLASSIFIER_RECIPES = {
         # batch dropped), 100 epochs, lr / 10 at epoch 50 and / 100 at 75, its augmentation
         dict(arch="ie534", dataset="cifar10", optimizer="adam", lr=1e-4, adam_step_cap=1024,
              batch_size=128, epochs=100, schedule="assignment", augment="assignment",
-             shuffle="on", drop_last="on", batch_norm="off")),
+             shuffle="on", drop_last="on", batch_norm="off", eval_bn="eval")),
     "udacity-batchnorm": Recipe(
         "Udacity's batch-normalization lesson (seed 003): the same MLP on MNIST with and "
         "without BatchNorm (--batch_norm on|off)",
@@ -110,10 +110,11 @@ CLASSIFIER_RECIPES = {
         # between each hidden layer and its ReLU and no bias there, cross-entropy, SGD with
         # lr 0.01 (no momentum, no schedule), batch 64 from a DataLoader that neither shuffles
         # nor drops the last batch (60,000 = 937 x 64 + 32), 10 epochs, ToTensor only (no
-        # augmentation; pixels are scaled to [-1, 1] here, [0, 1] there), tested in eval mode
+        # augmentation; pixels are scaled to [-1, 1] here, [0, 1] there), tested in eval mode,
+        # and the lesson's point: what testing in training mode would give instead (eval_bn)
         dict(arch="udacity-mlp", dataset="mnist", optimizer="sgd", lr=0.01, adam_step_cap=0,
              batch_size=64, epochs=10, schedule="none", augment="none", shuffle="off",
-             drop_last="off", batch_norm="on")),
+             drop_last="off", batch_norm="on", eval_bn="both")),
 }
 
 

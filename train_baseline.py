@@ -50,6 +50,11 @@ def build_parser():
     g.add_argument("--batch_norm", choices=("on", "off"), default="off",
                    help="BatchNorm between each hidden layer and its ReLU (--arch udacity-mlp "
                         "only: the batch-normalization lesson compares on and off)")
+    g.add_argument("--eval_bn", choices=("eval", "both"), default="eval",
+                   help="how the test set is run through BatchNorm: eval (its running "
+                        "statistics, as the lessons test) or both (also in training mode, each "
+                        "test batch of --batch_size images normalised by its own statistics: "
+                        "test_acc_train_mode, the batch-normalization lesson's comparison)")
     g = p.add_argument_group("starting from a pre-trained encoder (SimCLR, seed 004)")
     g.add_argument("--init", default=None,
                    help="start from the encoder in this model file (train_simclr.py's "
@@ -75,9 +80,9 @@ class BaselineTrainer:
     fields = {"model": WEIGHTS, "optimizer": OPTIMIZER}
     sums_width = 3  # cross-entropy sum, correct predictions, images
 
-    def __init__(self, args, model, optimizer, runtime, test, fast=None):
+    def __init__(self, args, model, optimizer, runtime, test, fast=None, classes=()):
         self.args, self.model, self.optimizer, self.runtime = args, model, optimizer, runtime
-        self.test = test
+        self.test, self.classes = test, tuple(classes)
         self.fast = fast or model  # what the step runs through (compiled, DDP); shares weights
 
     def state(self):
@@ -110,11 +115,20 @@ class BaselineTrainer:
         return dict(loss=round(loss / n, 4), acc=round(100 * hits / n, 2))
 
     def end_epoch(self, epoch, means, seconds):
-        test_acc, test_loss = evaluate(self.model, self.test, self.runtime)
+        test_acc, test_loss, by_class = evaluate(self.model, self.test, self.runtime,
+                                                 per_class=True)
         record = dict(lr=self.optimizer.param_groups[0]["lr"], train_loss=means["loss"],
                       train_acc=means["acc"], test_loss=round(test_loss, 4),
                       test_acc=round(test_acc, 2))
-        return record, f"train acc {means['acc']:.2f} test acc {test_acc:.2f}"
+        text = f"train acc {means['acc']:.2f} test acc {test_acc:.2f}"
+        if self.args.eval_bn == "both":  # in batches of --batch_size, as the lesson tests
+            train_mode, _ = evaluate(self.model, self.test.rebatched(self.args.batch_size, 2),
+                                     self.runtime, batch_statistics=True)
+            record["test_acc_train_mode"] = round(train_mode, 2)
+            text += f" (in training mode {train_mode:.2f})"
+        names = self.classes or tuple(map(str, range(len(by_class))))
+        record["test_acc_per_class"] = dict(zip(names, by_class))
+        return record, text
 
     def plot(self, history):
         plot_curves(history, CURVE_PANELS["baseline"],
@@ -166,7 +180,8 @@ def _train(args, r):
     # The step runs through DDP for several processes, compiled on the fast path; both share
     # the parameters with `model`, which is what gets saved.
     trainer = BaselineTrainer(args, model, optimizer, rt, test,
-                              fast=rt.compiled(dist.wrap(model, rt.device)))
+                              fast=rt.compiled(dist.wrap(model, rt.device)),
+                              classes=data.classes)
     if r.ckpt:
         trainer.load(r.ckpt, r.resume_from)
     r.begin()
@@ -176,6 +191,9 @@ def _train(args, r):
     metrics = dict(test_acc=final.get("test_acc"), train_acc=final.get("train_acc"),
                    epochs=args.epochs, seconds=round(r.seconds, 1),
                    model=os.path.join(args.out_dir, MODEL_FILE))
+    for key in ("test_acc_train_mode", "test_acc_per_class"):  # when the run measured them
+        if key in final:
+            metrics[key] = final[key]
     if dist.is_main:
         save_model(metrics["model"], model, r.config, metrics, data.classes, "train_baseline.py")
     return metrics, model

@@ -31,7 +31,7 @@ from losses import LOSSES
 from recipes import RECIPES, resolve_loss_defaults
 from utils.checkpoints import OPTIMIZER, WEIGHTS, load_state, save_model
 from utils.cli import (COUNT, FRACTION, NONNEGATIVE, POSITIVE_INT, ArgumentParser, UserError,
-                       add_shared_flags, info, print_result, run_main, with_recipe)
+                       add_shared_flags, info, number, print_result, run_main, with_recipe)
 from utils.data import default_cache_dir, make_generator
 from utils.diffaug import parse_policy
 from utils.gan import CLASS_STATS, D_STATS, PLAIN, GanSpec, build_gan, gan_iteration, save_samples
@@ -81,6 +81,10 @@ def build_parser():
                    help="the noise's distribution: N(0, 1) or uniform in [-1, 1]")
     g.add_argument("--optimizer", choices=("adam", "rmsprop"), default="adam",
                    help="the optimizer of both networks")
+    g.add_argument("--real_label", type=number(float, low=0, high=1, low_open=True), default=1.0,
+                   help="the real images' target in the discriminator's loss; 0.9 is one-sided "
+                        "label smoothing (Udacity's real_loss(smooth=True)); only for the "
+                        "losses with labels (gan, gan-saturating, lsgan)")
     g.add_argument("--beta1", type=FRACTION, default=0.0, help="Adam beta1 of both networks")
     g.add_argument("--beta2", type=FRACTION, default=0.9, help="Adam beta2 of both networks")
     g = p.add_argument_group("beyond the lessons (off by default: every recipe stays its lesson)")
@@ -267,6 +271,10 @@ BEST_KEYS = {"fid": "fid", "kid": "kid", "cfid": "cfid", "is": "is", "cacc": "ca
 
 def run(args):
     """Train as the flags say; returns (final figures, GanNets)."""
+    if args.real_label != 1.0 and not LOSSES[args.loss].labelled:
+        raise UserError(f"--real_label {args.real_label}: the {args.loss} loss has no labels to "
+                        "smooth (its scores are not probabilities); use it with --loss gan, "
+                        "gan-saturating or lsgan, or leave it at 1")
     if args.keep_best:
         from utils.quality import parse_metrics
 

@@ -24,7 +24,7 @@ from losses import nt_xent
 from models import ProjectionHead, SimCLRNet, discriminator
 from utils.augment import ContrastiveAugment
 from utils.checkpoints import OPTIMIZER, WEIGHTS, load_state, save_model
-from utils.cli import (POSITIVE, POSITIVE_INT, ArgumentParser, add_shared_flags, print_result,
+from utils.cli import (NONNEGATIVE, POSITIVE, POSITIVE_INT, ArgumentParser, add_shared_flags, print_result,
                        run_main)
 from utils.data import make_generator
 from utils.pictures import CURVE_PANELS, plot_curves
@@ -43,6 +43,8 @@ def build_parser():
     g.add_argument("--temperature", type=POSITIVE, default=0.5, help="NT-Xent's tau")
     g.add_argument("--proj_dim", type=POSITIVE_INT, default=128,
                    help="values the projection head g outputs")
+    g.add_argument("--weight_decay", type=NONNEGATIVE, default=1e-6,
+                   help="Adam's weight decay (seed 004's code: 1e-6)")
     return p
 
 
@@ -143,7 +145,8 @@ def _train(args, r):
     features = encoder.embed(torch.zeros(2, data.channels, data.image_size,
                                          data.image_size)).shape[1]
     net = rt.module(SimCLRNet(encoder, ProjectionHead(features, features, args.proj_dim)))
-    optimizer = rt.adam([p for p in net.parameters() if p.requires_grad], lr=args.lr)
+    optimizer = rt.adam([p for p in net.parameters() if p.requires_grad], lr=args.lr,
+                        weight_decay=args.weight_decay)
     trainer = SimCLRTrainer(args, net, optimizer, rt, fast=rt.compiled(dist.wrap(net, rt.device)),
                             augment=ContrastiveAugment(data.image_size, flip=data.flip),
                             dist=dist, rank=train.rank)

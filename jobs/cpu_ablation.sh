@@ -14,7 +14,7 @@ mkdir -p "$OUT"
 source jobs/steps.sh  # step NAME COMMAND...
 
 step judge "$PY" train_baseline.py --arch infogan --dataset mnist --data_dir "$DATA" --augment none \
-    --lr 1e-3 --epochs 2 --out_dir "$OUT/judge" --resume auto
+    --lr 1e-3 --epochs 2 --out_dir "$OUT/judge" --resume auto --amp off  # fp32, as measured
 for variant in plain ema diffaugment both; do
     extra=()
     case $variant in
@@ -24,7 +24,7 @@ for variant in plain ema diffaugment both; do
     esac
     step "$variant" "$PY" train_gan.py --dataset mnist --data_dir "$DATA" --subset 6000 --width 16 \
         --batch_size 64 --lr 2e-3 --epochs 10 --augment none --out_dir "$OUT/$variant" \
-        --resume auto ${extra[@]+"${extra[@]}"}  # bash < 4.4: an empty array is unset
+        --resume auto --amp off ${extra[@]+"${extra[@]}"}  # bash < 4.4: an empty array is unset
     step "metrics_$variant" "$PY" metrics.py "$OUT/$variant" --metrics cfid,cacc \
         --classifier "$OUT/judge/cifar10.model" --real mnist --split test --data_dir "$DATA" \
         --n_samples 10000

@@ -16,7 +16,9 @@ PY=${PYTHON:-python}
 mkdir -p "$OUT"
 
 source jobs/steps.sh  # step NAME COMMAND...
-train() { local name=$1 script=$2; shift 2; step "$name" "$PY" "$script" --out_dir "$OUT/$name" --resume auto "$@"; }
+# fp32 (--amp off), as the README's figures were measured: bf16 is the default on CPUs with
+# bf16 units (docs/speed.md), and changes the numbers a run computes
+train() { local name=$1 script=$2; shift 2; step "$name" "$PY" "$script" --out_dir "$OUT/$name" --resume auto --amp off "$@"; }
 measure() { local name=$1; shift; step "$name" "$PY" metrics.py "$@"; }
 
 # judges of the digits and clothes the GANs draw: the CS231n DCGAN's discriminator as a classifier

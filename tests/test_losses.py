@@ -1,5 +1,6 @@
 """Every loss family on small cases computed by hand."""
 import math
+import os
 
 import pytest
 import torch
@@ -74,3 +75,55 @@ def test_weight_clipping():
     clip_weights(lin, 0.01)
     assert torch.equal(lin.weight[0], torch.tensor([-0.01, 0.005, 0.01, -0.003]))
     assert torch.equal(lin.bias, torch.tensor([0.01, -0.01, 0.001]))
+
+
+def test_label_smoothing_moves_only_the_real_images_target():
+    """--real_label 0.9 (Udacity's real_loss(smooth=True)): binary cross-entropy of the real
+    scores against 0.9, the fakes' term unchanged; LSGAN's real target 0.9; 1 is the plain
+    loss."""
+    import torch.nn.functional as F
+
+    from utils.gan import GanSpec
+
+    bce = F.binary_cross_entropy_with_logits
+    d = LOSSES["gan"].discriminator(REAL, FAKE, real_label=0.9)
+    by_hand = bce(REAL, torch.full_like(REAL, 0.9)) + bce(FAKE, torch.zeros_like(FAKE))
+    assert d.item() == pytest.approx(by_hand.item(), rel=1e-6)
+    # -0.9 log 0.75 - 0.1 log 0.25 for the second real image: smoothing costs a confident one
+    assert d.item() > LOSSES["gan"].discriminator(REAL, FAKE).item() - 0.02
+    ls = LOSSES["lsgan"].discriminator(REAL, FAKE, real_label=0.9)
+    assert ls.item() == pytest.approx(0.5 * ((REAL - 0.9) ** 2).mean().item()
+                                      + 0.5 * (FAKE ** 2).mean().item())
+    for name in ("gan", "gan-saturating", "lsgan"):
+        assert LOSSES[name].labelled
+        plain = GanSpec(loss=name, gp_weight=0.0).critic_loss(REAL, FAKE)
+        assert plain.item() == LOSSES[name].discriminator(REAL, FAKE).item()
+        smooth = GanSpec(loss=name, gp_weight=0.0, real_label=0.9).critic_loss(REAL, FAKE)
+        assert smooth.item() != plain.item()
+    assert not any(LOSSES[name].labelled for name in ("wgan-gp", "wgan", "hinge"))
+
+
+def test_label_smoothing_is_refused_where_there_is_no_label(tmp_path, capsys):
+    from conftest import run_cli
+
+    import train_gan
+
+    for argv, words in ((["--real_label", "0.9"], "wgan-gp loss has no labels"),
+                        (["--loss", "hinge", "--real_label", "0.9"], "hinge loss"),
+                        (["--recipe", "cs231n-gan", "--real_label", "0"], "(0, 1]")):
+        code, _, err = run_cli(train_gan.main, ["--dataset", "digits", "--out_dir",
+                                                str(tmp_path), *argv], capsys)
+        assert code == 2 and err.count("\n") == 1 and words in err, err
+    assert not os.listdir(tmp_path)  # refused before anything was written
+
+
+def test_the_flag_reaches_the_critics_loss():
+    import train_gan
+    from utils.gan import GanSpec
+
+    spec = GanSpec.from_args(train_gan.parse_args(["--recipe", "cs231n-gan", "--real_label",
+                                                   "0.9"]))
+    assert spec.real_label == 0.9
+    d = spec.critic_loss(REAL, FAKE)
+    assert d.item() == LOSSES["gan"].discriminator(REAL, FAKE, real_label=0.9).item()
+    assert GanSpec.from_args(train_gan.parse_args(["--recipe", "cs231n-gan"])).real_label == 1.0

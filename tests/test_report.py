@@ -267,3 +267,15 @@ def test_a_data_folder_one_level_off_is_said_and_nothing_is_created(mnist_dir, t
     with pytest.raises(DataError, match="MNIST/raw/train-images-idx3-ubyte"):
         load_dataset("mnist", str(tmp_path / "missing"))
     assert not (tmp_path / "missing").exists()  # a missing --data_dir is not created
+
+
+def test_page_one_lists_each_classs_accuracy_and_the_training_mode_figure():
+    from utils.figures.report import accuracy_details
+
+    lines = accuracy_details({"test_acc": 90.0, "test_acc_train_mode": 88.5,
+                              "test_acc_per_class": {"cat": 81.25, "dog": None, "ship": 95.0}})
+    assert lines == ["  by class: cat 81.2%, dog -, ship 95.0%",
+                     "  tested in training mode (BatchNorm on each test batch's own "
+                     "statistics): 88.5%"]
+    assert accuracy_details({"test_acc": 90.0}) == []  # a model file from before: nothing
+    assert accuracy_details({"test_acc_per_class": ["not", "a", "dict"]}) == []

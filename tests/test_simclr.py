@@ -51,9 +51,12 @@ def test_nt_xent_prefers_matching_views_and_is_stable():
     assert torch.isfinite(zr.grad).all()
 
 
-SIMCLR = ["--dataset", "digits", "--width", "16", "--batch_size", "128", "--log_every", "1000"]
+# fp32, as the README's table was measured: at width 16 on 1,500 digits one 10-epoch run in
+# bf16 (this CPU's default) gave the probe 66.7% where fp32 gave 81.8% (a single run each)
+SIMCLR = ["--dataset", "digits", "--width", "16", "--batch_size", "128", "--log_every", "1000",
+          "--amp", "off"]
 PROBE = ["--dataset", "digits", "--width", "16", "--batch_size", "64", "--epochs", "10",
-         "--lr", "1e-2", "--augment", "none", "--freeze", "--log_every", "1000"]
+         "--lr", "1e-2", "--augment", "none", "--freeze", "--log_every", "1000", "--amp", "off"]
 
 
 @pytest.fixture(scope="module")

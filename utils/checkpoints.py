@@ -197,7 +197,9 @@ RESUMABLE_CHANGES = {"epochs", "tensorboard", "keep_best", "device", "data_dir",
 
 # Settings added after runs were saved without them, with the value those runs had.
 ADDED_SETTINGS = {"shuffle": "on", "drop_last": "on", "d_first": "off", "ema": 0.0,
-                  "diffaugment": "off", "spectral_norm": "off"}
+                  "diffaugment": "off", "spectral_norm": "off", "real_label": 1.0,
+                  "weight_decay": 0.0,
+                  "eval_bn": "eval"}
 
 
 def check_same_settings(saved, current, path):

@@ -14,6 +14,7 @@ makes a resumed run equal an uninterrupted one.
     svhn           the Street View House Numbers, 32x32 RGB (DATA_DIR/{train,test}_32x32.mat)
 """
 import contextlib
+import copy
 import hashlib
 import os
 import sys
@@ -377,6 +378,13 @@ class Batches:
         self.rank, self.world_size = rank, world_size
         self.memory_format = memory_format
         self.per_rank = len(labels) // world_size  # equal shares: ranks step in lockstep
+
+    def rebatched(self, batch_size, min_last=1):
+        """The same images, labels and settings in batches of another size (a last batch
+        smaller than min_last left out: BatchNorm in training mode needs two images)."""
+        other = copy.copy(self)
+        other.batch_size, other.min_last = batch_size, max(self.min_last, min_last)
+        return other
 
     def __len__(self):
         n, b = self.per_rank, self.batch_size

@@ -40,12 +40,21 @@ class GanSpec:
     d_first: bool = False  # IE 534 steps the generator first; the other lessons the critic
     ema: float = 0.0  # the generator's exponential moving average: its beta; 0 off
     diffaug: tuple = ()  # DiffAugment's transforms (utils/diffaug.py); () off
+    real_label: float = 1.0  # the real images' target; below 1: label smoothing
 
     @classmethod
     def from_args(cls, args):
         return cls(args.loss, args.gp_weight, args.clip, args.gen_train, args.latent_dim,
                    args.noise, args.adam_step_cap, args.d_first == "on",
-                   getattr(args, "ema", 0.0), parse_policy(getattr(args, "diffaugment", "off")))
+                   getattr(args, "ema", 0.0), parse_policy(getattr(args, "diffaugment", "off")),
+                   getattr(args, "real_label", 1.0))
+
+    def critic_loss(self, real_scores, fake_scores):
+        """The loss family's discriminator loss, the real label smoothed where asked."""
+        family = LOSSES[self.loss]
+        if self.real_label == 1.0:
+            return family.discriminator(real_scores, fake_scores)
+        return family.discriminator(real_scores, fake_scores, real_label=self.real_label)
 
     def trains_generator(self, step):
         """Whether iteration `step` has a generator step: every gen_train-th, the first of each
@@ -157,7 +166,7 @@ def discriminator_step(nets, opt_d, real, real_labels, z, fake_labels, alpha, sp
         gp = (gradient_penalty(lambda x: nets.D(x)[0], real, fake, alpha, spec.gp_weight)
               if spec.gp_weight else zero)
     real_scores, fake_scores, gp = real_scores.float(), fake_scores.float(), gp.float()
-    loss = LOSSES[spec.loss].discriminator(real_scores, fake_scores) + gp
+    loss = spec.critic_loss(real_scores, fake_scores) + gp
     real_class = fake_class = acc = zero
     if real_logits is not None:
         real_class = auxiliary_class_loss(real_logits.float(), real_labels)

@@ -138,9 +138,10 @@ class Runtime:
         """A compiled wrapper sharing the model's parameters (save the model, not this)."""
         return torch.compile(model, backend=self.compile_backend) if self.compile else model
 
-    def adam(self, params, lr, betas=(0.9, 0.999)):
+    def adam(self, params, lr, betas=(0.9, 0.999), weight_decay=0.0):
         kind = dict(fused=True) if self.fused_adam else {}
-        return torch.optim.Adam(params, lr=lr, betas=tuple(float(b) for b in betas), **kind)
+        return torch.optim.Adam(params, lr=lr, betas=tuple(float(b) for b in betas),
+                                weight_decay=weight_decay, **kind)
 
     def optimizer(self, name, params, lr, betas=(0.9, 0.999)):
         """'adam' (fused on the fast path), 'rmsprop' (WGAN's) or 'sgd' (plain, no momentum:

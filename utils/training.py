@@ -17,6 +17,7 @@ A trainer (train_baseline.py, train_gan.py, train_simclr.py) is an object with:
                         the last epoch and before a stop
 """
 import contextlib
+import copy
 import json
 import time
 import uuid
@@ -398,20 +399,41 @@ def make_loaders(args, data, runtime, dist=None):
 
 
 @torch.inference_mode()
-def evaluate(model, batches, runtime=None):
-    """Accuracy (%) and mean cross-entropy of the class logits over every batch of the loader."""
+def evaluate(model, batches, runtime=None, per_class=False, batch_statistics=False):
+    """Accuracy (%) and mean cross-entropy of the class logits over every batch of the loader;
+    with per_class also each class's accuracy (%, in class order; None for a class with no
+    test image).
+
+    batch_statistics: BatchNorm normalises each test batch by that batch's own statistics
+    (the network in training mode: the batch-normalization lesson's counter-example), on a
+    copy, so the model's running statistics stay as they were."""
+    if batch_statistics:
+        model = copy.deepcopy(model).train()
     was_training = model.training
-    model.eval()
+    if not batch_statistics:
+        model.eval()
     dev = batches.device
     loss_sum, correct, seen = (torch.zeros((), device=dev) for _ in range(3))
+    classes = model.num_classes if per_class else 0
+    hits_by_class = torch.zeros(classes, device=dev)
+    seen_by_class = torch.zeros(classes, device=dev)
     autocast = runtime.autocast if runtime else contextlib.nullcontext
     for x, y in batches.epoch(0):
         with autocast():
             _, logits = model(x)
         logits = logits.float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
+        hit = logits.argmax(1) == y
+        correct += hit.sum()
         seen += len(y)
+        if classes:  # on the device, read back once at the end
+            hits_by_class += torch.bincount(y[hit], minlength=classes)[:classes]
+            seen_by_class += torch.bincount(y, minlength=classes)[:classes]
     model.train(was_training)
     n = seen.clamp(min=1)
-    return (100 * correct / n).item(), (loss_sum / n).item()
+    acc, loss = (100 * correct / n).item(), (loss_sum / n).item()
+    if not per_class:
+        return acc, loss
+    by_class = [None if s == 0 else round(100 * h / s, 2)
+                for h, s in zip(hits_by_class.tolist(), seen_by_class.tolist())]
+    return acc, loss, by_class

@@ -86,6 +86,23 @@ def quality_notes(metrics, log_path):
     return notes
 
 
+
+def accuracy_details(metrics):
+    """The lines page 1 adds under a classifier's test accuracy: each class's (the first
+    figure a student reads after the overall one) and, where it was measured, the accuracy
+    with BatchNorm in training mode (the batch-normalization lesson's comparison)."""
+    lines = []
+    by_class = metrics.get("test_acc_per_class")
+    if isinstance(by_class, dict) and by_class:
+        lines.append("  by class: " + ", ".join(
+            f"{c} {a:.1f}%" if isinstance(a, (int, float)) else f"{c} -"
+            for c, a in by_class.items()))
+    train_mode = metrics.get("test_acc_train_mode")
+    if isinstance(train_mode, (int, float)):
+        lines.append(f"  tested in training mode (BatchNorm on each test batch's own "
+                     f"statistics): {train_mode}%")
+    return lines
+
 class Report:
     """The pages of one run's report, written to a PDF."""
 
@@ -238,6 +255,7 @@ class Report:
             notes.append(f"discriminator trained {label} the generator ({MODELS[name][0]}): test "
                          f"accuracy {m.get('test_acc')}% after {m.get('epochs')} epochs, "
                          f"on {ckpt['settings'].get('dataset', 'cifar10')}")
+            notes.extend(accuracy_details(m))
         if self.gen is not None:
             ema = os.path.basename(self.paths["generator"]) == "generator_ema.model"
             notes.append(f"generator: {gan_title(self.gen['settings'])}, "
