@@ -1,11 +1,12 @@
 # make test: install into .venv and run the test suite (what .ci/run does).
+# make quick: the inner loop, every test that neither trains nor runs a command (seconds).
 # make demo: install into .venv and run the whole job on the offline digits dataset (CPU, minutes).
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 DEMO ?= runs/demo
 
-.PHONY: install test demo clean
+.PHONY: install test quick demo clean
 
 install: $(VENV)/.installed
 
@@ -16,6 +17,9 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 test: install
 	$(BIN)/python -m pytest -q tests
+
+quick: install
+	$(BIN)/python -m pytest -q -m "not slow" tests
 
 # The demo's settings suit 1,500 small images on a CPU (lr 1e-3, width 32, a fixed colour
 # jitter: the assignment's draw for seed 0 turns most of it off, and so few images need it);

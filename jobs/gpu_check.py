@@ -228,7 +228,7 @@ def train(s, limit, log, script, kind, epochs, extra=()):
     finishing), then, when it stopped early, its model files written from the checkpoint
     (--resume with the epochs done, under what is left of the limit, 20 s at least).
     Returns its figures and the projection to `epochs` epochs."""
-    margin = 4 if s.smoke else 30
+    margin = 5 if s.smoke else 30
     flags = [*s.trainer_flags(), *extra]
     run_epochs = epochs
     started = time.monotonic()
@@ -284,8 +284,8 @@ def default_parts():
     return [
         Part("cuda_tests", 90, 60, "tests/test_cuda.py", cuda_tests),
         Part("bench", 80, 60, "bench.py: fast path against the original way", bench),
-        Part("baseline", 150, 8, "the classifier, width 196, up to 100 epochs", baseline),
-        Part("gan", 90, 8, "ACGAN + WGAN-GP, width 196, the epochs that fit", gan),
+        Part("baseline", 150, 10, "the classifier, width 196, up to 100 epochs", baseline),
+        Part("gan", 90, 10, "ACGAN + WGAN-GP, width 196, the epochs that fit", gan),
         Part("visualize", 60, 90, "visualize.py all on both, fp32, the report", visualize),
     ]
 

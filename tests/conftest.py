@@ -121,3 +121,18 @@ def mnist_judge(mnist_dir, tmp_path_factory):
     path = str(out / "cifar10.model")
     model, _ = load_model(path, "discriminator", "train_baseline.py")
     return model.requires_grad_(False), path
+
+
+# Fixtures that train a model, run a command or decode a dataset: every test using one is slow
+# (the fixture's cost lands on whichever of its tests runs first).
+HEAVY_FIXTURES = {"batch_norm_runs", "cifar_dir", "cluster", "digits_baseline", "digits_gan",
+                  "encoder", "finished_run", "jobs", "mnist_judge", "real_files",
+                  "second_classifier", "smoke", "trained", "unconditional_run"}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark `slow` the tests that train or run commands (marked by hand, ones of a second or
+    more) and those that use a heavy fixture: `pytest -m "not slow"` is the inner loop."""
+    for item in items:
+        if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

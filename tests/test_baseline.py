@@ -24,6 +24,7 @@ def test_lr_schedule_follows_the_assignment():
     assert train_baseline.lr_at(0, 1.0, 1) == 1.0 and train_baseline.lr_at(1, 1.0, 2) == 0.01
 
 
+@pytest.mark.slow
 def test_learns_digits_above_90_percent(digits_baseline, tmp_path):
     path, final = digits_baseline
     assert final["test_acc"] >= 90, final
@@ -42,20 +43,22 @@ def test_learns_digits_above_90_percent(digits_baseline, tmp_path):
     assert os.path.getsize(os.path.join(run, "baseline_curves.png")) > 1000
 
 
+@pytest.mark.slow
 def test_cifar10_subset_learns_well_above_chance(tmp_path, capsys, cifar_dir, cache_dir):
     code, out, err = run_cli(train_baseline.main,
                              ["--data_dir", cifar_dir, "--cache_dir", cache_dir, "--subset", "6000",
-                              "--width", "24", "--lr", "5e-4", "--epochs", "5",
+                              "--width", "24", "--lr", "5e-4", "--epochs", "4",
                               "--out_dir", str(tmp_path)], capsys)
     assert code == 0, err
     final = json.loads(out.strip().splitlines()[-1])
-    assert final["test_acc"] >= 30, final  # chance is 10%; measured 35.4%
+    assert final["test_acc"] >= 30, final  # chance is 10%; measured 34.9% (35.4% after 5)
 
 
 def _weights(path):
     return torch.load(path, weights_only=True)["model"]
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted_run(tmp_path, capsys, monkeypatch):
     args = FAST + ["--subset", "320", "--epochs", "3"]
     straight, broken = str(tmp_path / "a"), str(tmp_path / "b")
@@ -100,6 +103,7 @@ def _fails(capsys, argv, *words):
     return err
 
 
+@pytest.mark.slow
 def test_bad_input_gets_one_clear_line(tmp_path, capsys, finished_run):
     out = ["--out_dir", str(tmp_path / "o")]
     _fails(capsys, ["--dataset", "imagenet"] + out, "unknown dataset")
@@ -138,6 +142,7 @@ def test_bad_checkpoints_are_refused_and_nothing_is_overwritten(tmp_path, capsys
     assert ckpt.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_command_line_end_to_end(tmp_path):
     """The real command: JSON on stdout's last line, exit 0; a bad flag: one line, exit 2."""
     cmd = [sys.executable, os.path.join(ROOT, "train_baseline.py")]

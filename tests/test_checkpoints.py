@@ -107,6 +107,7 @@ def _refused(capsys, target, path, workdir):
     return err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target,key,damage", list(_cases()))
 def test_every_missing_or_mistyped_entry_is_one_line(real_files, tmp_path, capsys, target, key,
                                                      damage):

@@ -205,6 +205,7 @@ def test_cifar10_without_network_says_where_to_point(tmp_path, monkeypatch):
         load_dataset("cifar10", str(tmp_path))
 
 
+@pytest.mark.slow
 def test_cifar10_from_png_copy(cifar_dir, cache_dir):
     d = load_dataset("cifar10", cifar_dir, cache_dir)
     assert d.train_x.shape == (50000, 3, 32, 32) and d.test_x.shape == (10000, 3, 32, 32)

@@ -39,6 +39,7 @@ def _worker(rank, world, port, script, argv, out):
                os.path.join(out, f"rank{rank}.pt"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["baseline", "gan", "dcgan", "modern"])
 def test_two_processes_hold_identical_weights_and_only_rank0_writes(script, tmp_path):
     """dcgan: a BatchNorm critic, which sees real and fake in two passes before one backward;
@@ -79,6 +80,7 @@ def _weights(path):
     return torch.load(path, weights_only=True)["model"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["baseline", "gan"])
 def test_sigterm_mid_epoch_checkpoints_and_resumes_exactly(script, tmp_path):
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
@@ -151,6 +153,7 @@ def _pair(cmd, tmp_path, name):
     return procs
 
 
+@pytest.mark.slow
 def test_two_processes_stop_together_on_a_stop_file_and_resume_exactly(tmp_path):
     straight, stopped, stop = tmp_path / "straight", tmp_path / "stopped", tmp_path / "STOP"
     cmd = lambda out, *x: [sys.executable, os.path.join(ROOT, "train_baseline.py"), *TINY,  # noqa
@@ -213,6 +216,7 @@ def _stop_worker(rank, world, port, out):
     leave_group(rank, world, out)
 
 
+@pytest.mark.slow
 def test_ranks_agree_to_stop_after_the_same_step(tmp_path):
     """Rank 1 alone is asked after step 3: both ranks answer 'stop' after step 4 (the
     agreement started after step 3 is read then), and neither earlier; at an epoch's end the

@@ -313,6 +313,7 @@ def small_disk(tmp_path):
         subprocess.run(["umount", str(path)], capture_output=True)
 
 
+@pytest.mark.slow
 def test_a_full_disk_keeps_the_last_checkpoint_and_says_how_to_resume(folder, tmp_path, capsys,
                                                                       small_disk):
     argv = ["--epochs", "3"]
@@ -353,6 +354,7 @@ def _dead_pid():
     return p.pid
 
 
+@pytest.mark.slow
 def test_two_runs_in_one_folder_the_second_is_refused_and_kill_9_leaves_no_lock(tmp_path,
                                                                                  capsys):
     out = tmp_path / "run"
@@ -377,6 +379,7 @@ def test_two_runs_in_one_folder_the_second_is_refused_and_kill_9_leaves_no_lock(
     assert code == 0, err
 
 
+@pytest.mark.slow
 def test_resume_writes_only_into_its_own_run_or_an_empty_folder(folder, tmp_path, capsys):
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     assert train(folder, a, capsys, "--epochs", "2")[0] == 0
@@ -452,6 +455,7 @@ def test_killed_writers_temporary_files_are_removed_on_the_next_start(folder, tm
     assert not dead.exists() and live.exists()
 
 
+@pytest.mark.slow
 def test_export_never_deletes_what_it_did_not_write(digits_gan, tmp_path, capsys):
     run, _ = digits_gan
     mine = tmp_path / "user"
@@ -507,6 +511,7 @@ def test_flipped_bytes_inside_a_checkpoint_are_refused(folder, tmp_path, capsys)
     assert "damaged" in one_line(code, err), err
 
 
+@pytest.mark.slow
 def test_a_model_shown_other_data_is_refused_before_anything_is_written(digits_baseline, folder,
                                                                         tmp_path, capsys):
     out = tmp_path / "vis"
@@ -519,6 +524,7 @@ def test_a_model_shown_other_data_is_refused_before_anything_is_written(digits_b
     assert not os.path.exists(out) or not [f for f in os.listdir(out) if f.endswith(".png")]
 
 
+@pytest.mark.slow
 def test_cacc_with_a_classifier_of_other_classes_is_refused(digits_gan, folder, tmp_path, capsys):
     clf = tmp_path / "clf"
     assert train(folder, clf, capsys, "--epochs", "1")[0] == 0  # classes a, b

@@ -148,6 +148,7 @@ def _state(path):
             **{"D." + k: v for k, v in ckpt["discriminator"].items()}}
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(tmp_path, capsys, monkeypatch):
     args = TINY + ["--subset", "128", "--epochs", "3"]
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
@@ -172,6 +173,7 @@ def test_resume_equals_uninterrupted(tmp_path, capsys, monkeypatch):
     assert all(torch.equal(oa[i]["exp_avg_sq"], ob[i]["exp_avg_sq"]) for i in oa)
 
 
+@pytest.mark.slow
 def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
     real_gp, calls = gan.gradient_penalty, []
 

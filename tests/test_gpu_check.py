@@ -76,6 +76,7 @@ def test_the_files_to_bring_back_are_at_most_eight(smoke):
         assert f"===== {part}.log" in log
 
 
+@pytest.mark.slow
 def test_a_failing_part_and_a_part_past_its_limit_do_not_stop_the_others(tmp_path, capsys):
     def boom(s, limit, log):
         raise RuntimeError("planted failure")

@@ -83,6 +83,7 @@ def test_stop_file_is_honoured_in_an_epoch_of_few_steps(tmp_path, capsys):
     assert (ckpt["epoch"], ckpt["step"]) == (0, 1)
 
 
+@pytest.mark.slow
 def test_stop_at_an_epochs_end_and_resume_equals_uninterrupted(tmp_path, capsys):
     """One step per epoch: no step to stop after within an epoch, so it stops after the epoch
     with that epoch's checkpoint, and the resumed run ends where an uninterrupted one does."""
@@ -102,6 +103,7 @@ def test_stop_at_an_epochs_end_and_resume_equals_uninterrupted(tmp_path, capsys)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+@pytest.mark.slow
 def test_resumable_sh_stops_the_trainer_and_requeues(tmp_path):
     """SIGUSR1 to the job script (SLURM's --signal=B:USR1) -> stop file -> checkpoint, exit 75
     -> the requeue command; the requeued job then finishes the run."""
@@ -173,6 +175,7 @@ def _run_job(script, tmp_path, env_settings, trainer_exit):
     return r.returncode, [json.loads(line) for line in record.read_text().splitlines()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("trainer_exit", [0, 2, 3, 75])
 @pytest.mark.parametrize("script", JOB_SCRIPTS)
 def test_requeue_only_on_75_and_with_the_same_settings(script, trainer_exit, tmp_path):

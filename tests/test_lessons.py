@@ -58,6 +58,7 @@ def _train(recipe, steps, **overrides):
     return nets, opt_g, opt_d
 
 
+@pytest.mark.slow
 def test_a_cs231n_gans_adam_is_plain_adam_after_1100_steps():
     """Past step 1,024 the assignment's guard would set Adam's step back to 1,000; CS231n's
     recipe leaves it alone. The guard changes nothing but the step count, so a step count of
@@ -159,6 +160,7 @@ def test_udacitys_dcgan_convolutions_have_no_bias_and_its_recipe_keeps_the_last_
     assert len(one_left) == 1  # a last batch of one image cannot train a BatchNorm
 
 
+@pytest.mark.slow
 def test_a_gan_trains_the_last_partial_batch_when_asked(tmp_path, capsys):
     argv = ["--dataset", "digits", "--width", "8", "--batch_size", "64", "--subset", "200",
             "--epochs", "1", "--log_every", "1000", "--out_dir", str(tmp_path)]
@@ -229,6 +231,7 @@ def batch_norm_runs(mnist_dir, tmp_path_factory):
     return runs
 
 
+@pytest.mark.slow
 def test_the_batch_norm_lesson_on_mnist(batch_norm_runs, tmp_path, capsys):
     """What the lesson shows: with BatchNorm, a lower training loss and a higher test
     accuracy (measured: 0.92 against 2.07, and 89.6% against 67.3% after one epoch)."""
@@ -254,6 +257,7 @@ def test_the_batch_norm_lesson_on_mnist(batch_norm_runs, tmp_path, capsys):
     assert set(CLASSIFIER_RECIPES) == {"ie534", "udacity-batchnorm"}
 
 
+@pytest.mark.slow
 def test_the_lessons_run_tests_in_eval_mode_and_in_training_mode(batch_norm_runs):
     """The recipe's --eval_bn both: the test accuracy with BatchNorm's running statistics and
     in training mode (measured 97.81% and 97.50% after the lesson's 10 epochs); without

@@ -32,6 +32,7 @@ def _blur(x):
     return y.round().clamp(0, 255).to(torch.uint8)
 
 
+@pytest.mark.slow
 def test_distances_order_real_blurred_and_noise(mnist_test, mnist_judge):
     """Between the two halves of the test set the classifier FID is far smaller than between
     the test set and a blurred copy, and that again smaller than against noise images."""
@@ -53,6 +54,7 @@ def _features(model, x):
         return model.trunk(h).double().numpy()
 
 
+@pytest.mark.slow
 def test_cfid_is_the_frechet_distance_of_the_classifiers_features(mnist_test, mnist_judge):
     """The same distance computed here with numpy and scipy from the same features."""
     x, _ = mnist_test
@@ -67,6 +69,7 @@ def test_cfid_is_the_frechet_distance_of_the_classifiers_features(mnist_test, mn
     assert ours == pytest.approx(by_hand, rel=1e-3)
 
 
+@pytest.mark.slow
 def test_cacc_of_real_test_images_is_the_classifiers_test_accuracy(mnist_test, mnist_judge):
     x, y = mnist_test
     model, judge = mnist_judge
@@ -83,6 +86,7 @@ def _write_pngs(folder, images, labels=None):
         Image.fromarray(img[0].numpy()).save(os.path.join(folder, name))
 
 
+@pytest.mark.slow
 def test_the_inception_path_with_a_stand_in_extractor(mnist_test, mnist_judge, tmp_path,
                                                       capsys):
     """fid, is and kid go through torch-fidelity exactly as with InceptionV3, with a small
@@ -134,6 +138,7 @@ def test_without_network_or_weights_it_says_what_to_do(digits_gan, tmp_path, cap
     assert not (tmp_path / "t").exists()
 
 
+@pytest.mark.slow
 def test_intra_fid_gives_one_figure_per_class_and_the_cache_is_read(digits_gan,
                                                                     digits_baseline, tmp_path,
                                                                     capsys, monkeypatch):
@@ -163,6 +168,7 @@ def test_intra_fid_gives_one_figure_per_class_and_the_cache_is_read(digits_gan,
     assert json.loads(out2.splitlines()[-1])["cfid"] == pytest.approx(result["cfid"])
 
 
+@pytest.mark.slow
 def test_sample_quality_during_training(digits_baseline, tmp_path, capsys):
     out = tmp_path / "run"
     base = ["--dataset", "digits", "--width", "8", "--batch_size", "32", "--subset", "256",

@@ -89,6 +89,7 @@ def _state(path):
     return {k: ckpt[k] for k in ("generator", "generator_ema", "discriminator")}
 
 
+@pytest.mark.slow
 def test_resume_with_ema_diffaugment_and_spectral_norm_is_bit_equal(tmp_path, capsys):
     argv = TINY + MODERN + ["--subset", "128", "--epochs", "2"]
     a, b, stop = str(tmp_path / "a"), str(tmp_path / "b"), tmp_path / "STOP"
@@ -111,6 +112,7 @@ def test_resume_with_ema_diffaugment_and_spectral_norm_is_bit_equal(tmp_path, ca
     assert summary["samples"]["made_from"]["generator"]["path"].endswith("generator_ema.model")
 
 
+@pytest.mark.slow
 def test_precision_and_recall_point_the_right_way(mnist_judge, mnist_dir):
     """Fakes that are all one class: precision high (each is a real-looking digit), recall low
     (most real digits have no fake near them)."""
@@ -134,6 +136,7 @@ def _scripted_quality(values):
     return make
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("values, best_epoch", [([5.0, 7.0], 1), ([7.0, 5.0], 2)])
 def test_keep_best_keeps_the_better_evaluation(values, best_epoch, digits_baseline, tmp_path,
                                                capsys, monkeypatch):
@@ -164,6 +167,7 @@ def _tensorboard(folder):
     return events
 
 
+@pytest.mark.slow
 def test_tensorboard_holds_the_logs_scalars_and_the_grids(tmp_path, capsys):
     out = tmp_path / "run"
     argv = TINY + ["--subset", "96", "--log_every", "1", "--tensorboard", "--out_dir", str(out)]
@@ -208,6 +212,7 @@ def test_the_modern_recipe_combines_them():
             assert not {"ema", "diffaugment", "spectral_norm"} & set(recipe.defaults), name
 
 
+@pytest.mark.slow
 def test_the_moving_average_is_warmed_up_and_follows_a_short_run(tmp_path, capsys):
     """At 0.999 from the first step, 300 steps would leave 74% of the random initial weights
     in the average (the ablation's 10-epoch run: cfid 500, 10.6% of fakes their class). Warmed

@@ -37,6 +37,7 @@ def run_copy(digits_baseline, digits_gan, tmp_path):
     return run
 
 
+@pytest.mark.slow
 def test_the_report_shows_only_figures_of_the_models_in_the_run(run_copy, tmp_path, capsys):
     run = run_copy
     assert run_cli(visualize.main, ["all", "--run_dir", str(run), "--layers", "2", *FAST],
@@ -64,6 +65,7 @@ def test_the_report_shows_only_figures_of_the_models_in_the_run(run_copy, tmp_pa
     assert len(stale) == 4 and not any("gan" in line for line in stale), stale
 
 
+@pytest.mark.slow
 def test_the_report_fits_an_unconditional_run_and_all_works_for_every_recipe(mnist_dir,
                                                                             tmp_path, capsys):
     run = tmp_path / "dcgan"
@@ -99,6 +101,7 @@ def test_nothing_to_report_is_an_error(tmp_path, capsys):
         assert not (tmp_path / "visualization").exists()
 
 
+@pytest.mark.slow
 def test_the_report_is_small_and_draws_its_curves(run_copy, capsys):
     run = run_copy
     assert run_cli(visualize.main, ["all", "--run_dir", str(run), "--layers", "8", *FAST],
@@ -137,6 +140,7 @@ def _wait_for_steps(p):
             return
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_with_a_checkpoint_and_a_second_one_at_once(tmp_path):
     p = _popen(tmp_path / "a")
     _wait_for_steps(p)
@@ -154,6 +158,7 @@ def test_ctrl_c_stops_with_a_checkpoint_and_a_second_one_at_once(tmp_path):
     assert p.returncode == 130 and "Traceback" not in err, err
 
 
+@pytest.mark.slow
 def test_the_log_resumes_where_the_checkpoint_was(tmp_path, capsys):
     out, stop = tmp_path / "run", tmp_path / "STOP"
     stop.touch()
@@ -172,6 +177,7 @@ def test_the_log_resumes_where_the_checkpoint_was(tmp_path, capsys):
     assert all(r.get("loss") != 9 for r in records)
 
 
+@pytest.mark.slow
 def test_training_longer_is_allowed_and_equals_a_longer_run(tmp_path, capsys):
     argv = TINY + ["--subset", "256"]
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
@@ -203,6 +209,7 @@ def test_help_shows_every_default(module):
     assert "(default: 0)" in text or "(default: 0.0)" in text  # --seed or the like, shown
 
 
+@pytest.mark.slow
 def test_the_gan_evaluates_with_the_classifier_beside_it(digits_baseline, tmp_path, capsys):
     out = tmp_path / "run"
     argv = TINY + ["--subset", "128", "--epochs", "1", "--out_dir", str(out), "--eval_every", "1",
@@ -218,6 +225,7 @@ def test_the_gan_evaluates_with_the_classifier_beside_it(digits_baseline, tmp_pa
     assert "cfid" in read_records(out / "gan_log.jsonl")[-1]
 
 
+@pytest.mark.slow
 def test_metrics_json_names_what_was_used_and_numbers_are_tidy(digits_baseline, digits_gan,
                                                                tmp_path, capsys):
     run = tmp_path / "run"
@@ -235,6 +243,7 @@ def test_metrics_json_names_what_was_used_and_numbers_are_tidy(digits_baseline, 
     assert numbers and all(v == float(f"{v:.6g}") for v in numbers), numbers  # 6 digits
 
 
+@pytest.mark.slow
 def test_init_reads_the_encoders_width(tmp_path, capsys):
     enc = tmp_path / "simclr"
     assert run_cli(train_simclr.main, ["--dataset", "digits", "--width", "8", "--epochs", "1",

@@ -67,6 +67,7 @@ def encoder(tmp_path_factory):
     return out, metrics
 
 
+@pytest.mark.slow
 def test_pre_training_makes_a_linear_probe_clearly_better(encoder, tmp_path, capsys):
     """The same probe (fc10 alone, 10 epochs) on the pre-trained and on a random encoder:
     measured 82.5% against 45.8% on the 297 test digits."""
@@ -85,6 +86,7 @@ def test_pre_training_makes_a_linear_probe_clearly_better(encoder, tmp_path, cap
     assert all(torch.equal(probe[k], enc[k]) for k in enc if k.startswith("blocks."))
 
 
+@pytest.mark.slow
 def test_neighbours_share_their_class(encoder, tmp_path, capsys):
     run, _ = encoder
     code, out, err = run_cli(visualize.main, ["neighbours", "--run_dir", str(run), "--k", "5",
@@ -113,6 +115,7 @@ def test_labels_per_class_picks_exactly_n_of_each():
         load_dataset("digits", "", labels_per_class=1000)
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(tmp_path, capsys):
     stop = tmp_path / "STOP"
     argv = ["--dataset", "digits", "--width", "8", "--batch_size", "64", "--subset", "320",
@@ -176,6 +179,7 @@ def _gather_worker(rank, world, port, z_full, out):
     leave_group(rank, world, out)
 
 
+@pytest.mark.slow
 def test_negatives_come_from_every_process(tmp_path):
     """Two processes with half the batch each compute the loss of the whole batch, and each
     one's gradient is (world size) x its share of the whole batch's gradient: DDP's average

@@ -213,6 +213,7 @@ def jobs(cluster, tmp_path_factory):
             for name in JOBS}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(JOBS))
 def test_job_is_warned_checkpointed_requeued_and_resumed_exactly(name, jobs):
     job, out, run, ref = jobs[name]
@@ -246,6 +247,7 @@ def test_job_is_warned_checkpointed_requeued_and_resumed_exactly(name, jobs):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), file
 
 
+@pytest.mark.slow
 def test_only_the_edit_lines_change():
     for name in JOBS:
         text = open(os.path.join(ROOT, "jobs", "slurm", f"{name}.sbatch")).read()

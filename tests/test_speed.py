@@ -51,6 +51,7 @@ def test_bf16_units_are_read_from_the_cpus_flags(tmp_path):
     assert cpu_has_bf16_units(str(tmp_path / "absent")) is False  # no cpuinfo: no claim
 
 
+@pytest.mark.slow
 def test_compiled_gan_iteration_matches_eager():
     """torch.compile cannot differentiate twice: the penalty goes through the plain module.
     A compiled iteration (inductor) gives the eager iteration's losses, penalty and gradients,
@@ -87,6 +88,7 @@ def test_bf16_channels_last_fused_step_stays_close_to_fp32():
     assert losses[0] == pytest.approx(losses[1], rel=0.03)
 
 
+@pytest.mark.slow
 def test_fast_path_learns_like_the_plain_path(tmp_path, capsys):
     common = ["--dataset", "digits", "--width", "16", "--batch_size", "64", "--lr", "2e-3",
               "--epochs", "4", "--log_every", "1000"]
@@ -119,6 +121,7 @@ def test_the_peak_memory_window_starts_again_at_each_reset():
     assert peak_memory_mib(cpu) < during - 200
 
 
+@pytest.mark.slow
 def test_bench_runs_on_the_cpu_and_reports_every_figure(capsys):
     code, out, err = run_cli(bench.main, ["--device", "cpu", "--width", "8", "--batch_size", "16",
                                           "--steps", "2", "--warmup", "1",

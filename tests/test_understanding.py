@@ -72,6 +72,7 @@ def second_classifier(tmp_path_factory):
     return str(out / "cifar10.model")
 
 
+@pytest.mark.slow
 def test_lucids_images_transfer_and_the_assignments_do_not(digits_baseline, digits_gan,
                                                            second_classifier, tmp_path, capsys):
     """Max-class images that show their class are given it by other networks too. Measured on
@@ -107,6 +108,7 @@ def test_captums_attributions_have_the_inputs_shape_and_ig_is_complete(digits_ba
     assert error.abs().max() < 0.03 * change.abs().max()
 
 
+@pytest.mark.slow
 def test_pgd_changes_nothing_at_budget_0_and_hurts_more_as_the_budget_grows(digits_baseline):
     from utils.data import load_dataset
     from utils.figures.context import pick_test_batch
@@ -166,6 +168,7 @@ def test_judges_are_checked_before_any_figure(digits_baseline, tmp_path, capsys)
         assert not (run / "visualization").exists()  # refused before anything was made
 
 
+@pytest.mark.slow
 def test_the_new_figures_appear_only_when_asked(digits_baseline, digits_gan, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(digits_gan[0], run)

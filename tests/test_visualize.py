@@ -36,6 +36,7 @@ def test_perturbation_moves_toward_the_alternative_label(trained):
     assert f["alt_after"] > f["alt_before"]
 
 
+@pytest.mark.slow
 def test_class_maximisation_raises_each_own_logit(trained):
     model, x, _ = trained
     images, start, end, pred = max_class(model, x.mean(0, keepdim=True), 10)  # 200 steps
@@ -52,6 +53,7 @@ def test_feature_maximisation_raises_the_chosen_feature(trained, layer):
     assert (end > start).all()
 
 
+@pytest.mark.slow
 def test_regularisers_change_and_smooth_the_images(trained):
     model, x, _ = trained
     mean = x.mean(0, keepdim=True)
@@ -69,6 +71,7 @@ def _size(path):
     return Image.open(path).size
 
 
+@pytest.mark.slow
 def test_all_figures_and_the_report(digits_baseline, digits_gan, tmp_path, capsys):
     import metrics
 
