@@ -53,7 +53,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from utils.cli import POSITIVE, HelpFormatter, UserError, info, run_main  # noqa: E402
-from utils.files import atomic_write_json, check_writable_folder  # noqa: E402
+from utils.files import FolderLock, atomic_write_json, check_writable_folder  # noqa: E402
 
 BASELINE_EPOCHS, GAN_EPOCHS = 100, 200  # the assignment's full runs
 GRACE_S = 15  # after a part's limit: SIGTERM (a trainer checkpoints), then SIGKILL
@@ -125,6 +125,9 @@ def run_command(argv, limit, log, ok_codes=(0,)):
             out = proc.communicate()[0]
             f.write(out)
             raise TimeoutError(f"ran past its limit of {limit:.0f} s") from None
+        except KeyboardInterrupt:  # the part runs in a session of its own: stop it too
+            stop_group(proc)
+            raise
         f.write(out)
     if proc.returncode not in ok_codes:
         raise PartFailed(f"exit code {proc.returncode}: {last_line(log)}")
@@ -399,10 +402,13 @@ def main(argv=None, parts=None):
     if a.device != "cpu" and not a.device.startswith("cuda"):
         raise UserError(f"--device {a.device}: the check is for cuda (or cpu with --smoke)")
     check_writable_folder(a.out_dir)
-    s = Settings(a.device, a.data_dir, a.dataset, os.path.abspath(a.out_dir), a.smoke,
-                 a.scale, a.python, a.collect)
-    info("gpu_check: " + json.dumps(asdict(s)))
-    summary = run_check(s, parts)
+    # the parts run from the project's root: every path given is made absolute first
+    absolute = lambda p: None if p is None else os.path.abspath(p)  # noqa: E731
+    s = Settings(a.device, absolute(a.data_dir), a.dataset, absolute(a.out_dir), a.smoke,
+                 a.scale, a.python, absolute(a.collect))
+    with FolderLock(s.out_dir, "jobs/gpu_check.py"):  # one check at a time in a folder
+        info("gpu_check: " + json.dumps(asdict(s)))
+        summary = run_check(s, parts)
     print(json.dumps(dict(script="gpu_check", **{k: summary[k] for k in
                                                   ("gpu", "torch", "cuda", "seconds")},
                           status={k: v["status"] for k, v in summary["parts"].items()},

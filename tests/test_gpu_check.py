@@ -128,3 +128,24 @@ def test_pytest_counts_reads_the_closing_line():
         dict(passed=3, failed=1, skipped=2)
     assert gpu_check.pytest_counts("7 skipped in 0.1s") == dict(skipped=7)
     assert gpu_check.pytest_counts("no tests ran") == {}
+
+
+def test_a_second_check_in_the_same_folder_is_one_line_and_relative_paths_hold(tmp_path, capsys,
+                                                                                monkeypatch):
+    from utils.files import FolderLock
+
+    with FolderLock(str(tmp_path), "jobs/gpu_check.py"):
+        code, _, err = run_cli(gpu_check.main, ["--device", "cpu", "--smoke",
+                                                "--out_dir", str(tmp_path)], capsys)
+    assert code == 2 and err.count("\n") == 1 and "gpu_check" in err, err
+    seen = {}
+
+    def record(s, limit, log):
+        seen.update(data_dir=s.data_dir, out_dir=s.out_dir)
+        return {}
+
+    monkeypatch.chdir(tmp_path)
+    os.makedirs("cifar", exist_ok=True)
+    gpu_check.main(["--device", "cpu", "--smoke", "--data_dir", "cifar", "--out_dir", "check"],
+                   [gpu_check.Part("record", 5, 5, "", record)])
+    assert seen == dict(data_dir=str(tmp_path / "cifar"), out_dir=str(tmp_path / "check"))
