@@ -10,11 +10,11 @@ import time
 import pytest
 import torch
 import torch.multiprocessing as mp
-from conftest import ROOT
+from conftest import ROOT, run_cli
 
 import train_baseline
 import train_gan
-from utils.errors import EXIT_STOPPED
+from utils.errors import EXIT_STOPPED, UserError
 
 TINY = ["--dataset", "digits", "--width", "8", "--lr", "2e-3", "--log_every", "1000"]
 
@@ -226,3 +226,47 @@ def test_ranks_agree_to_stop_after_the_same_step(tmp_path):
     for res in results:
         assert res["answers"] == [False] * 4 + [True]
         assert res["settled"] is True
+
+
+@pytest.mark.parametrize("env, words", [
+    ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two' is not a whole number"),
+    ({"WORLD_SIZE": "0"}, "WORLD_SIZE=0 is out of range"),
+    ({"WORLD_SIZE": "2"}, "RANK is not set"),
+    ({"WORLD_SIZE": "2", "RANK": "2"}, "RANK=2 is out of range (0 to 1)"),
+    ({"WORLD_SIZE": "2", "RANK": "1"}, "LOCAL_RANK is not set"),
+    ({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "x"}, "LOCAL_RANK='x'"),
+    ({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}, "MASTER_ADDR is not set"),
+    ({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "MASTER_ADDR": "h"},
+     "MASTER_PORT is not set"),
+    ({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "MASTER_ADDR": "h",
+      "MASTER_PORT": "70000"}, "MASTER_PORT=70000 is out of range (1 to 65535)"),
+    ({"RANK": "first"}, "RANK='first'"),  # a single process: still checked (the final line)
+])
+def test_torchruns_variables_are_checked_before_anything_starts(env, words):
+    from utils.distributed import torchrun_env
+
+    with pytest.raises(UserError) as e:
+        torchrun_env(env)
+    assert words in str(e.value) and "\n" not in str(e.value), str(e.value)
+    assert "torchrun" in str(e.value)
+
+
+def test_torchruns_variables_when_they_are_right():
+    from utils.distributed import torchrun_env
+
+    assert torchrun_env({}) == (0, 1, 0)
+    assert torchrun_env({"WORLD_SIZE": "1", "RANK": "0"}) == (0, 1, 0)
+    assert torchrun_env({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1",
+                         "MASTER_ADDR": "node7", "MASTER_PORT": "29500"}) == (3, 4, 1)
+
+
+def test_a_trainer_with_a_partial_torchrun_environment_is_one_line(tmp_path, capsys,
+                                                                   monkeypatch):
+    import train_baseline
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("RANK", raising=False)
+    code, _, err = run_cli(train_baseline.main, ["--dataset", "digits", "--width", "8",
+                                                 "--out_dir", str(tmp_path / "run")], capsys)
+    assert code == 2 and err.count("\n") == 1 and "RANK is not set" in err, err
+    assert not (tmp_path / "run").exists() or not os.listdir(tmp_path / "run")

@@ -230,7 +230,8 @@ def progress(iterable, total, desc):
 def print_result(script, metrics, **fields):
     """The final JSON line on stdout: the script's name, fields, its figures; on rank 0 only
     under torchrun, so a job's output holds it once."""
-    if int(os.environ.get("RANK", "0")) == 0:
+    rank = os.environ.get("RANK", "0").strip()  # checked at the start (torchrun_env)
+    if not rank.isdigit() or int(rank) == 0:
         print(json.dumps(dict(script=script, **fields, **metrics)), flush=True)
 
 

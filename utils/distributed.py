@@ -57,13 +57,47 @@ class Dist:
         return batch_size // self.world_size
 
 
+def torchrun_env(environ=None):
+    """(rank, world size, local rank) from torchrun's variables, each checked before anything
+    starts: a missing, partial or malformed set is one line that names the variable (torch
+    would fail later with a traceback, one of them only at the final result line). Without
+    torchrun (no WORLD_SIZE, or 1): (0, 1, 0)."""
+    env = os.environ if environ is None else environ
+    fix = ("launch with torchrun, which sets them all, or unset them for a single process")
+
+    def whole(name, low, high=None, default=None):
+        text = env.get(name)
+        if text is None:
+            if default is None:
+                raise UserError(f"{name} is not set, though WORLD_SIZE is {env['WORLD_SIZE']}: "
+                                + fix)
+            return default
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise UserError(f"{name}={text!r} is not a whole number: {fix}") from None
+        if value < low or (high is not None and value > high):
+            span = f"{low} to {high}" if high is not None else f"{low} or more"
+            raise UserError(f"{name}={value} is out of range ({span}): {fix}")
+        return value
+
+    world = whole("WORLD_SIZE", 1, default=1)
+    rank = whole("RANK", 0, world - 1, default=None if world > 1 else 0)
+    if world == 1:
+        return rank, 1, 0
+    local = whole("LOCAL_RANK", 0, world - 1, default=None)
+    if not env.get("MASTER_ADDR", "").strip():
+        raise UserError(f"MASTER_ADDR is not set, though WORLD_SIZE is {world}: {fix}")
+    whole("MASTER_PORT", 1, 65535, default=None)
+    return rank, world, local
+
+
 def init_distributed(device_arg):
     """Join the process group torchrun set up (its RANK/WORLD_SIZE/LOCAL_RANK variables):
     NCCL on GPUs, gloo on the CPU. Without torchrun: a single process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, world, local = torchrun_env()
     if world <= 1:
         return Dist()
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = device_arg != "cpu" and torch.cuda.is_available()
     if use_cuda:
         torch.cuda.set_device(local)
