@@ -3,13 +3,15 @@
     python bench.py                                  # on a GPU node: the figures to quote
     python bench.py --device cpu --width 32 --steps 3 --warmup 1   # a quick look on a CPU
     python bench.py --which gan --compile off        # one part, one speed-up turned off
+    python bench.py --device cpu --which flags       # each speed flag alone and all together
 
 For the baseline training step, the full GAN iteration (generator step, critic step with the
 gradient penalty) and each visualisation, it prints images/s, milliseconds per step and peak
 memory of
-  fast:     this project's path with the speed flags as given (auto: all on for CUDA, off on
-            the CPU): the dataset held on the device as uint8 and augmented there in batches,
-            bf16 autocast, channels_last, fused Adam, torch.compile;
+  fast:     this project's path with the speed flags as given (auto: all on for CUDA; on a
+            CPU bf16 autocast alone, where it has bf16 units): the dataset held on the device
+            as uint8 and augmented there in batches, bf16 autocast, channels_last, fused Adam,
+            torch.compile;
   original: the 2018 code's way: fp32, eager, a DataLoader with per-image PIL transforms and
             --original_workers worker processes,
 and their ratio, with the device named. The images are random uint8 tensors of CIFAR-10's
@@ -17,7 +19,10 @@ shape unless --data_dir names a CIFAR-10 copy: speed does not depend on their co
 Peak memory is the GPU's allocator peak on CUDA, the process's resident peak on the CPU
 (DataLoader workers not included). Then, for every recipe of train_gan.py (recipes.py), the
 fast path's GAN iteration with the recipe's networks, loss and batch on images of its
-dataset's shape. The last line on stdout is JSON with every figure.
+dataset's shape (--which recipes). --which flags (not part of all) measures each speed flag
+alone and all together against none, the first step's time apart (compilation lands there):
+the figures behind what auto turns on (docs/speed.md). The last line on stdout is JSON with
+every figure.
 """
 import json
 import time
