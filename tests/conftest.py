@@ -74,6 +74,28 @@ def run_cli(main, argv, capsys):
     return code, out, err
 
 
+def killed_and_resumed(script, argv, tmp_path, capsys, monkeypatch):
+    """A trainer module run uninterrupted into tmp_path/a, and again into tmp_path/b killed by
+    Ctrl-C at the end of epoch 2 (in its evaluation, before that epoch's checkpoint), then
+    resumed: (a, b)."""
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    assert run_cli(script.main, argv + ["--out_dir", a], capsys)[0] == 0
+    real, calls = script.evaluate, []
+
+    def crash(*x, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*x, **k)
+
+    monkeypatch.setattr(script, "evaluate", crash)
+    assert run_cli(script.main, argv + ["--out_dir", b], capsys)[0] == 130
+    monkeypatch.setattr(script, "evaluate", real)
+    code, _, err = run_cli(script.main, argv + ["--out_dir", b, "--resume"], capsys)
+    assert code == 0, err
+    return a, b
+
+
 @pytest.fixture(scope="session")
 def digits_baseline(tmp_path_factory):
     """A small classifier trained on real digits: (model file path, final figures)."""

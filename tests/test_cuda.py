@@ -11,7 +11,7 @@ import os
 
 import pytest
 import torch
-from conftest import DIGITS_JITTER, run_cli
+from conftest import DIGITS_JITTER, killed_and_resumed
 
 from models import Discriminator
 from recipes import recipe_args
@@ -149,26 +149,12 @@ GAN_RUN = ["--dataset", "digits", "--width", "16", "--batch_size", "32", "--lr",
 
 
 def _run_with_a_crash(tmp_path, capsys, monkeypatch, extra):
-    """(weights of an uninterrupted 3-epoch GAN run, weights of one killed in epoch 2 and
+    """(checkpoint of an uninterrupted 3-epoch GAN run, checkpoint of one killed in epoch 2 and
     resumed), on the GPU's path (compile off: three compilations would cost the minute)."""
     import train_gan
 
-    a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    args = GAN_RUN + ["--device", str(DEVICE), *extra]
-    assert run_cli(train_gan.main, args + ["--out_dir", a], capsys)[0] == 0
-    real, calls = train_gan.evaluate, []
-
-    def crash(*x, **k):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*x, **k)
-
-    monkeypatch.setattr(train_gan, "evaluate", crash)
-    assert run_cli(train_gan.main, args + ["--out_dir", b], capsys)[0] == 130
-    monkeypatch.setattr(train_gan, "evaluate", real)
-    code, _, err = run_cli(train_gan.main, args + ["--out_dir", b, "--resume"], capsys)
-    assert code == 0, err
+    a, b = killed_and_resumed(train_gan, GAN_RUN + ["--device", str(DEVICE), *extra], tmp_path,
+                              capsys, monkeypatch)
     load = lambda d: torch.load(os.path.join(d, "gan.ckpt"), weights_only=True)  # noqa: E731
     return load(a), load(b)
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from conftest import run_cli
+from conftest import killed_and_resumed, run_cli
 from PIL import Image
 
 import train_gan
@@ -150,22 +150,8 @@ def _state(path):
 
 @pytest.mark.slow
 def test_resume_equals_uninterrupted(tmp_path, capsys, monkeypatch):
-    args = TINY + ["--subset", "128", "--epochs", "3"]
-    a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    assert run_cli(train_gan.main, args + ["--out_dir", a], capsys)[0] == 0
-    real, calls = train_gan.evaluate, []
-
-    def crash(*x, **k):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*x, **k)
-
-    monkeypatch.setattr(train_gan, "evaluate", crash)
-    assert run_cli(train_gan.main, args + ["--out_dir", b], capsys)[0] == 130
-    monkeypatch.setattr(train_gan, "evaluate", real)
-    code, out, err = run_cli(train_gan.main, args + ["--out_dir", b, "--resume"], capsys)
-    assert code == 0, err
+    a, b = killed_and_resumed(train_gan, TINY + ["--subset", "128", "--epochs", "3"], tmp_path,
+                              capsys, monkeypatch)
     sa, sb = _state(os.path.join(a, "gan.ckpt")), _state(os.path.join(b, "gan.ckpt"))
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     oa = torch.load(os.path.join(a, "gan.ckpt"), weights_only=True)["opt_d"]["state"]

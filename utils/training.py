@@ -426,9 +426,9 @@ def evaluate(model, batches, runtime=None, per_class=False, batch_statistics=Fal
         hit = logits.argmax(1) == y
         correct += hit.sum()
         seen += len(y)
-        if classes:  # on the device, read back once at the end
-            hits_by_class += torch.bincount(y[hit], minlength=classes)[:classes]
-            seen_by_class += torch.bincount(y, minlength=classes)[:classes]
+        if classes:  # on the device with no sync (no boolean indexing), read back at the end
+            hits_by_class += torch.bincount(y, weights=hit.float(), minlength=classes)
+            seen_by_class += torch.bincount(y, minlength=classes)
     model.train(was_training)
     n = seen.clamp(min=1)
     acc, loss = (100 * correct / n).item(), (loss_sum / n).item()
