@@ -24,22 +24,25 @@ alone and all together against none, the first step's time apart (compilation la
 the figures behind what auto turns on (docs/speed.md). The last line on stdout is JSON with
 every figure.
 """
+import argparse
 import json
 import time
 
 import torch
 
 from models import Discriminator
-from recipes import RECIPES, recipe_args
+from recipes import RECIPES, recipe_values
 from utils.augment import Augment, jitter_strengths
 from utils.classifier import train_step
-from utils.cli import COUNT, INTEGER, POSITIVE_INT, ArgumentParser, info, run_main
+from flags import (COUNT, INTEGER, POSITIVE_INT, ArgumentParser, add_speed_flags, run_main,
+                   runtime_settings)
+from utils.console import info
 from utils.data import Batches, ImageData, load_dataset
 from utils.figures.ascent import ascend, own_class_logit, own_feature
 from utils.figures.perturbation import perturb
 from utils.gan import GanSpec, build_gan, gan_iteration
-from utils.runtime import (SPEED_FLAGS, Runtime, add_speed_flags, peak_memory_mib,
-                           reset_peak_memory)
+from utils.runtime import SPEED_FLAGS, Runtime, peak_memory_mib, reset_peak_memory
+from utils.settings import Settings
 
 
 def build_parser():
@@ -179,9 +182,9 @@ def baseline_step(args, rt, batches):
 def gan_step(args, rt, batches):
     """The assignment's whole GAN iteration (generator step, critic step with the gradient
     penalty) on the runtime's path, timed."""
-    gan_args = recipe_args("ie534", width=args.width, seed=args.seed)
-    spec = GanSpec.from_args(gan_args)
-    nets, opt_g, opt_d = build_gan(gan_args, 10, rt)
+    settings = Settings.resolve(recipe_values("ie534", width=args.width, seed=args.seed))
+    nets, opt_g, opt_d = build_gan(settings, 10, rt)
+    spec = GanSpec.of(settings)
     it = batches()
     gen = torch.Generator(device=rt.device).manual_seed(args.seed)
     state = {"i": 0}
@@ -279,23 +282,24 @@ def bench_recipes(args, runtime, width=None, batch_size=None):
     out = {}
     for recipe in RECIPES:
         given = {k: v for k, v in (("width", width), ("batch_size", batch_size)) if v}
-        a = recipe_args(recipe, seed=args.seed, **given)
-        channels, size = SHAPES[a.dataset]
-        data = random_data(max(1024, (args.steps + args.warmup + 2) * a.batch_size), args.seed,
+        a = Settings.resolve(recipe_values(recipe, seed=args.seed, **given))
+        batch = a.data.batch_size
+        channels, size = SHAPES[a.data.dataset]
+        data = random_data(max(1024, (args.steps + args.warmup + 2) * batch), args.seed,
                            channels, size)
-        classes = 10 if a.acgan == "on" else 0
+        classes = 10 if a.gan.acgan == "on" else 0
         nets, opt_g, opt_d = build_gan(a, classes, runtime, channels=channels, image_size=size)
-        it = fast_batches(data, a.batch_size, args.seed, runtime, augment=a.augment != "none")
+        it = fast_batches(data, batch, args.seed, runtime, augment=a.data.augment != "none")
         gen = torch.Generator(device=runtime.device).manual_seed(args.seed)
-        spec, state = GanSpec.from_args(a), {"i": 0}
+        spec, state = GanSpec.of(a), {"i": 0}
 
         def step():
             real, labels = next(it)
             gan_iteration(nets, opt_g, opt_d, real, labels, state["i"], spec, runtime, gen)
             state["i"] += 1
 
-        out[recipe] = dict(timed(step, runtime.device, args.steps, args.warmup, a.batch_size),
-                           batch_size=a.batch_size, arch=a.arch, loss=a.loss)
+        out[recipe] = dict(timed(step, runtime.device, args.steps, args.warmup, batch),
+                           batch_size=batch, arch=a.model.arch, loss=a.gan.loss)
     return out
 
 
@@ -339,10 +343,11 @@ def print_flags(table, device_name, args):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    recipe_sizes = dict(width=args.width, batch_size=args.batch_size)  # as given, or None
-    args.width, args.batch_size = args.width or 196, args.batch_size or 128  # the assignment's
-    runtime = Runtime.from_args(args)
+    given = build_parser().parse_args(argv)
+    recipe_sizes = dict(width=given.width, batch_size=given.batch_size)  # as given, or None
+    args = argparse.Namespace(**{**vars(given), "width": given.width or 196,  # the assignment's
+                                 "batch_size": given.batch_size or 128})
+    runtime = Runtime.from_settings(runtime_settings(args))
     plain = Runtime(runtime.device)  # fp32, eager, nothing on the device ahead of time
     device_name = (torch.cuda.get_device_name(runtime.device) if runtime.device.type == "cuda"
                    else f"CPU ({torch.get_num_threads()} threads)")

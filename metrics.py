@@ -46,7 +46,9 @@ import os
 import time
 
 from utils.checkpoints import load_model
-from utils.cli import POSITIVE_INT, ArgumentParser, UserError, info, run_main
+from flags import POSITIVE_INT, ArgumentParser, run_main
+from utils.console import info
+from utils.errors import UserError
 from utils.data import DATASETS, default_cache_dir, load_dataset
 from utils.files import atomic_write_json, file_digest, update_json
 from utils.quality import (INCEPTION, METRICS, check_request, evaluate, parse_metrics, read_folder,

@@ -10,7 +10,6 @@ the resolved settings are what the run saves. Where each value comes from is sai
 "ours" marks a choice the lesson does not make.
 """
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 from losses import LOSSES
 from models import default_width
@@ -118,24 +117,26 @@ CLASSIFIER_RECIPES = {
 }
 
 
-def resolve_loss_defaults(args):
+def resolve_loss_defaults(values):
     """The settings left to the loss family (the penalty for wgan-gp, clipping for wgan) where
-    no flag or recipe set them; args is changed and returned."""
-    if args.gp_weight is None:
-        args.gp_weight = LOSSES[args.loss].gp_weight
-    if args.clip is None:
-        args.clip = LOSSES[args.loss].clip
-    return args
+    no flag or recipe set them: the dict of values, resolved."""
+    values = dict(values)
+    if values.get("gp_weight") is None:
+        values["gp_weight"] = LOSSES[values["loss"]].gp_weight
+    if values.get("clip") is None:
+        values["clip"] = LOSSES[values["loss"]].clip
+    return values
 
 
-def recipe_args(name, **overrides):
-    """A recipe's settings as the namespace the GAN steps read (utils.gan: GanSpec, build_gan),
-    without a command line: the assignment's values, then the recipe's, then the overrides,
-    then what the loss and network families decide. For bench.py and the tests."""
+def recipe_values(name, **overrides):
+    """A recipe's settings as a flat dict, without a command line: the assignment's values,
+    then the recipe's, then the overrides, then what the loss and network families decide.
+    Settings.resolve(recipe_values(...)) is what the GAN steps read, for bench.py and the
+    tests."""
     values = dict(RECIPES["ie534"].defaults, seed=0, width=None, gp_weight=None, clip=None)
     values.update(RECIPES[name].defaults, recipe=name)
     values.update(overrides)
-    args = resolve_loss_defaults(SimpleNamespace(**values))
-    if args.width is None:
-        args.width = default_width(args.arch)
-    return args
+    values = resolve_loss_defaults(values)
+    if values["width"] is None:
+        values["width"] = default_width(values["arch"])
+    return values

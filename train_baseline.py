@@ -18,16 +18,19 @@ baseline.ckpt (every epoch, for --resume), baseline_log.jsonl, baseline_config.j
 baseline_curves.png. The last line on stdout is JSON with the final figures.
 """
 import os
+from dataclasses import dataclass
 
 from models import discriminator
 from recipes import CLASSIFIER_RECIPES
 from utils.checkpoints import OPTIMIZER, WEIGHTS, load_model, load_state, save_model
 from utils.classifier import lr_at, train_step
-from utils.cli import (POSITIVE_INT, ArgumentParser, UserError, add_shared_flags, print_result,
-                       run_main, with_recipe)
+from flags import (POSITIVE_INT, ArgumentParser, add_shared_flags, add_speed_flags,
+                   resolve_settings, run_main, with_recipe)
+from utils.console import print_result
+from utils.errors import UserError
 from utils.pictures import CURVE_PANELS, plot_curves
-from utils.runtime import add_speed_flags, seed_everything
-from utils.training import evaluate, open_run
+from utils.runtime import seed_everything
+from utils.training import EpochEnd, evaluate, open_run
 
 MODEL_FILE = "cifar10.model"  # the assignment's name, whatever the dataset
 
@@ -73,6 +76,32 @@ def parse_args(argv=None):
     return with_recipe(build_parser(), CLASSIFIER_RECIPES, argv)
 
 
+@dataclass(frozen=True)
+class BaselineOptions:
+    """This command's own settings (the shared ones are utils.settings')."""
+    schedule: str = "assignment"
+    batch_norm: str = "off"
+    eval_bn: str = "eval"
+    init: str = None  # a SimCLR encoder's model file
+    freeze: bool = False
+
+
+def resolve(argv=None):
+    """The command line resolved once into Settings: the flags checked together, the width
+    of an --init encoder read from its file."""
+    values = vars(parse_args(argv))
+    if values["labels_per_class"] and values["subset"]:
+        raise UserError("--labels_per_class and --subset both choose the training images: "
+                        "pass one")
+    if values["batch_norm"] == "on" and values["arch"] != "udacity-mlp":
+        raise UserError(f"--batch_norm on: only --arch udacity-mlp takes it (the "
+                        f"{values['arch']} networks' normalisation is part of their design)")
+    if values["init"] and values["width"] is None:  # the encoder's own width, from its file
+        values["width"] = load_model(values["init"], "discriminator",
+                                     "train_simclr.py")[0].arch["width"]
+    return resolve_settings(values, BaselineOptions)
+
+
 class BaselineTrainer:
     """The discriminator as a classifier, for the shared epoch loop (utils.training.Run.fit)."""
     kind = "baseline"
@@ -80,8 +109,9 @@ class BaselineTrainer:
     fields = {"model": WEIGHTS, "optimizer": OPTIMIZER}
     sums_width = 3  # cross-entropy sum, correct predictions, images
 
-    def __init__(self, args, model, optimizer, runtime, test, fast=None, classes=()):
-        self.args, self.model, self.optimizer, self.runtime = args, model, optimizer, runtime
+    def __init__(self, settings, model, optimizer, runtime, test, fast=None, classes=()):
+        self.settings, self.model, self.optimizer, self.runtime = (settings, model, optimizer,
+                                                                   runtime)
         self.test, self.classes = test, tuple(classes)
         self.fast = fast or model  # what the step runs through (compiled, DDP); shares weights
 
@@ -93,17 +123,18 @@ class BaselineTrainer:
         load_state(self.optimizer, ckpt["optimizer"], path, "optimizer state")
 
     def begin_epoch(self, epoch):
+        s = self.settings
         self.model.train()
-        if self.args.freeze:
+        if s.options.freeze:
             self.model.blocks.eval()  # frozen features: BatchNorm keeps its statistics
-        lr = (lr_at(epoch, self.args.lr, self.args.epochs) if self.args.schedule == "assignment"
-              else self.args.lr)
+        lr = (lr_at(epoch, s.optim.lr, s.loop.epochs) if s.options.schedule == "assignment"
+              else s.optim.lr)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
     def step(self, i, x, y, sums):
         loss, hits = train_step(self.fast, self.optimizer, x, y, self.runtime,
-                                self.args.adam_step_cap)
+                                self.settings.optim.adam_step_cap)
         sums[0] += loss * len(y)  # in place, with Python scalars: no host-device copies
         sums[1] += hits
         sums[2] += len(y)
@@ -121,32 +152,26 @@ class BaselineTrainer:
                       train_acc=means["acc"], test_loss=round(test_loss, 4),
                       test_acc=round(test_acc, 2))
         text = f"train acc {means['acc']:.2f} test acc {test_acc:.2f}"
-        if self.args.eval_bn == "both":  # in batches of --batch_size, as the lesson tests
-            train_mode, _ = evaluate(self.model, self.test.rebatched(self.args.batch_size, 2),
+        if self.settings.options.eval_bn == "both":  # in batches of --batch_size, as the lesson
+            batches = self.test.rebatched(self.settings.data.batch_size, 2)
+            train_mode, _ = evaluate(self.model, batches,
                                      self.runtime, batch_statistics=True)
             record["test_acc_train_mode"] = round(train_mode, 2)
             text += f" (in training mode {train_mode:.2f})"
         names = self.classes or tuple(map(str, range(len(by_class))))
         record["test_acc_per_class"] = dict(zip(names, by_class))
-        return record, text
+        return EpochEnd(record, text)
 
     def plot(self, history):
         plot_curves(history, CURVE_PANELS["baseline"],
-                    os.path.join(self.args.out_dir, "baseline_curves.png"), "baseline classifier")
+                    os.path.join(self.settings.loop.out_dir, "baseline_curves.png"),
+                    "baseline classifier")
 
 
-def run(args):
-    """Train as the flags say; returns (final figures, trained model)."""
-    if args.labels_per_class and args.subset:
-        raise UserError("--labels_per_class and --subset both choose the training images: "
-                        "pass one")
-    if args.init and args.width is None:  # the encoder's own width, read from its file
-        args.width = load_model(args.init, "discriminator", "train_simclr.py")[0].arch["width"]
-    if args.batch_norm == "on" and args.arch != "udacity-mlp":
-        raise UserError(f"--batch_norm on: only --arch udacity-mlp takes it (the {args.arch} "
-                        "networks' normalisation is part of their design)")
-    with open_run(args, BaselineTrainer) as r:
-        return _train(args, r)
+def run(settings):
+    """Train as the resolved Settings say; returns (final figures, trained model)."""
+    with open_run(settings, BaselineTrainer) as r:
+        return _train(settings, r)
 
 
 def init_encoder(model, path):
@@ -163,23 +188,23 @@ def init_encoder(model, path):
     model.blocks.load_state_dict(encoder.blocks.state_dict())
 
 
-def _train(args, r):
-    rt, dist = r.runtime, r.dist
+def _train(s, r):
+    rt, dist, own = r.runtime, r.dist, s.options
     data, train, test = r.load_data()
-    seed_everything(args.seed)
-    options = dict(batch_norm=args.batch_norm == "on") if args.arch == "udacity-mlp" else {}
-    model = rt.module(discriminator(args.arch, args.width, data.num_classes, data.channels,
-                                    data.image_size, **options))
+    seed_everything(s.seed)
+    extra = dict(batch_norm=own.batch_norm == "on") if s.model.arch == "udacity-mlp" else {}
+    model = rt.module(discriminator(s.model.arch, s.model.width, data.num_classes,
+                                    data.channels, data.image_size, **extra))
     model.fc1.requires_grad_(False)  # the critic head plays no part here (and DDP needs to know)
-    if args.init and not r.ckpt:  # a resumed run has its own weights
-        init_encoder(model, args.init)
-    if args.freeze:
+    if own.init and not r.ckpt:  # a resumed run has its own weights
+        init_encoder(model, own.init)
+    if own.freeze:
         model.blocks.requires_grad_(False)
-    optimizer = rt.optimizer(args.optimizer, [p for p in model.parameters() if p.requires_grad],
-                             args.lr)
+    optimizer = rt.optimizer(s.optim.optimizer,
+                             [p for p in model.parameters() if p.requires_grad], s.optim.lr)
     # The step runs through DDP for several processes, compiled on the fast path; both share
     # the parameters with `model`, which is what gets saved.
-    trainer = BaselineTrainer(args, model, optimizer, rt, test,
+    trainer = BaselineTrainer(s, model, optimizer, rt, test,
                               fast=rt.compiled(dist.wrap(model, rt.device)),
                               classes=data.classes)
     if r.ckpt:
@@ -189,8 +214,8 @@ def _train(args, r):
           f"{len(train)} steps per epoch on {rt.device}")
     final = r.fit(trainer, train)
     metrics = dict(test_acc=final.get("test_acc"), train_acc=final.get("train_acc"),
-                   epochs=args.epochs, seconds=round(r.seconds, 1),
-                   model=os.path.join(args.out_dir, MODEL_FILE))
+                   epochs=s.loop.epochs, seconds=round(r.seconds, 1),
+                   model=os.path.join(s.loop.out_dir, MODEL_FILE))
     for key in ("test_acc_train_mode", "test_acc_per_class"):  # when the run measured them
         if key in final:
             metrics[key] = final[key]
@@ -200,9 +225,9 @@ def _train(args, r):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    metrics, _ = run(args)
-    print_result("train_baseline", metrics, dataset=args.dataset)
+    settings = resolve(argv)
+    metrics, _ = run(settings)
+    print_result("train_baseline", metrics, dataset=settings.data.dataset)
     return metrics
 
 

@@ -26,19 +26,21 @@ gan_config.json and gan_curves.png. The last line on stdout is JSON with the fin
 """
 import os
 import time
+from dataclasses import dataclass
 
 from losses import LOSSES
 from recipes import RECIPES, resolve_loss_defaults
 from utils.checkpoints import OPTIMIZER, WEIGHTS, load_state, save_model
-from utils.cli import (COUNT, FRACTION, NONNEGATIVE, POSITIVE_INT, ArgumentParser, UserError,
-                       add_shared_flags, info, number, print_result, run_main, with_recipe)
+from flags import (COUNT, FRACTION, NONNEGATIVE, POSITIVE_INT, ArgumentParser, add_shared_flags,
+                   add_speed_flags, number, resolve_settings, run_main, with_recipe)
+from utils.console import info, print_result
+from utils.errors import UserError
 from utils.data import default_cache_dir, make_generator
 from utils.diffaug import parse_policy
 from utils.gan import CLASS_STATS, D_STATS, PLAIN, GanSpec, build_gan, gan_iteration, save_samples
 from utils.pictures import CURVE_PANELS, gan_title, plot_curves
-from utils.runtime import add_speed_flags
 from utils.sampling import fixed_noise, sample_generator
-from utils.training import evaluate, open_run
+from utils.training import EpochEnd, evaluate, open_run
 
 
 
@@ -132,9 +134,52 @@ def diffaugment_flag(text):
 
 
 def parse_args(argv=None):
-    """The flags, over the recipe's defaults, over the parser's; then the defaults that hang on
-    the loss family (the penalty for wgan-gp, clipping for wgan)."""
-    return resolve_loss_defaults(with_recipe(build_parser(), RECIPES, argv))
+    """The flags, over the recipe's defaults, over the parser's."""
+    return with_recipe(build_parser(), RECIPES, argv)
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """This command's own settings: sample quality during training (the GAN's are
+    utils.settings.GanSettings)."""
+    keep_best: str = None
+    eval_every: int = 0
+    eval_metrics: str = "fid,is"
+    eval_samples: int = 5000
+    eval_classifier: str = None
+    inception_weights: str = None
+
+
+def resolve(argv=None):
+    """The command line resolved once into Settings: the defaults that hang on the loss
+    family (the penalty for wgan-gp, clipping for wgan), the flags checked together, the
+    evaluation's classifier found."""
+    values = resolve_loss_defaults(vars(parse_args(argv)))
+    if values["real_label"] != 1.0 and not LOSSES[values["loss"]].labelled:
+        raise UserError(f"--real_label {values['real_label']}: the {values['loss']} loss has no "
+                        "labels to smooth (its scores are not probabilities); use it with --loss "
+                        "gan, gan-saturating or lsgan, or leave it at 1")
+    if values["keep_best"]:
+        from utils.quality import parse_metrics
+
+        need = BEST_KEYS.get(values["keep_best"])
+        chosen = parse_metrics(values["eval_metrics"])
+        if need is None or not values["eval_every"] or not (
+                need in chosen or (need == "prc" and "cprc" in chosen)):
+            raise UserError(f"--keep_best {values['keep_best']}: it needs --eval_every and "
+                            "--eval_metrics that measure it (one of "
+                            f"{', '.join(BEST_KEYS)})")
+    if values["eval_every"]:
+        from utils.quality import check_request, parse_metrics
+
+        chosen = parse_metrics(values["eval_metrics"])
+        beside = os.path.join(values["out_dir"], "cifar10.model")  # where metrics.py looks too
+        if {"cfid", "cprc", "cacc", "cconf"} & set(chosen) and not values["eval_classifier"] \
+                and os.path.isfile(beside):
+            values["eval_classifier"] = beside
+        check_request(chosen, values["eval_classifier"], values["inception_weights"],
+                      conditional=values["acgan"] == "on", flag="--eval_classifier")
+    return resolve_settings(values, EvalOptions)
 
 
 class GanTrainer:
@@ -147,20 +192,21 @@ class GanTrainer:
               "opt_d": OPTIMIZER}
     sums_width = len(D_STATS) + 3  # D_STATS, the generator loss, generator steps, steps
 
-    def __init__(self, args, nets, opt_g, opt_d, runtime=PLAIN, *, train=None, test=None,
-                 z_fixed=None, quality=None):
+    def __init__(self, settings, nets, opt_g, opt_d, runtime=PLAIN, *, train=None, test=None,
+                 z_fixed=None, quality=None, classes=None):
         """train and test are the batches (the images per epoch, the rank and the test
         accuracy come from them); z_fixed is the grid's noise; quality measures the samples
-        every --eval_every epochs (a function of G giving a dict of figures)."""
-        self.args, self.nets, self.opt_g, self.opt_d = args, nets, opt_g, opt_d
-        self.quality = quality
-        self.spec = GanSpec.from_args(args)
+        every --eval_every epochs (a function of G giving a dict of figures); classes are the
+        dataset's class names, for model files."""
+        self.settings, self.nets, self.opt_g, self.opt_d = settings, nets, opt_g, opt_d
+        self.quality, self.classes = quality, classes
+        self.spec = GanSpec.of(settings)
         self.runtime, self.test, self.z_fixed = runtime, test, z_fixed
         self.rank = train.rank if train is not None else 0
         self.images_per_epoch = train.epoch_images if train is not None else 0
         self.steps_per_epoch = len(train) if train is not None else 0  # the EMA's warm-up
-        self.grids = os.path.join(args.out_dir, "output")
-        self.classes, self.tensorboard, self.history = None, None, []
+        self.grids = os.path.join(settings.loop.out_dir, "output")
+        self.history = []
 
     @property
     def sampler(self):
@@ -194,7 +240,7 @@ class GanTrainer:
     def step(self, i, real, labels, sums):
         """One iteration. Its random draws come from a generator seeded by (seed, epoch, i,
         rank), so a run resumed at any step draws what an uninterrupted run would."""
-        gen = make_generator(real.device, self.args.seed, "gan", self.epoch, i, self.rank)
+        gen = make_generator(real.device, self.settings.seed, "gan", self.epoch, i, self.rank)
         loss_g, loss_d, stats = gan_iteration(self.nets, self.opt_g, self.opt_d, real, labels,
                                               i, self.spec, self.runtime, gen,
                                               self.epoch * self.steps_per_epoch + i)
@@ -223,30 +269,30 @@ class GanTrainer:
         grid = save_samples(self.sampler, self.z_fixed,
                             os.path.join(self.grids, f"{epoch:03d}.png"),
                             nrow=self.nets.D.num_classes or 10)
-        if self.tensorboard is not None:
-            self.tensorboard.image("samples", grid, epoch + 1, nrow=self.nets.D.num_classes or 10)
         record.update(images_per_s=round(self.images_per_epoch / max(seconds, 1e-9), 1), **means,
                       w_dist=round(means["d_real"] - means["d_fake"], 4))
         text.append(f"d_loss {means['d_loss']:.3f} g_loss {means['g_loss']:.3f}")
         if self.spec.gp_weight:
             text.append(f"gp {means['gp']:.3f}")
-        every = self.args.eval_every
-        if self.quality and ((epoch + 1) % every == 0 or epoch + 1 == self.args.epochs):
+        own = self.settings.options
+        if self.quality and ((epoch + 1) % own.eval_every == 0
+                             or epoch + 1 == self.settings.loop.epochs):
             t0 = time.time()
             figures = self.quality(self.sampler)
             record.update({k: round(v, 4) for k, v in figures.items() if not isinstance(v, dict)},
-                          eval_samples=self.args.eval_samples,
+                          eval_samples=own.eval_samples,
                           eval_seconds=round(time.time() - t0, 2))
             text += [f"{k} {v:.3f}" for k, v in figures.items() if not isinstance(v, dict)]
-            if self.args.keep_best and self.keep_if_best(epoch, record):
-                text.append(f"(best {self.args.keep_best} so far: generator_best.model)")
+            if own.keep_best and self.keep_if_best(epoch, record):
+                text.append(f"(best {own.keep_best} so far: generator_best.model)")
         self.history.append(dict(record, epoch=epoch + 1))
-        return record, " ".join(text)
+        return EpochEnd(record, " ".join(text),
+                        pictures={"samples": (grid, self.nets.D.num_classes or 10)})
 
     def keep_if_best(self, epoch, record):
         """Keep the sampler as generator_best.model when this evaluation's --keep_best figure
         beats every earlier one in the run's history (resumptions included)."""
-        key = self.args.keep_best
+        key = self.settings.options.keep_best
         value = record.get(key)
         if value is None:
             return False
@@ -254,14 +300,16 @@ class GanTrainer:
         earlier = [sign * h[key] for h in self.history if key in h]
         if earlier and sign * value >= min(earlier):
             return False
-        save_model(os.path.join(self.args.out_dir, "generator_best.model"), self.sampler,
-                   vars(self.args), {key: value, "epoch": epoch + 1}, self.classes,
+        save_model(os.path.join(self.settings.loop.out_dir, "generator_best.model"),
+                   self.sampler, self.settings.flat(), {key: value, "epoch": epoch + 1},
+                   self.classes,
                    "train_gan.py")
         return True
 
     def plot(self, history):
-        plot_curves(history, CURVE_PANELS["gan"], os.path.join(self.args.out_dir, "gan_curves.png"),
-                    gan_title(vars(self.args)) + ", epoch means")
+        plot_curves(history, CURVE_PANELS["gan"],
+                    os.path.join(self.settings.loop.out_dir, "gan_curves.png"),
+                    gan_title(self.settings.flat()) + ", epoch means")
 
 
 LOWER_IS_BETTER = ("fid", "kid", "cfid")
@@ -269,97 +317,73 @@ BEST_KEYS = {"fid": "fid", "kid": "kid", "cfid": "cfid", "is": "is", "cacc": "ca
              "cconf": "cconf", "precision": "prc", "recall": "prc", "f_score": "prc"}
 
 
-def run(args):
-    """Train as the flags say; returns (final figures, GanNets)."""
-    if args.real_label != 1.0 and not LOSSES[args.loss].labelled:
-        raise UserError(f"--real_label {args.real_label}: the {args.loss} loss has no labels to "
-                        "smooth (its scores are not probabilities); use it with --loss gan, "
-                        "gan-saturating or lsgan, or leave it at 1")
-    if args.keep_best:
-        from utils.quality import parse_metrics
-
-        need = BEST_KEYS.get(args.keep_best)
-        chosen = parse_metrics(args.eval_metrics)
-        if need is None or not args.eval_every or not (
-                need in chosen or (need == "prc" and "cprc" in chosen)):
-            raise UserError(f"--keep_best {args.keep_best}: it needs --eval_every and "
-                            "--eval_metrics that measure it (one of "
-                            f"{', '.join(BEST_KEYS)})")
-    if args.eval_every:
-        from utils.quality import check_request, parse_metrics
-
-        chosen = parse_metrics(args.eval_metrics)
-        beside = os.path.join(args.out_dir, "cifar10.model")  # where metrics.py looks too
-        if {"cfid", "cprc", "cacc", "cconf"} & set(chosen) and not args.eval_classifier \
-                and os.path.isfile(beside):
-            args.eval_classifier = beside
-        check_request(chosen, args.eval_classifier, args.inception_weights,
-                      conditional=args.acgan == "on", flag="--eval_classifier")
-    with open_run(args, GanTrainer) as r:
-        return _train(args, r)
+def run(settings):
+    """Train as the resolved Settings say; returns (final figures, GanNets)."""
+    with open_run(settings, GanTrainer) as r:
+        return _train(settings, r)
 
 
-def sample_quality(args, data, runtime, classes):
+def sample_quality(s, data, runtime, classes):
     """A function of the generator: the --eval_metrics of --eval_samples samples against the
     training images (whose features torch-fidelity computes once and caches)."""
     from utils import quality
 
-    chosen = quality.parse_metrics(args.eval_metrics)
-    real_name = quality.real_cache_name(args.dataset, args.data_dir, "train", len(data.train_y),
-                                        args.seed if args.subset else None)
-    cache_root = os.path.join(args.cache_dir or default_cache_dir(), "fidelity")
+    own, d = s.options, s.data
+    chosen = quality.parse_metrics(own.eval_metrics)
+    real_name = quality.real_cache_name(d.dataset, d.data_dir, "train", len(data.train_y),
+                                        s.seed if d.subset else None)
+    cache_root = os.path.join(d.cache_dir or default_cache_dir(), "fidelity")
 
     def measure(G):
         was_training = G.training
-        fake, labels = sample_generator(G, args.eval_samples, classes, args.seed,
-                                        runtime.device, args.noise)
+        fake, labels = sample_generator(G, own.eval_samples, classes, s.seed,
+                                        runtime.device, s.gan.noise)
         G.train(was_training)
         return quality.evaluate(fake, labels, data.train_x, data.train_y, chosen,
-                                classifier=args.eval_classifier,
-                                weights=args.inception_weights, device=runtime.device,
+                                classifier=own.eval_classifier,
+                                weights=own.inception_weights, device=runtime.device,
                                 cache_root=cache_root, real_name=real_name)
 
-    info(f"sample quality every {args.eval_every} epochs: {', '.join(chosen)} on "
-         f"{args.eval_samples} samples")
+    info(f"sample quality every {own.eval_every} epochs: {', '.join(chosen)} on "
+         f"{own.eval_samples} samples")
     return measure
 
 
-def _train(args, r):
+def _train(s, r):
     rt, dist = r.runtime, r.dist
     data, train, test = r.load_data()
-    classes = data.num_classes if args.acgan == "on" else 0
-    nets, opt_g, opt_d = build_gan(args, classes, rt, dist, data.channels, data.image_size)
-    z_fixed, _ = fixed_noise(classes, args.latent_dim, args.seed, rt.device, kind=args.noise)
-    quality = (sample_quality(args, data, rt, classes)
-               if args.eval_every and dist.is_main else None)
-    trainer = GanTrainer(args, nets, opt_g, opt_d, rt, train=train, test=test, z_fixed=z_fixed,
-                         quality=quality)
-    trainer.classes = data.classes
+    classes = data.num_classes if s.gan.acgan == "on" else 0
+    nets, opt_g, opt_d = build_gan(s, classes, rt, dist, data.channels, data.image_size)
+    z_fixed, _ = fixed_noise(classes, s.gan.latent_dim, s.seed, rt.device, kind=s.gan.noise)
+    quality = (sample_quality(s, data, rt, classes)
+               if s.options.eval_every and dist.is_main else None)
+    trainer = GanTrainer(s, nets, opt_g, opt_d, rt, train=train, test=test, z_fixed=z_fixed,
+                         quality=quality, classes=data.classes)
     if r.ckpt:
         trainer.load(r.ckpt, r.resume_from)
     r.begin()
-    trainer.tensorboard = r.tensorboard
     r.say(f"{data.name}: {len(data.train_y)} training images, {len(train)} steps per epoch on "
           f"{rt.device}; samples in {trainer.grids}")
     final = r.fit(trainer, train)
     # seconds: the training steps, over every resumption; eval_seconds: the --eval_every
     # evaluations, which take place after an epoch's steps
-    metrics = dict(test_acc=final.get("test_acc"), epochs=args.epochs, seconds=round(r.seconds, 1),
+    metrics = dict(test_acc=final.get("test_acc"), epochs=s.loop.epochs,
+                   seconds=round(r.seconds, 1),
                    eval_seconds=round(sum(h.get("eval_seconds", 0) for h in r.history), 1))
     models = [("generator", nets.G), ("discriminator", nets.D)]
     if nets.G_ema is not None:  # what visualize.py and metrics.py sample from
         models.append(("generator_ema", nets.G_ema))
     for name, module in models:
-        metrics[name] = os.path.join(args.out_dir, f"{name}.model")
+        metrics[name] = os.path.join(s.loop.out_dir, f"{name}.model")
         if dist.is_main:
             save_model(metrics[name], module, r.config, metrics, data.classes, "train_gan.py")
     return metrics, nets
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    metrics, _ = run(args)
-    print_result("train_gan", metrics, dataset=args.dataset, recipe=args.recipe)
+    settings = resolve(argv)
+    metrics, _ = run(settings)
+    print_result("train_gan", metrics, dataset=settings.data.dataset, recipe=settings.recipe)
     return metrics
 
 

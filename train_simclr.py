@@ -17,6 +17,7 @@ train_baseline.py --init and visualize.py neighbours read), simclr.ckpt (for --r
 simclr_log.jsonl, simclr_config.json and simclr_curves.png. The last line on stdout is JSON.
 """
 import os
+from dataclasses import dataclass
 
 import torch
 
@@ -24,12 +25,13 @@ from losses import nt_xent
 from models import ProjectionHead, SimCLRNet, discriminator
 from utils.augment import ContrastiveAugment
 from utils.checkpoints import OPTIMIZER, WEIGHTS, load_state, save_model
-from utils.cli import (NONNEGATIVE, POSITIVE, POSITIVE_INT, ArgumentParser, add_shared_flags, print_result,
-                       run_main)
+from flags import (NONNEGATIVE, POSITIVE, POSITIVE_INT, ArgumentParser, add_shared_flags,
+                   add_speed_flags, resolve_settings, run_main)
+from utils.console import print_result
 from utils.data import make_generator
 from utils.pictures import CURVE_PANELS, plot_curves
-from utils.runtime import add_speed_flags, seed_everything
-from utils.training import adam_step_guard, open_run
+from utils.runtime import seed_everything
+from utils.training import EpochEnd, adam_step_guard, open_run
 
 MODEL_FILE = "simclr.model"
 
@@ -52,6 +54,18 @@ def parse_args(argv=None):
     return build_parser().parse_args(argv)
 
 
+@dataclass(frozen=True)
+class SimCLROptions:
+    """This command's own settings (Adam's weight decay is utils.settings.OptimSettings')."""
+    temperature: float = 0.5
+    proj_dim: int = 128
+
+
+def resolve(argv=None):
+    """The command line resolved once into Settings."""
+    return resolve_settings(vars(parse_args(argv)), SimCLROptions)
+
+
 def gather(z, dist):
     """Every process's z, in rank order, with the gradient flowing back to each one's own
     (the negatives of the loss come from the global batch)."""
@@ -69,9 +83,9 @@ class SimCLRTrainer:
     fields = {"encoder": WEIGHTS, "head": WEIGHTS, "optimizer": OPTIMIZER}
     sums_width = 3  # loss sum, views whose positive is their most similar, views
 
-    def __init__(self, args, net, optimizer, runtime, *, fast=None, augment=None, dist=None,
+    def __init__(self, settings, net, optimizer, runtime, *, fast=None, augment=None, dist=None,
                  rank=0):
-        self.args, self.net, self.optimizer, self.runtime = args, net, optimizer, runtime
+        self.settings, self.net, self.optimizer, self.runtime = settings, net, optimizer, runtime
         self.fast = fast or net  # what the step runs through (compiled, DDP)
         self.augment, self.dist, self.rank = augment, dist, rank
 
@@ -90,7 +104,7 @@ class SimCLRTrainer:
 
     def views(self, x, i):
         """Two augmented views of the batch x (in [-1, 1]), drawn from (seed, epoch, i, rank)."""
-        gen = make_generator(x.device, self.args.seed, "simclr", self.epoch, i, self.rank)
+        gen = make_generator(x.device, self.settings.seed, "simclr", self.epoch, i, self.rank)
         x01 = x.float().add(1).div(2)
         v1, v2 = self.augment(x01, gen), self.augment(x01, gen)
         both = torch.cat([v1, v2]).mul(2).sub(1)  # (2B, C, S, S) in [-1, 1]
@@ -101,11 +115,11 @@ class SimCLRTrainer:
         with self.runtime.autocast():
             z = self.fast(views)
         z_left, z_right = (gather(part.float(), self.dist) for part in z.chunk(2))
-        loss = nt_xent(z_left, z_right, self.args.temperature)
+        loss = nt_xent(z_left, z_right, self.settings.options.temperature)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        adam_step_guard(self.optimizer, self.args.adam_step_cap)
+        adam_step_guard(self.optimizer, self.settings.optim.adam_step_cap)
         with torch.no_grad():  # is each view's most similar other view its positive?
             zn = torch.nn.functional.normalize(torch.cat([z_left, z_right]), dim=1)
             sim = (zn @ zn.T).fill_diagonal_(-2)
@@ -123,41 +137,43 @@ class SimCLRTrainer:
         return dict(loss=round(loss / n, 4), pos_acc=round(100 * hits / n, 2))
 
     def end_epoch(self, epoch, means, seconds):
-        return dict(means), f"loss {means['loss']:.4f} positive found {means['pos_acc']:.1f}%"
+        return EpochEnd(dict(means),
+                        f"loss {means['loss']:.4f} positive found {means['pos_acc']:.1f}%")
 
     def plot(self, history):
         plot_curves(history, CURVE_PANELS["simclr"],
-                    os.path.join(self.args.out_dir, "simclr_curves.png"), "SimCLR pre-training")
+                    os.path.join(self.settings.loop.out_dir, "simclr_curves.png"),
+                    "SimCLR pre-training")
 
 
-def run(args):
-    """Pre-train as the flags say; returns (final figures, SimCLRNet)."""
-    with open_run(args, SimCLRTrainer) as r:
-        return _train(args, r)
+def run(settings):
+    """Pre-train as the resolved Settings say; returns (final figures, SimCLRNet)."""
+    with open_run(settings, SimCLRTrainer) as r:
+        return _train(settings, r)
 
 
-def _train(args, r):
+def _train(s, r):
     rt, dist = r.runtime, r.dist
     data, train, _ = r.load_data()
-    seed_everything(args.seed)
-    encoder = discriminator(args.arch, args.width, 0, data.channels, data.image_size)
+    seed_everything(s.seed)
+    encoder = discriminator(s.model.arch, s.model.width, 0, data.channels, data.image_size)
     encoder.fc1.requires_grad_(False)  # the critic's head plays no part (and DDP needs to know)
     features = encoder.embed(torch.zeros(2, data.channels, data.image_size,
                                          data.image_size)).shape[1]
-    net = rt.module(SimCLRNet(encoder, ProjectionHead(features, features, args.proj_dim)))
-    optimizer = rt.adam([p for p in net.parameters() if p.requires_grad], lr=args.lr,
-                        weight_decay=args.weight_decay)
-    trainer = SimCLRTrainer(args, net, optimizer, rt, fast=rt.compiled(dist.wrap(net, rt.device)),
+    net = rt.module(SimCLRNet(encoder, ProjectionHead(features, features, s.options.proj_dim)))
+    optimizer = rt.adam([p for p in net.parameters() if p.requires_grad], lr=s.optim.lr,
+                        weight_decay=s.optim.weight_decay)
+    trainer = SimCLRTrainer(s, net, optimizer, rt, fast=rt.compiled(dist.wrap(net, rt.device)),
                             augment=ContrastiveAugment(data.image_size, flip=data.flip),
                             dist=dist, rank=train.rank)
     if r.ckpt:
         trainer.load(r.ckpt, r.resume_from)
     r.begin()
     r.say(f"{data.name}: {len(data.train_y)} training images (labels unused), {len(train)} "
-          f"steps per epoch on {rt.device}; encoder {args.arch} ({features} features)")
+          f"steps per epoch on {rt.device}; encoder {s.model.arch} ({features} features)")
     final = r.fit(trainer, train)
-    metrics = dict(loss=final.get("loss"), pos_acc=final.get("pos_acc"), epochs=args.epochs,
-                   seconds=round(r.seconds, 1), model=os.path.join(args.out_dir, MODEL_FILE))
+    metrics = dict(loss=final.get("loss"), pos_acc=final.get("pos_acc"), epochs=s.loop.epochs,
+                   seconds=round(r.seconds, 1), model=os.path.join(s.loop.out_dir, MODEL_FILE))
     if dist.is_main:
         save_model(metrics["model"], net.encoder, r.config, metrics, data.classes,
                    "train_simclr.py")
@@ -165,9 +181,9 @@ def _train(args, r):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    metrics, _ = run(args)
-    print_result("train_simclr", metrics, dataset=args.dataset)
+    settings = resolve(argv)
+    metrics, _ = run(settings)
+    print_result("train_simclr", metrics, dataset=settings.data.dataset)
     return metrics
 
 

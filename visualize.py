@@ -20,28 +20,24 @@ import json
 import os
 import time
 
-from utils.cli import (COUNT, INTEGER, NONNEGATIVE, POSITIVE, POSITIVE_INT, ArgumentParser,
-                       UserError, info, run_main)
+from flags import (COUNT, INTEGER, NONNEGATIVE, POSITIVE, POSITIVE_INT, ArgumentParser,
+                   add_speed_flags, run_main)
+from utils.console import info
+from utils.errors import UserError
 from utils.figures.ascent import run_max_class, run_max_features
 from utils.figures.attack import run_attack
 from utils.figures.attribution import check_gradcam_layer, run_attribute
 from utils.figures.compare import read_history, run_compare
 from utils.figures.context import Context
+from utils.figures.options import FigureOptions
 from utils.figures.neighbours import run_neighbours
 from utils.figures.perturbation import run_perturb
 from utils.figures.report import build_report
 from utils.figures.samples import run_export, run_samples
 from utils.figures.transfer import run_transfer
 from utils.files import FolderLock, check_writable_folder
-from utils.runtime import add_speed_flags
 
-FIGURES = ("perturb", "max-class", "max-features", "samples", "export", "neighbours", "compare",
-           "attribute", "attack", "transfer", "report", "all")
-
-
-def build_parser():
-    p = ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("figure", choices=FIGURES, help="which figure to make ('all' makes every one)")
+def add_models(p):
     g = p.add_argument_group("models and data")
     g.add_argument("--run_dir", default=".", help="the folder the trainers wrote (their --out_dir)")
     g.add_argument("--out_dir", default=None,
@@ -50,7 +46,9 @@ def build_parser():
                    help="which discriminator: baseline (cifar10.model), gan (discriminator.model)")
     g.add_argument("--baseline_model", default=None, help="default RUN_DIR/cifar10.model")
     g.add_argument("--gan_model", default=None, help="default RUN_DIR/discriminator.model")
-    g.add_argument("--generator_model", default=None, help="default RUN_DIR/generator.model")
+    g.add_argument("--generator_model", default=None,
+                   help="default RUN_DIR/generator_ema.model when there is one, else "
+                        "RUN_DIR/generator.model")
     g.add_argument("--dataset", default=None,
                    help="test images from this dataset (default: the one the model was trained on)")
     g.add_argument("--data_dir", default=None, help="its folder (default: the model's)")
@@ -59,20 +57,29 @@ def build_parser():
     g.add_argument("--seed", type=INTEGER, default=0, help="picks the test batch, noise and jitter")
     g.add_argument("--batch_size", type=POSITIVE_INT, default=100,
                    help="test images for perturb and the mean image")
+    # Part 2's images are input gradients: fp32 on every device unless --amp on asks for bf16
+    add_speed_flags(p, ("amp", "channels_last"), defaults={"amp": "off"})
+
+
+def add_perturb(p):
     g = p.add_argument_group("perturb")
     g.add_argument("--gain", type=NONNEGATIVE, default=8.0,
                    help="8-bit levels each pixel moves against the gradient's sign")
     g.add_argument("--max_gain", type=COUNT, default=16, help="accuracy-vs-gain plot: gains 0..N")
-    g = p.add_argument_group("max-class and max-features (gradient ascent on the input)")
+
+
+def add_ascent(p, features=False):
+    g = p.add_argument_group("gradient ascent on the input (max-class, max-features)")
     g.add_argument("--steps", type=POSITIVE_INT, default=200, help="ascent steps")
     g.add_argument("--lr", type=POSITIVE, default=0.1, help="step size on the input gradient")
     g.add_argument("--weight_decay", type=NONNEGATIVE, default=0.001,
                    help="x -= weight_decay * x * |x| each step, as the assignment")
-    g.add_argument("--layers", type=POSITIVE_INT, nargs="+", default=None,
-                   help="max-features: layers to visualise (default: the assignment's 2 3 4 6 8 "
-                        "for its network, which has 1..8; every layer of the others)")
-    g.add_argument("--n_features", type=POSITIVE_INT, default=100,
-                   help="max-features: the first N features")
+    if features:
+        g.add_argument("--layers", type=POSITIVE_INT, nargs="+", default=None,
+                       help="max-features: layers to visualise (default: the assignment's 2 3 4 "
+                            "6 8 for its network, which has 1..8; every layer of the others)")
+        g.add_argument("--n_features", type=POSITIVE_INT, default=100,
+                       help="max-features: the first N features")
     g.add_argument("--jitter", type=COUNT, default=0,
                    help="regulariser: shift the image by up to N pixels each step (0: off)")
     g.add_argument("--blur_every", type=COUNT, default=0,
@@ -90,48 +97,120 @@ def build_parser():
     g.add_argument("--copies", type=POSITIVE_INT, default=1,
                    help="with --param fft: images per class or feature (rows of the grid)")
     g.add_argument("--fft_lr", type=POSITIVE, default=0.005,
-                   help="with --param fft: Adam's learning rate (lucid's 0.05 saturates 32-pixel "
-                        "images into blocks; 0.005 keeps them smooth)")
+                   help="with --param fft: Adam's learning rate (0.005 keeps 32-pixel images "
+                        "smooth; docs/ has lucid's 0.05 beside it)")
+
+
+def add_samples(p):
     g = p.add_argument_group("samples")
     g.add_argument("--classes", nargs="+", default=["all"],
                    help="class names or indices (default all: one column each)")
     g.add_argument("--n_per_class", type=POSITIVE_INT, default=10, help="samples per class")
     g.add_argument("--interp_steps", type=POSITIVE_INT, default=10,
                    help="images in each class's interpolation row")
-    g = p.add_argument_group("export")
-    g.add_argument("--n", type=POSITIVE_INT, default=50000,
-                   help="how many generated images to write as PNG files (50,000: what FID "
-                        "and IS are reported on); into --out_dir, default RUN_DIR/export")
+
+
+def add_export(p):
+    p.add_argument_group("export").add_argument(
+        "--n", type=POSITIVE_INT, default=50000,
+        help="how many generated images to write as PNG files (50,000: what FID and IS are "
+             "reported on); into --out_dir, default RUN_DIR/export")
+
+
+def add_neighbours(p):
     g = p.add_argument_group("neighbours (an encoder from train_simclr.py)")
     g.add_argument("--encoder", default=None, help="default RUN_DIR/simclr.model")
     g.add_argument("--n_queries", type=POSITIVE_INT, default=8, help="test images, one row each")
     g.add_argument("--k", type=POSITIVE_INT, default=8,
                    help="nearest training images shown per test image")
-    # Part 2's images are input gradients: fp32 on every device unless --amp on asks for bf16
-    g = p.add_argument_group("beyond the assignment: attribute, attack, transfer (all --extras)")
-    g.add_argument("--extras", action="store_true",
-                   help="all: also make attribute, attack and transfer, and the report's "
-                        "'beyond the assignment' pages")
-    g.add_argument("--n_images", type=POSITIVE_INT, default=8,
-                   help="attribute: test images, one row each")
+
+
+def add_attribute(p):
+    g = p.add_argument_group("attribute: saliency, integrated gradients, Grad-CAM")
+    g.add_argument("--n_images", type=POSITIVE_INT, default=8, help="test images, one row each")
     g.add_argument("--ig_steps", type=POSITIVE_INT, default=32,
-                   help="attribute: integrated gradients' steps")
+                   help="integrated gradients' steps")
     g.add_argument("--ig_batch", type=POSITIVE_INT, default=64,
-                   help="attribute: images per batch inside integrated gradients (memory)")
+                   help="images per batch inside integrated gradients (memory)")
     g.add_argument("--gradcam_layer", type=POSITIVE_INT, default=None,
-                   help="attribute: the block Grad-CAM reads (default the last)")
-    g.add_argument("--max_budget", type=COUNT, default=16,
-                   help="attack: PGD budgets 0..N 8-bit levels")
-    g.add_argument("--attack_steps", type=POSITIVE_INT, default=10, help="attack: PGD's steps")
-    g.add_argument("--judges", nargs="+", default=None,
-                   help="transfer: more model files that judge the max-class images (e.g. a "
-                        "classifier trained with another seed)")
-    g = p.add_argument_group("compare (runs of train_baseline.py side by side)")
-    g.add_argument("--runs", nargs="+", default=None,
-                   help="the run folders: training loss and test accuracy per epoch on one figure")
-    add_speed_flags(p, ("amp", "channels_last"), defaults={"amp": "off"})
+                   help="the block Grad-CAM reads (default the last)")
+
+
+def add_attack(p):
+    g = p.add_argument_group("attack: PGD")
+    g.add_argument("--max_budget", type=COUNT, default=16, help="PGD budgets 0..N 8-bit levels")
+    g.add_argument("--attack_steps", type=POSITIVE_INT, default=10, help="PGD's steps")
+
+
+def add_transfer(p):
+    p.add_argument_group("transfer").add_argument(
+        "--judges", nargs="+", default=None,
+        help="more model files that judge the max-class images (e.g. a classifier trained with "
+             "another seed)")
+
+
+def add_compare(p):
+    p.add_argument_group("compare").add_argument(
+        "--runs", nargs="+", default=None,
+        help="the run folders: training loss and test accuracy per epoch on one figure")
+
+
+def add_all(p):
+    p.add_argument("--extras", action="store_true",
+                   help="also make attribute, attack and transfer, and the report's 'beyond the "
+                        "assignment' pages")
+    for add in (add_perturb, lambda q: add_ascent(q, features=True), add_samples,
+                add_attribute, add_attack, add_transfer):
+        add(p)
+
+
+# Each figure: what it makes, and the options it reads (beyond the models and data).
+FIGURES = {
+    "all": ("perturb, max-class, max-features and samples for both discriminators and the "
+            "generator that the run folder holds (with --extras also attribute, attack and "
+            "transfer), then report", add_all),
+    "perturb": ("real, gradient-sign and altered test images; accuracy against the gain",
+                add_perturb),
+    "max-class": ("an image that maximises each class output, from the mean test image",
+                  add_ascent),
+    "max-features": ("images that maximise the features of chosen layers",
+                     lambda p: add_ascent(p, features=True)),
+    "samples": ("the generator's samples by class, and interpolations", add_samples),
+    "export": ("generated images as PNG files, for FID and IS (metrics.py)", add_export),
+    "neighbours": ("test images and their nearest training images in a SimCLR encoder's "
+                   "representation", add_neighbours),
+    "compare": ("training loss and test accuracy of several classifier runs on one figure",
+                add_compare),
+    "attribute": ("saliency, integrated gradients and Grad-CAM of test images", add_attribute),
+    "attack": ("accuracy under PGD against the budget, and a linear path's logits", add_attack),
+    "transfer": ("how often other classifiers judge each max-class image its class",
+                 lambda p: (add_ascent(p), add_transfer(p))),
+    "report": ("report.pdf from the figures made so far (and the runs' logs and models)",
+               lambda p: None),
+}
+
+
+def build_parser():
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="figure", required=True, metavar="FIGURE",
+                           parser_class=ArgumentParser,
+                           help="; ".join(f"{name}: {what}" for name, (what, _) in
+                                          FIGURES.items()))
+    for name, (what, add) in FIGURES.items():
+        f = sub.add_parser(name, help=what, description=f"visualize.py {name}: {what}.")
+        add_models(f)
+        add(f)
     return p
 
+
+def figure_parser(name):
+    """The parser of one figure's subcommand (its flags alone)."""
+    return build_parser()._subparsers._group_actions[0].choices[name]
+
+
+def resolve(argv=None):
+    """The command line resolved once into FigureOptions."""
+    return FigureOptions.of(vars(build_parser().parse_args(argv)))
 
 
 COMMANDS = {"perturb": run_perturb, "max-class": run_max_class,
@@ -144,9 +223,9 @@ ALL = ("perturb", "max-class", "max-features", "samples")  # what 'all' makes be
 
 def check_layers(ctx):
     """Every --layers value names a layer of every chosen discriminator (before any work)."""
-    for name in ctx.names if ctx.args.layers else []:
+    for name in ctx.names if ctx.options.layers else []:
         depth = ctx.model(name)[0].depth
-        bad = [k for k in ctx.args.layers if k > depth]
+        bad = [k for k in ctx.options.layers if k > depth]
         if bad:
             raise UserError(f"--layers {bad[0]}: the {name} discriminator has layers 1 to {depth}")
 
@@ -156,7 +235,7 @@ def preflight(ctx, figures):
     written, so that a missing or unfitting file is one line and leaves nothing behind.
     Returns the figures to make: 'all' makes those the run's models allow, and says in a line
     what it leaves out."""
-    args = ctx.args
+    args = ctx.options
     if args.figure in ("all", "report"):
         ctx.require_models()
     if args.param == "pixel" and (args.diversity or args.copies > 1):
@@ -197,9 +276,8 @@ def preflight(ctx, figures):
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    ctx = Context(args, defaults=parser.parse_args(["all"]))
+    args = resolve(argv)
+    ctx = Context(args)
     figures = (list(ALL) + list(EXTRAS) * args.extras) if args.figure == "all" \
         else [args.figure]
     figures = preflight(ctx, [f for f in figures if f != "report"])

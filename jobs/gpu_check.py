@@ -52,7 +52,9 @@ from dataclasses import asdict, dataclass, field
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from utils.cli import POSITIVE, HelpFormatter, UserError, info, run_main  # noqa: E402
+from flags import POSITIVE, HelpFormatter, run_main  # noqa: E402
+from utils.console import info
+from utils.errors import UserError
 from utils.files import FolderLock, atomic_write_json, check_writable_folder  # noqa: E402
 
 BASELINE_EPOCHS, GAN_EPOCHS = 100, 200  # the assignment's full runs

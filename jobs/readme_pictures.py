@@ -14,7 +14,9 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from utils.cli import POSITIVE_INT, HelpFormatter, UserError, info, run_main  # noqa: E402
+from flags import POSITIVE_INT, HelpFormatter, run_main  # noqa: E402
+from utils.console import info
+from utils.errors import UserError
 from utils.files import atomic_path  # noqa: E402
 
 GAN_RUNS = ("cs231n-gan", "cs231n-lsgan", "cs231n-dcgan", "cs231n-dcgan-fashion", "acgan",

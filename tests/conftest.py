@@ -63,7 +63,7 @@ def leave_group(rank, world, folder):
 
 def run_cli(main, argv, capsys):
     """Run a script's main as the command line would: (exit code, stdout, stderr)."""
-    from utils.cli import run_main
+    from flags import run_main
 
     try:
         run_main(main, argv)

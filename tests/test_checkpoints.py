@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from utils.checkpoints import atomic_save, load_checkpoint
-from utils.cli import UserError
+from utils.errors import UserError
 
 
 def test_atomic_save_keeps_the_last_good_file_when_writing_fails(tmp_path, monkeypatch):

@@ -1,8 +1,9 @@
 """The shared command line: flags, one-line errors."""
 import pytest
 
-from utils import cli
-from utils.cli import ArgumentParser
+import flags as cli
+from flags import ArgumentParser
+
 
 
 def test_parser_accepts_dashes_and_errors_in_one_line(capsys):
@@ -59,8 +60,9 @@ def test_nonsense_numbers_get_one_line_and_exit_2(script, flags, words, tmp_path
     from conftest import run_cli
 
     module = importlib.import_module(script)
-    if script == "visualize":
-        argv = ["perturb", "--run_dir", str(tmp_path)] + flags
+    if script == "visualize":  # each figure has its own flags
+        figure = {"--gain": "perturb", "--layers": "max-features"}.get(flags[0], "max-class")
+        argv = [figure, "--run_dir", str(tmp_path)] + flags
     elif script == "bench":
         argv = ["--device", "cpu"] + flags
     else:

@@ -14,7 +14,8 @@ import torch
 from conftest import DIGITS_JITTER, killed_and_resumed
 
 from models import Discriminator
-from recipes import recipe_args
+from recipes import recipe_values
+from utils.settings import Settings
 from utils.augment import Augment, AugmentParams
 from utils.classifier import train_step
 from utils.gan import GanSpec, build_gan, gan_iteration
@@ -82,7 +83,7 @@ def test_gan_iteration_with_the_penalty_on_the_fast_path_matches_fp32_eager():
     of fp32 eager's, the generator's within 0.85 (the CPU's bf16 measured 0.997 and 0.90:
     tests/test_gan.py). lr 1e-30 moves no weight, so both critic steps see the same
     generator (a first Adam step with beta1 = 0 moves each weight by lr * sign(grad))."""
-    args = recipe_args("ie534", width=64, seed=0, lr=1e-30)
+    args = Settings.resolve(recipe_values("ie534", width=64, seed=0, lr=1e-30))
     g = torch.Generator().manual_seed(1)
     # batch 64 as in the baseline's test: the critic's compiled graph is reused from there
     real = (torch.rand(64, 3, 32, 32, generator=g) * 2 - 1).to(DEVICE)
@@ -94,7 +95,7 @@ def test_gan_iteration_with_the_penalty_on_the_fast_path_matches_fp32_eager():
         gen = torch.Generator(device=DEVICE).manual_seed(2)
         loss_g, loss_d, stats = gan_iteration(
             nets, opt_g, opt_d, real.contiguous(memory_format=rt.memory_format), labels, 0,
-            GanSpec.from_args(args), rt, gen)
+            GanSpec.of(args), rt, gen)
         results.append((loss_g.item(), loss_d.item(), stats[0].item(), grads(nets.G),
                         grads(nets.D)))
     (g32, d32, gp32, gg32, gd32), (g16, d16, gp16, gg16, gd16) = results
@@ -190,13 +191,13 @@ def test_peak_memory_of_a_width_196_gan_iteration():
     GPU's path holds under 6 GiB of GPU memory at its peak, networks and Adam included
     (eager: the compiled graphs only lower it)."""
     rt = fast(compile=False)
-    args = recipe_args("ie534", width=196, seed=0)
+    args = Settings.resolve(recipe_values("ie534", width=196, seed=0))
     nets, opt_g, opt_d = build_gan(args, 10, rt)
     gen = torch.Generator(device=DEVICE).manual_seed(0)
     real = (torch.rand(128, 3, 32, 32, device=DEVICE) * 2 - 1).contiguous(
         memory_format=rt.memory_format)
     labels = torch.randint(0, 10, (128,), device=DEVICE)
-    spec = GanSpec.from_args(args)
+    spec = GanSpec.of(args)
     gan_iteration(nets, opt_g, opt_d, real, labels, 0, spec, rt, gen)  # Adam's state made
     reset_peak_memory(DEVICE)
     gan_iteration(nets, opt_g, opt_d, real, labels, 1, spec, rt, gen)

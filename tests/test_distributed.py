@@ -31,7 +31,7 @@ def _worker(rank, world, port, script, argv, out):
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     module = train_baseline if script == "baseline" else train_gan  # gan, dcgan, modern
-    _, trained = module.run(module.parse_args(argv))
+    _, trained = module.run(module.resolve(argv))
     nets = {"model": trained} if script == "baseline" else {"G": trained.G, "D": trained.D}
     if script != "baseline" and trained.G_ema is not None:
         nets["G_ema"] = trained.G_ema  # every rank's moving average, from the same weights
@@ -134,7 +134,7 @@ def test_resume_auto_starts_fresh_without_a_checkpoint(tmp_path, capsys):
 
 
 def test_batch_must_divide_among_processes():
-    from utils.cli import UserError
+    from utils.errors import UserError
     from utils.distributed import Dist
 
     assert Dist(0, 4).per_rank_batch(128) == 32

@@ -241,11 +241,11 @@ def test_bf16_autocast_iteration_stays_close_to_fp32():
     rate is 1e-30, too small to move a weight, so that both critic steps see the same
     generator: with beta1 = 0 a first Adam step moves each weight by lr * sign(grad), and
     rounding flips the sign of tiny gradients."""
-    from train_gan import GanSpec, build_gan, gan_iteration, parse_args
+    from train_gan import GanSpec, build_gan, gan_iteration, resolve
     from utils.runtime import Runtime
 
-    args = parse_args(["--width", "8", "--lr", "1e-30"])  # the assignment's GAN, narrow
-    spec = GanSpec.from_args(args)
+    args = resolve(["--width", "8", "--lr", "1e-30"])  # the assignment's GAN, narrow
+    spec = GanSpec.of(args)
     results = []
     for rt in (Runtime(torch.device("cpu")), Runtime(torch.device("cpu"), amp=True)):
         nets, opt_g, opt_d = build_gan(args, 10, rt)

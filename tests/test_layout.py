@@ -1,7 +1,8 @@
-"""The layout shows the architecture: the commands at the root import the machinery in utils/
-and the tables (networks, losses, recipes); nothing imports a command, nothing in utils/
-imports up, there is no import circle, and no module grows past 500 lines. Read from the
-source with ast, so it holds for imports inside functions too."""
+"""The layout shows the architecture: the commands at the root import the command line
+(flags.py), the machinery in utils/ and the tables (networks, losses, recipes); nothing imports
+a command, nothing in utils/ imports up or sees the command line, there is no import circle,
+and no module grows past 500 lines. Read from the source with ast, so it holds for imports
+inside functions too."""
 import ast
 import os
 
@@ -9,6 +10,7 @@ from conftest import ROOT
 
 COMMANDS = {"train_baseline", "train_gan", "train_simclr", "visualize", "metrics", "bench"}
 TABLES = {"models", "losses", "recipes"}
+COMMAND_LINE = {"flags"}  # the parser and flags every command shares
 MAX_LINES = 500
 
 
@@ -18,7 +20,8 @@ def project_modules():
     for name in os.listdir(ROOT):
         if name.endswith(".py"):
             found[name[:-3]] = os.path.join(ROOT, name)
-    for folder, dirs, files in os.walk(os.path.join(ROOT, "utils")):
+    for folder, dirs, files in [w for top in ("utils", "nets")
+                                for w in os.walk(os.path.join(ROOT, top))]:
         dirs[:] = [d for d in dirs if d != "__pycache__"]
         package = os.path.relpath(folder, ROOT).replace(os.sep, ".")
         for name in files:
@@ -82,8 +85,10 @@ def find_cycle(edges):
 
 def test_the_layout_has_the_commands_and_tables_at_the_root_and_the_rest_in_utils():
     modules, _ = graph()
-    assert {m for m in modules if "." not in m and m != "utils"} == COMMANDS | TABLES
-    assert {"utils.cli", "utils.training", "utils.checkpoints", "utils.sampling"} <= set(modules)
+    assert {m for m in modules if "." not in m and m not in ("utils", "nets")} == (
+        COMMANDS | TABLES | COMMAND_LINE)
+    assert {"utils.settings", "utils.training", "utils.checkpoints", "utils.sampling"} <= set(
+        modules)
 
 
 def test_no_import_circle():
@@ -100,10 +105,41 @@ def test_nothing_imports_up():
     _, edges = graph()
     for module, deps in edges.items():
         assert not deps & COMMANDS, f"{module} imports the command(s) {deps & COMMANDS}"
-        if module in TABLES:  # the tables stand alone (a recipe names its loss and networks)
-            assert deps <= TABLES, f"{module} imports {deps - TABLES}"
+        if module in TABLES or module.startswith("nets"):  # the tables and networks stand
+            # alone (a recipe names its loss and networks; models.py names the networks)
+            assert all(d in TABLES or d.startswith("nets") for d in deps), (module, deps)
         if module.startswith("utils"):
             assert all(d.startswith("utils") or d in TABLES for d in deps), (module, deps)
+        if module in COMMAND_LINE:
+            assert all(d.startswith("utils") or d in TABLES for d in deps), (module, deps)
+
+
+def command_line_uses(path):
+    """Where a file imports argparse or reads an attribute of a name called args."""
+    found = []
+    for node in ast.walk(ast.parse(open(path).read(), path)):
+        if isinstance(node, ast.Import) and any(a.name == "argparse" for a in node.names):
+            found.append(f"line {node.lineno}: import argparse")
+        elif isinstance(node, ast.ImportFrom) and node.module == "argparse":
+            found.append(f"line {node.lineno}: from argparse import")
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                and node.value.id == "args":
+            found.append(f"line {node.lineno}: args.{node.attr}")
+    return found
+
+
+def test_the_library_never_sees_the_command_line():
+    """Settings are resolved once by a command (utils/settings.py) and passed down: nothing
+    under utils/ imports argparse or reads args.<flag>."""
+    uses = {m: u for m, p in project_modules().items()
+            if m.startswith("utils") and (u := command_line_uses(p))}
+    assert not uses, uses
+
+
+def test_the_check_finds_a_library_reading_flags(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("import argparse\n\ndef f(args):\n    return args.lr\n")
+    assert command_line_uses(str(bad)) == ["line 1: import argparse", "line 4: args.lr"]
 
 
 def test_no_module_is_over_500_lines():

@@ -2,7 +2,6 @@
 534's alone), which network steps first, its initialisation, its layers' biases, its last
 partial batch, Part 2 in fp32, and seed 003's batch-normalization lesson."""
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,10 +14,12 @@ import train_gan
 import train_simclr
 import visualize
 from models import ARCHITECTURES, discriminator, generator
-from recipes import CLASSIFIER_RECIPES, RECIPES, recipe_args
+from flags import runtime_settings
+from recipes import CLASSIFIER_RECIPES, RECIPES, recipe_values
 from utils.data import Batches
 from utils.gan import GanSpec, build_gan, gan_iteration
 from utils.runtime import Runtime, speedups
+from utils.settings import Settings
 from utils.training import adam_step_guard
 
 # recipe: (the Adam step guard, the discriminator steps first)
@@ -30,11 +31,12 @@ LESSONS = {"ie534": (1024, "off"), "cs231n-gan": (0, "on"), "cs231n-lsgan": (0, 
 def test_each_recipe_resolves_its_lessons_optimizer_and_order():
     assert set(LESSONS) == set(RECIPES)
     for recipe, (cap, d_first) in LESSONS.items():
-        a = train_gan.parse_args(["--recipe", recipe])
-        assert (a.adam_step_cap, a.d_first) == (cap, d_first), recipe
-        spec = GanSpec.from_args(a)
+        a = train_gan.resolve(["--recipe", recipe])
+        assert (a.optim.adam_step_cap, a.gan.d_first) == (cap, d_first), recipe
+        spec = GanSpec.of(a)
         assert (spec.step_cap, spec.d_first) == (cap, d_first == "on"), recipe
-        assert (recipe_args(recipe).adam_step_cap, recipe_args(recipe).d_first) == (cap, d_first)
+        assert (recipe_values(recipe)["adam_step_cap"], recipe_values(recipe)["d_first"]) == (
+            cap, d_first)
     assert train_gan.parse_args(["--recipe", "cs231n-gan", "--adam_step_cap", "1024",
                                  "--d_first", "off"]).adam_step_cap == 1024  # flags still win
     assert train_baseline.parse_args([]).adam_step_cap == 1024  # the assignment's classifier
@@ -44,9 +46,9 @@ def test_each_recipe_resolves_its_lessons_optimizer_and_order():
 
 def _tiny_gan(recipe, **overrides):
     """A recipe's networks at width 4 on 8x8 grey images, its optimizers and step spec."""
-    a = recipe_args(recipe, width=4, **overrides)
+    a = Settings.resolve(recipe_values(recipe, width=4, **overrides))
     nets, opt_g, opt_d = build_gan(a, 0, Runtime(torch.device("cpu")), channels=1, image_size=8)
-    return nets, opt_g, opt_d, GanSpec.from_args(a)
+    return nets, opt_g, opt_d, GanSpec.of(a)
 
 
 def _train(recipe, steps, **overrides):
@@ -172,13 +174,13 @@ def test_a_gan_trains_the_last_partial_batch_when_asked(tmp_path, capsys):
 
 
 def test_part_2_runs_in_fp32_by_default_on_every_device():
-    args = visualize.build_parser().parse_args(["all"])
+    args = runtime_settings(visualize.build_parser().parse_args(["all"]))
     assert args.amp == "off"
     assert speedups(args, on_gpu=True)["amp"] is False  # even on CUDA
     assert speedups(args, on_gpu=True)["channels_last"] is True
-    on = visualize.build_parser().parse_args(["all", "--amp", "on"])
+    on = runtime_settings(visualize.build_parser().parse_args(["all", "--amp", "on"]))
     assert speedups(on, on_gpu=False, bf16_units=False)["amp"] is True  # still, when asked
-    trainer = train_gan.parse_args([])
+    trainer = train_gan.resolve([]).runtime
     assert speedups(trainer, on_gpu=True)["amp"]
     assert not speedups(trainer, on_gpu=False, bf16_units=False)["amp"]
     assert speedups(trainer, on_gpu=False, bf16_units=True)["amp"]  # a CPU with bf16 units
@@ -198,7 +200,7 @@ def test_the_lessons_mlp_is_layer_batch_norm_activation_without_bias_before_batc
     assert all(block[-3].bias is None for block in with_bn.blocks)
     assert [type(m).__name__ for m in plain.blocks[1]] == ["Linear", "ReLU"]
     assert all(block[-2].bias is not None for block in plain.blocks)
-    assert ARCHITECTURES["udacity-mlp"][1] is None  # a classifier, no generator
+    assert ARCHITECTURES["udacity-mlp"].generator is None  # a classifier, no generator
     # eval mode uses the population statistics: a single image is classified as in a batch
     x = torch.randn(32, 1, 28, 28)
     with_bn.train()
@@ -332,7 +334,8 @@ def test_optimizer_and_schedule_of_the_classifier():
     rt = Runtime(torch.device("cpu"))
     sgd = rt.optimizer("sgd", [nn.Parameter(torch.zeros(1))], 0.01)
     assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0
-    trainer = train_baseline.BaselineTrainer(SimpleNamespace(**vars(a)),
+    trainer = train_baseline.BaselineTrainer(train_baseline.resolve(["--recipe",
+                                                                     "udacity-batchnorm"]),
                                              nn.Linear(1, 1), sgd, rt, None)
     trainer.model.blocks = None
     for epoch in range(10):

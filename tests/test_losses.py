@@ -121,9 +121,8 @@ def test_the_flag_reaches_the_critics_loss():
     import train_gan
     from utils.gan import GanSpec
 
-    spec = GanSpec.from_args(train_gan.parse_args(["--recipe", "cs231n-gan", "--real_label",
-                                                   "0.9"]))
+    spec = GanSpec.of(train_gan.resolve(["--recipe", "cs231n-gan", "--real_label", "0.9"]))
     assert spec.real_label == 0.9
     d = spec.critic_loss(REAL, FAKE)
     assert d.item() == LOSSES["gan"].discriminator(REAL, FAKE, real_label=0.9).item()
-    assert GanSpec.from_args(train_gan.parse_args(["--recipe", "cs231n-gan"])).real_label == 1.0
+    assert GanSpec.of(train_gan.resolve(["--recipe", "cs231n-gan"])).real_label == 1.0

@@ -109,7 +109,7 @@ def _params(model):
     return sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("family", [f for f, (_, g, *_) in ARCHITECTURES.items() if g])
+@pytest.mark.parametrize("family", [f for f, fam in ARCHITECTURES.items() if fam.generator])
 @pytest.mark.parametrize("channels,size", [(1, 28), (3, 32)])
 def test_every_family_takes_its_datasets_shape(family, channels, size):
     g = generator(family, 96, 8 if family == "ie534" else None, channels, size).eval()

@@ -6,6 +6,8 @@ import json
 import os
 import shutil
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torch.nn as nn
@@ -204,7 +206,7 @@ def test_tensorboard_holds_the_logs_scalars_and_the_grids(tmp_path, capsys):
 
 
 def test_the_modern_recipe_combines_them():
-    a = train_gan.parse_args(["--recipe", "cnn-gan-modern"])
+    a = SimpleNamespace(**train_gan.resolve(["--recipe", "cnn-gan-modern"]).flat())
     assert (a.arch, a.loss, a.spectral_norm, a.ema, a.diffaugment, a.acgan, a.gp_weight) == \
         ("ie534", "hinge", "on", 0.999, "color,translation,cutout", "on", 0.0)
     for name, recipe in RECIPES.items():  # the lessons' recipes leave every tool off

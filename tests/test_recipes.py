@@ -4,6 +4,8 @@ import collections
 import json
 import os
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -15,24 +17,29 @@ import visualize
 from recipes import RECIPES
 
 
+def resolved(argv):
+    """train_gan's settings resolved from a command line, flat, by flag name."""
+    return SimpleNamespace(**train_gan.resolve(argv).flat())
+
+
 def test_a_recipe_sets_the_lessons_defaults_and_flags_still_win():
-    a = train_gan.parse_args(["--recipe", "cs231n-gan"])
+    a = resolved(["--recipe", "cs231n-gan"])
     assert (a.arch, a.loss, a.dataset, a.acgan, a.noise, a.latent_dim) == \
         ("mlp", "gan", "mnist", "off", "uniform", 96)
     assert (a.optimizer, a.lr, a.beta1, a.beta2, a.batch_size, a.epochs) == \
         ("adam", 1e-3, 0.5, 0.999, 128, 10)
     assert (a.gp_weight, a.clip, a.augment) == (0.0, 0.0, "none")
-    a = train_gan.parse_args(["--recipe", "cs231n-gan", "--lr", "5e-4", "--loss", "hinge"])
+    a = resolved(["--recipe", "cs231n-gan", "--lr", "5e-4", "--loss", "hinge"])
     assert (a.lr, a.loss, a.arch) == (5e-4, "hinge", "mlp")
-    w = train_gan.parse_args(["--recipe", "wgan-clip"])
+    w = resolved(["--recipe", "wgan-clip"])
     assert (w.loss, w.clip, w.optimizer, w.lr, w.gen_train, w.batch_size, w.gp_weight) == \
         ("wgan", 0.01, "rmsprop", 5e-5, 5, 64, 0.0)
-    assert vars(train_gan.parse_args([])) == vars(train_gan.parse_args(["--recipe", "ie534"]))
-    ie = train_gan.parse_args([])
+    assert vars(resolved([])) == vars(resolved(["--recipe", "ie534"]))
+    ie = resolved([])
     assert (ie.loss, ie.gp_weight, ie.acgan, ie.lr, ie.beta1, ie.beta2, ie.latent_dim) == \
         ("wgan-gp", 10.0, "on", 1e-4, 0.0, 0.9, 100)
-    assert train_gan.parse_args(["--recipe", "cs231n-dcgan"]).arch == "infogan"
-    assert train_gan.parse_args(["--recipe", "udacity-dcgan-svhn"]).dataset == "svhn"
+    assert resolved(["--recipe", "cs231n-dcgan"]).arch == "infogan"
+    assert resolved(["--recipe", "udacity-dcgan-svhn"]).dataset == "svhn"
     assert set(RECIPES) >= {"ie534", "cs231n-gan", "cs231n-lsgan", "cs231n-dcgan",
                             "udacity-dcgan-svhn", "wgan-clip"}
 

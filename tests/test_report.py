@@ -200,12 +200,14 @@ def test_training_longer_is_allowed_and_equals_a_longer_run(tmp_path, capsys):
 
 @pytest.mark.parametrize("module", [train_baseline, train_gan, train_simclr, visualize, metrics])
 def test_help_shows_every_default(module):
-    parser = module.build_parser()
-    formatter = parser._get_formatter()
-    for action in parser._actions:
-        if action.option_strings and action.dest != "help":
-            assert "default" in formatter._get_help_string(action), action.dest
-    text = parser.format_help()
+    parsers = ([module.figure_parser(f) for f in module.FIGURES] if module is visualize
+               else [module.build_parser()])
+    for parser in parsers:
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if action.option_strings and action.dest != "help":
+                assert "default" in formatter._get_help_string(action), action.dest
+    text = parsers[0].format_help()
     assert "(default: 0)" in text or "(default: 0.0)" in text  # --seed or the like, shown
 
 

@@ -2,7 +2,7 @@
 import json
 import os
 import re
-from types import SimpleNamespace
+from dataclasses import replace
 
 import pytest
 import torch
@@ -11,30 +11,30 @@ from conftest import run_cli
 import bench
 import train_baseline
 from models import Discriminator
-from train_gan import parse_args
+from train_gan import resolve
 from utils.classifier import train_step
 from utils.gan import GanSpec, build_gan, gan_iteration
+from utils.settings import RuntimeSettings
 from utils.runtime import (Runtime, cpu_has_bf16_units, peak_memory_mib,
                            reset_peak_memory, speedups)
 
-GAN_ARGS = parse_args(["--width", "8", "--lr", "1e-3"])  # the assignment's GAN, narrow
+GAN_ARGS = resolve(["--width", "8", "--lr", "1e-3"])  # the assignment's GAN, narrow
 
 
 def test_cpu_auto_is_bf16_alone_and_only_where_the_cpu_has_bf16_units():
-    flags = SimpleNamespace(device="cpu", amp="auto", compile="auto", channels_last="auto",
-                            fused_adam="auto", data_on_device="auto")
+    flags = RuntimeSettings(device="cpu")
     assert speedups(flags, on_gpu=False, bf16_units=True) == dict(
         amp=True, compile=False, channels_last=False, fused_adam=False, data_on_device=False)
     assert not any(speedups(flags, on_gpu=False, bf16_units=False).values())
     assert all(speedups(flags, on_gpu=True, bf16_units=False).values())  # CUDA: every one
-    off = SimpleNamespace(**{**vars(flags), "amp": "off", "channels_last": "on"})
+    off = replace(flags, amp="off", channels_last="on")
     assert speedups(off, on_gpu=False, bf16_units=True) == dict(
         amp=False, compile=False, channels_last=True, fused_adam=False, data_on_device=False)
-    rt = Runtime.from_args(flags)  # this machine: bf16 exactly where its CPU has the units
+    rt = Runtime.from_settings(flags)  # this machine: bf16 exactly where its CPU has the units
     assert rt.device == torch.device("cpu") and rt.amp == cpu_has_bf16_units()
     assert not any(rt.describe()[k] for k in ("compile", "channels_last", "fused_adam",
                                               "data_on_device"))
-    rt = Runtime.from_args(SimpleNamespace(**{**vars(flags), "amp": "on", "channels_last": "on"}))
+    rt = Runtime.from_settings(replace(flags, amp="on", channels_last="on"))
     assert rt.amp and rt.channels_last and not rt.compile
     with rt.autocast():
         assert torch.is_autocast_enabled("cpu")
@@ -63,7 +63,7 @@ def test_compiled_gan_iteration_matches_eager():
         nets, opt_g, opt_d = build_gan(GAN_ARGS, 10, rt)
         gen = torch.Generator().manual_seed(1)
         real, labels = torch.rand(8, 3, 32, 32, generator=gen) * 2 - 1, torch.arange(8)
-        out = gan_iteration(nets, opt_g, opt_d, real, labels, 0, GanSpec.from_args(GAN_ARGS), rt,
+        out = gan_iteration(nets, opt_g, opt_d, real, labels, 0, GanSpec.of(GAN_ARGS), rt,
                             torch.Generator().manual_seed(2))
         grads = [torch.cat([p.grad.flatten() for p in m.parameters()]) for m in (nets.G, nets.D)]
         results.append((out, grads))
@@ -174,10 +174,8 @@ def test_bench_measures_each_speed_flag_against_none(capsys):
 
 
 def test_deterministic_turns_on_deterministic_kernels_and_off_autotuning():
-    flags = dict(device="cpu", amp="auto", compile="auto", channels_last="auto",
-                 fused_adam="auto", data_on_device="auto")
     try:
-        rt = Runtime.from_args(SimpleNamespace(**flags, deterministic=True))
+        rt = Runtime.from_settings(RuntimeSettings(device="cpu", deterministic=True))
         assert rt.deterministic and rt.describe()["deterministic"]
         assert torch.are_deterministic_algorithms_enabled()
         assert not torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
@@ -193,9 +191,8 @@ def test_sync_bn_is_for_several_cuda_processes(capsys):
     from train_gan import main
     from utils.distributed import Dist
 
-    flags = dict(device="cpu", amp="auto", compile="auto", channels_last="auto",
-                 fused_adam="auto", data_on_device="auto", sync_bn="auto")
-    assert not Runtime.from_args(SimpleNamespace(**flags), Dist(0, 2)).sync_bn  # CPU: no kernels
+    flags = RuntimeSettings(device="cpu", sync_bn="auto")
+    assert not Runtime.from_settings(flags, Dist(0, 2)).sync_bn  # CPU: no kernels
     code, _, err = run_cli(main, ["--dataset", "digits", "--device", "cpu", "--sync_bn", "on"],
                            capsys)
     assert code == 2 and err.count("\n") == 1 and "--sync_bn off" in err

@@ -131,7 +131,7 @@ def test_gradcam_looks_at_the_last_map_and_refuses_a_vector_layer():
     from types import SimpleNamespace
 
     from models import discriminator
-    from utils.cli import UserError
+    from utils.errors import UserError
 
     torch.manual_seed(0)
     model = discriminator("infogan", 8, 10, 1, 28).eval()  # conv, conv, then fully connected
@@ -142,7 +142,7 @@ def test_gradcam_looks_at_the_last_map_and_refuses_a_vector_layer():
                                         layer=maps[-1])
     assert cam.shape == saliency.shape == (3, 1, 28, 28) and ig.shape == x.shape
     ctx = lambda layer: SimpleNamespace(  # noqa: E731
-        args=SimpleNamespace(gradcam_layer=layer), model=lambda name: (model, {}),
+        options=SimpleNamespace(gradcam_layer=layer), model=lambda name: (model, {}),
         batch=lambda: (x, None))
     assert gradcam_layer(ctx(None), "baseline") == maps[-1]  # the default: the last map
     with pytest.raises(UserError, match=f"layer {model.depth} gives a vector, not a map"):

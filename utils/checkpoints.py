@@ -130,20 +130,30 @@ def load_state(module, state, path, what="model"):
                         f"({lines[1].strip() if len(lines) > 1 else lines[0]})") from None
 
 
-def resolve_resume(args, folder):
-    """The checkpoint to resume from, or None for a fresh start. A fresh start refuses a
-    folder holding an earlier run's checkpoint or model files unless --overwrite says so
-    (what a run that never reached its first checkpoint left is replaced without asking)."""
-    mode, ckpt_path = args.resume, folder.ckpt
-    if mode in ("no", None):
-        if folder.holds_results() and not args.overwrite:
-            raise UserError(f"{folder.folder} holds an earlier run ({', '.join(folder.names()[:3])}"
-                            "): pass --resume to continue it, or --overwrite (or another "
-                            "--out_dir) to start again")
+def resolve_resume(mode, overwrite, folder):
+    """The checkpoint to resume from (mode: --resume's 'no', 'yes', 'auto' or a path, a run
+    folder standing for its checkpoint), or None for a fresh start. A fresh start, 'auto'
+    without a checkpoint included, refuses a folder holding an earlier run's checkpoint or
+    model files unless `overwrite` (what a run that never reached its first checkpoint left
+    is replaced without asking)."""
+    ckpt_path = folder.ckpt
+    fresh = mode in ("no", None) or (mode == "auto" and not os.path.exists(ckpt_path))
+    if fresh:
+        if folder.holds_results() and not overwrite:
+            found = ", ".join(folder.names()[:3])
+            if mode == "auto":
+                raise UserError(f"--resume auto: {folder.folder} has no checkpoint "
+                                f"({os.path.basename(ckpt_path)}) to resume, but holds a "
+                                f"finished run ({found}); starting afresh would replace it: "
+                                "pass --overwrite to do so, or another --out_dir")
+            raise UserError(f"{folder.folder} holds an earlier run ({found}): pass --resume to "
+                            "continue it, or --overwrite (or another --out_dir) to start again")
         return None
     if mode == "auto":
-        return ckpt_path if os.path.exists(ckpt_path) else None
+        return ckpt_path
     path = ckpt_path if mode == "yes" else mode
+    if os.path.isdir(path):  # a run folder: its checkpoint
+        path = os.path.join(path, os.path.basename(ckpt_path))
     if not os.path.exists(path):
         raise UserError(f"--resume: no checkpoint at {path}")
     return path
@@ -210,13 +220,6 @@ def check_same_settings(saved, current, path):
     if diff:
         raise UserError(f"{path} was trained with other settings ({'; '.join(diff)}): resume "
                         "with the original flags, or start a new run in another --out_dir")
-
-
-def settings(args):
-    """The resolved flags as a plain dict (what is printed, saved and stored in checkpoints)."""
-    return {k: v for k, v in sorted(vars(args).items()) if not callable(v)}
-
-
 
 
 # ----------------------------------------------------------------------------- model files

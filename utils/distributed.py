@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from utils.cli import UserError, info
+from utils.console import info
+from utils.errors import UserError
 
 
 @dataclass
@@ -143,6 +144,11 @@ class StopSignal:
             if hasattr(signal, name):
                 sig = getattr(signal, name)
                 self._previous[sig] = signal.signal(sig, self._handle)
+
+    def attach(self, dist):
+        """The process group, once joined (signals are caught from the start, before it)."""
+        self.dist = dist
+        return self
 
     def _handle(self, signum, frame):
         self.received = signum

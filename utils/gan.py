@@ -11,7 +11,7 @@ import torch
 
 from losses import LOSSES, auxiliary_class_loss, clip_weights, gradient_penalty
 from models import ARCHITECTURES, discriminator, generator
-from utils.cli import UserError
+from utils.errors import UserError
 from utils.diffaug import DiffAugment, parse_policy
 from utils.distributed import Dist
 from utils.pictures import save_grid, to_unit
@@ -43,11 +43,15 @@ class GanSpec:
     real_label: float = 1.0  # the real images' target; below 1: label smoothing
 
     @classmethod
-    def from_args(cls, args):
-        return cls(args.loss, args.gp_weight, args.clip, args.gen_train, args.latent_dim,
-                   args.noise, args.adam_step_cap, args.d_first == "on",
-                   getattr(args, "ema", 0.0), parse_policy(getattr(args, "diffaugment", "off")),
-                   getattr(args, "real_label", 1.0))
+    def of(cls, settings):
+        """The steps' view of a run's Settings (its gan and optim groups, resolved)."""
+        g = settings.gan
+        if g.gp_weight is None or g.clip is None:
+            raise ValueError("GanSpec.of needs resolved settings (the loss family's gp_weight "
+                             "and clip: recipes.resolve_loss_defaults)")
+        return cls(g.loss, g.gp_weight, g.clip, g.gen_train, g.latent_dim, g.noise,
+                   settings.optim.adam_step_cap, g.d_first == "on", g.ema,
+                   parse_policy(g.diffaugment), g.real_label)
 
     def critic_loss(self, real_scores, fake_scores):
         """The loss family's discriminator loss, the real label smoothed where asked."""
@@ -221,8 +225,9 @@ def save_samples(G, z, path, nrow=10):
     return images
 
 
-def build_gan(args, num_classes, runtime, dist=None, channels=3, image_size=32):
-    """The networks (initialised from the seed), their training callables and optimizers.
+def build_gan(settings, num_classes, runtime, dist=None, channels=3, image_size=32):
+    """The networks (initialised from the seed), their training callables and optimizers,
+    as a run's Settings say (its seed, model, optim and gan groups).
 
     num_classes is the class head's size (0 for --acgan off: an unconditional pair). With
     several processes G_train and D_train are wrapped in DistributedDataParallel, so each
@@ -230,25 +235,28 @@ def build_gan(args, num_classes, runtime, dist=None, channels=3, image_size=32):
     plain critic (frozen, nothing to average) and the penalty's double backward goes through
     the plain module into the same single backward of the critic's loss.
     """
-    if ARCHITECTURES[args.arch][1] is None:
-        raise UserError(f"--arch {args.arch} is a classifier (train_baseline.py): it has no "
+    arch, width, g, optim = (settings.model.arch, settings.model.width, settings.gan,
+                             settings.optim)
+    if ARCHITECTURES[arch].generator is None:
+        raise UserError(f"--arch {arch} is a classifier (train_baseline.py): it has no "
                         "generator")
-    if args.latent_dim < num_classes:
-        raise UserError(f"--latent_dim {args.latent_dim} cannot hold the one-hot class of "
-                        f"{num_classes} classes")
+    if g.latent_dim <= num_classes:
+        raise UserError(f"--latent_dim {g.latent_dim} leaves no random values after the "
+                        f"one-hot class of {num_classes} classes: pass --latent_dim "
+                        f"{num_classes + 1} or more")
     dist = dist or Dist()
-    seed_everything(args.seed)
-    G = generator(args.arch, args.latent_dim, args.width, channels, image_size)
-    D = discriminator(args.arch, args.width, num_classes, channels, image_size,
-                      spectral_norm=getattr(args, "spectral_norm", "off") == "on")
+    seed_everything(settings.seed)
+    G = generator(arch, g.latent_dim, width, channels, image_size)
+    D = discriminator(arch, width, num_classes, channels, image_size,
+                      spectral_norm=g.spectral_norm == "on")
     if runtime.sync_bn:
         G, D = (torch.nn.SyncBatchNorm.convert_sync_batchnorm(m) for m in (G, D))
     G, D = runtime.module(G), runtime.module(D)
     # the moving average starts as the generator; every rank updates it from the same weights
-    G_ema = copy.deepcopy(G).requires_grad_(False).eval() if getattr(args, "ema", 0) else None
+    G_ema = copy.deepcopy(G).requires_grad_(False).eval() if g.ema else None
     nets = GanNets(G, D, G_train=runtime.compiled(dist.wrap(G, runtime.device)),
                    D_train=runtime.compiled(dist.wrap(D, runtime.device)),
                    D_frozen=runtime.compiled(D), G_fake=runtime.compiled(G), G_ema=G_ema)
-    make = lambda m: runtime.optimizer(args.optimizer, m.parameters(), args.lr,  # noqa: E731
-                                       (args.beta1, args.beta2))
+    make = lambda m: runtime.optimizer(optim.optimizer, m.parameters(), optim.lr,  # noqa: E731
+                                       (optim.beta1, optim.beta2))
     return nets, make(G), make(D)

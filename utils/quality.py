@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from utils.checkpoints import load_model
-from utils.cli import UserError, progress
+from utils.console import progress
+from utils.errors import UserError
 
 METRICS = ("fid", "is", "kid", "prc", "cfid", "cprc", "cacc", "cconf")
 CONFIDENT = 0.5  # cconf: a top probability of at least this (five times chance of 10 classes)

@@ -200,8 +200,8 @@ class TensorBoardLog:
             self.writer = SummaryWriter(self.folder, purge_step=self.purge)
         except OSError as e:
             raise io_error(e, self.folder) from None
-        for method, args in self.pending:
-            method(*args)
+        for method, values in self.pending:
+            method(*values)
         self.pending = []
 
     def _later(self, method, *args):
@@ -242,8 +242,9 @@ class JsonLog:
     and a line a crash cut short, are dropped) and marks the resumption, so that a reader or a
     plot never counts a step twice."""
 
-    def __init__(self, folder, name, resume_at=None):
-        self.folder, self.name, self.tensorboard = folder, name, None
+    def __init__(self, folder, name, resume_at=None, tensorboard=None):
+        """tensorboard: a TensorBoardLog that gets every record's figures too, or None."""
+        self.folder, self.name, self.tensorboard = folder, name, tensorboard
         if resume_at is None:
             atomic_write_text(self.path, "")
             return

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from utils.cli import UserError
+from utils.errors import UserError
 
 
 def resolve_device(name):
@@ -36,24 +36,6 @@ SPEED_FLAGS = {
 }
 
 
-def add_speed_flags(parser, names=tuple(SPEED_FLAGS), training=False, defaults=None):
-    """The speed flags; for a trainer (training=True) also --deterministic. defaults: a flag's
-    default other than 'auto' (visualize.py's Part 2 runs in fp32: amp 'off')."""
-    defaults = defaults or {}
-    g = parser.add_argument_group("speed (auto: every one on CUDA; on the CPU bf16 autocast "
-                                  "alone, where the CPU has bf16 units; each can be turned "
-                                  "on or off alone)")
-    for name in names:
-        g.add_argument(f"--{name}", choices=("auto", "on", "off"),
-                       default=defaults.get(name, "auto"), help=SPEED_FLAGS[name])
-    if training:
-        g.add_argument("--deterministic", action="store_true",
-                       help="bit-reproducible runs on a GPU, so a resumed run equals an "
-                            "uninterrupted one bit for bit: deterministic algorithms only, no "
-                            "cuDNN autotuning (slower; the CPU is deterministic already)")
-    return g
-
-
 def cpu_has_bf16_units(cpuinfo="/proc/cpuinfo"):
     """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX-BF16, read from Linux's
     cpuinfo; False where that is not there to read)."""
@@ -77,10 +59,11 @@ def auto_speedups(on_gpu, bf16_units=None):
     return {k: k == "amp" and bf16 for k in SPEED_FLAGS}
 
 
-def speedups(args, on_gpu, bf16_units=None):
-    """Which speed-ups the flags turn on: 'on' and 'off' as said, 'auto' as auto_speedups."""
+def speedups(choices, on_gpu, bf16_units=None):
+    """Which speed-ups the settings (a RuntimeSettings) turn on: 'on' and 'off' as said,
+    'auto' as auto_speedups."""
     auto = auto_speedups(on_gpu, bf16_units)
-    return {k: (auto[k] if getattr(args, k, "auto") == "auto" else getattr(args, k) == "on")
+    return {k: auto[k] if getattr(choices, k) == "auto" else getattr(choices, k) == "on"
             for k in SPEED_FLAGS}
 
 
@@ -102,19 +85,20 @@ class Runtime:
     compile_backend: str = "inductor"
 
     @classmethod
-    def from_args(cls, args, dist=None):
-        device = resolve_device(args.device)
+    def from_settings(cls, choices, dist=None):
+        """The runtime a RuntimeSettings asks for, on this machine and process."""
+        device = resolve_device(choices.device)
         if dist is not None and dist.enabled and device.type == "cuda":
             device = torch.device("cuda", dist.local_rank)  # one GPU per process
         on_gpu = device.type == "cuda"
-        pick = speedups(args, on_gpu)
+        pick = speedups(choices, on_gpu)
         several = dist is not None and dist.enabled
-        sync = getattr(args, "sync_bn", "off")
+        sync = choices.sync_bn
         pick["sync_bn"] = sync == "on" or (sync == "auto" and several and on_gpu)
         if pick["sync_bn"] and not on_gpu:
             raise UserError("--sync_bn on needs CUDA (SyncBatchNorm has no CPU kernels); use "
                             "--sync_bn off")
-        pick["deterministic"] = bool(getattr(args, "deterministic", False))
+        pick["deterministic"] = bool(choices.deterministic)
         if pick["deterministic"]:
             make_deterministic()
         elif on_gpu:

@@ -7,7 +7,7 @@ N(0, 1) or, for the CS231n and Udacity lessons, uniform in [-1, 1].
 """
 import torch
 
-from utils.cli import progress
+from utils.console import progress
 from utils.data import make_generator
 from utils.pictures import as_uint8
 

@@ -1,39 +1,29 @@
-"""What the trainers share: the run (flags checked, processes joined, checkpoint found, log
-opened), the one epoch loop (steps, progress, logs, the NaN guard, stops, checkpoints), the
-batches, evaluation and the Adam step guard.
-
-A trainer (train_baseline.py, train_gan.py, train_simclr.py) is an object with:
-    kind, fields        its checkpoint's kind and entries (checkpoints.Field) beyond progress
-    sums_width          how many running sums a step adds to
-    state() / load(ckpt, path)   its networks' and optimizers' state dicts, and back
-    begin_epoch(epoch)  anything set per epoch (a learning rate)
-    step(i, x, y, sums) one training step on batch i: adds to sums in place, returns the loss
-                        to watch for NaN (a tensor, never read back here)
-    means(sums)         the running sums as a dict of named figures
-    end_epoch(epoch, means, seconds) -> (record, text): on rank 0 after an epoch, evaluates
-                        and draws; the record goes to the history and the log, text to stderr
-    plot(history)       on rank 0: the curves, redrawn at most every PLOT_SECONDS (drawing
-                        them costs about a second on a CPU, more than a small epoch), after
-                        the last epoch and before a stop
+"""What the trainers share: the run (processes joined, checkpoint found, log opened), the one
+epoch loop (steps, progress, logs, the NaN guard, stops, checkpoints), the batches, evaluation
+and the Adam step guard. A trainer is what `Trainer` declares (train_baseline.py,
+train_gan.py, train_simclr.py); open_run checks it.
 """
 import contextlib
 import copy
 import json
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import ClassVar, NamedTuple, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 
 from utils.checkpoints import (PROGRESS_FIELDS, atomic_save, check_same_data, check_same_settings,
-                               data_identity, load_checkpoint, resolve_resume, run_id_of,
-                               settings)
-from utils.cli import Diverged, Stopped, UserError, check_shared_flags, info, progress
+                               data_identity, load_checkpoint, resolve_resume, run_id_of)
+from utils.console import info, progress
+from utils.errors import Diverged, Stopped, UserError
 from utils.distributed import Dist, StopSignal, init_distributed
 from utils.errors import EXIT_INTERRUPTED, EXIT_STOPPED
 from utils.rundir import JsonLog, RunFolder, TensorBoardLog, check_resume_target
 from utils.runtime import Runtime, peak_memory_mib, reset_peak_memory
+from utils.settings import Settings
 
 PLOT_SECONDS = 60.0
 
@@ -78,12 +68,69 @@ class DivergenceGuard:
             raise Diverged(f"a loss became NaN or infinite at epoch {epoch + 1}, step {step + 1}")
 
 
+# ----------------------------------------------------------------------------- the trainer
+
+class EpochEnd(NamedTuple):
+    """What a trainer reports after an epoch: its record (to the history and the log), a line
+    of text (to stderr) and pictures {tag: (images (N, C, S, S) in [-1, 1], columns)} (to
+    TensorBoard, with --tensorboard)."""
+    record: dict
+    text: str
+    pictures: dict = {}
+
+
+@runtime_checkable
+class Trainer(Protocol):
+    """What the epoch loop needs of a trainer."""
+    kind: ClassVar[str]  # its files: KIND.ckpt, KIND_log.jsonl, KIND_config.json
+    fields: ClassVar[dict]  # its checkpoint's entries (checkpoints.Field) beyond progress
+    products: ClassVar[tuple]  # the files a finished run leaves (its model files)
+    patterns: ClassVar[tuple]  # regular expressions of more of its files (a GAN's grids)
+    sums_width: ClassVar[int]  # how many running sums a step adds to
+
+    def state(self) -> dict:
+        """Its networks' and optimizers' state dicts."""
+
+    def load(self, ckpt, path):
+        """Back from a checkpoint's state dicts."""
+
+    def begin_epoch(self, epoch):
+        """Anything set per epoch (a learning rate, training mode)."""
+
+    def step(self, i, x, y, sums):
+        """One training step on batch i: adds to sums in place, returns the loss to watch for
+        NaN (a tensor, never read back here)."""
+
+    def means(self, sums) -> dict:
+        """The running sums as named figures."""
+
+    def end_epoch(self, epoch, means, seconds) -> EpochEnd:
+        """On rank 0 after an epoch: evaluates and draws."""
+
+    def plot(self, history):
+        """On rank 0: the curves, redrawn at most every PLOT_SECONDS (drawing them costs about
+        a second on a CPU, more than a small epoch), after the last epoch and before a stop."""
+
+
+CLASS_MEMBERS = ("kind", "fields", "products", "patterns", "sums_width")
+
+
+def check_trainer(trainer):
+    """A trainer class lacking what the loop needs is a programming error, found at once."""
+    missing = [m for m in CLASS_MEMBERS + tuple(
+        n for n in vars(Trainer) if not n.startswith("_") and callable(getattr(Trainer, n)))
+               if not hasattr(trainer, m)]
+    if missing:
+        raise TypeError(f"{getattr(trainer, '__name__', trainer)} is not a Trainer: it lacks "
+                        f"{', '.join(missing)}")
+
+
 # ----------------------------------------------------------------------------- the run
 
 @dataclass
 class Run:
     """What a training script sets up before it touches data or models, and the epoch loop."""
-    args: object
+    settings: Settings
     dist: Dist
     runtime: Runtime
     config: dict
@@ -120,30 +167,34 @@ class Run:
                                                 processes=self.dist.world_size)))
             if self.jitter is not None:
                 names = ("brightness", "contrast", "saturation", "hue")
-                info(f"colour jitter ({self.args.color_jitter}): " + ", ".join(
+                info(f"colour jitter ({self.settings.data.color_jitter}): " + ", ".join(
                     f"{n} {s:.3f}" if s else f"{n} off" for n, s in zip(names, self.jitter)))
             if not self.ckpt:
                 self.folder.begin_fresh()
             self.folder.settings_file(self.config)
             position = (self.ckpt["epoch"], self.ckpt["step"]) if self.ckpt else None
-            self.log = JsonLog(self.folder, f"{self.kind}_log.jsonl", resume_at=position)
-            if getattr(self.args, "tensorboard", False):
-                self.tensorboard = self.log.tensorboard = TensorBoardLog(
-                    self.args.out_dir, self.kind, self.steps_per_epoch, resume_at=position)
+            if self.settings.loop.tensorboard:
+                self.tensorboard = TensorBoardLog(self.settings.loop.out_dir, self.kind,
+                                                  self.steps_per_epoch, resume_at=position)
+                info(f"TensorBoard events: {self.tensorboard.folder} (tensorboard --logdir "
+                     f"{os.path.join(self.settings.loop.out_dir, 'tensorboard')})")
                 if not self.folder.staging:  # else once the earlier run's files are gone
                     self.tensorboard.open()
+            self.log = JsonLog(self.folder, f"{self.kind}_log.jsonl", resume_at=position,
+                               tensorboard=self.tensorboard)
         self.begun = True
         if self.ckpt:
+            epochs = self.settings.loop.epochs
             self.history, self.seconds = self.ckpt["history"], self.ckpt["seconds"]
             self.saved_at = (self.ckpt["epoch"], self.ckpt["step"])
-            if self.ckpt["epoch"] >= self.args.epochs:
+            if self.ckpt["epoch"] >= epochs:
                 self.say(f"{self.resume_from} is finished ({self.ckpt['epoch']} of "
-                         f"{self.args.epochs} epochs): nothing left to train (a larger --epochs "
+                         f"{epochs} epochs): nothing left to train (a larger --epochs "
                          "trains on)")
             else:
-                before = self.ckpt["settings"].get("epochs", self.args.epochs)
-                longer = (f", training longer: --epochs {before} -> {self.args.epochs}"
-                          if self.args.epochs != before else "")
+                before = self.ckpt["settings"].get("epochs", epochs)
+                longer = (f", training longer: --epochs {before} -> {epochs}"
+                          if epochs != before else "")
                 self.say(f"resuming {self.resume_from} at epoch {self.ckpt['epoch'] + 1}, "
                          f"step {self.ckpt['step']}{longer}")
         self.stop.announce()
@@ -156,13 +207,13 @@ class Run:
         """The dataset the flags name and its (training, test) batches for this process."""
         from utils.data import load_dataset
 
-        a = self.args
-        data = load_dataset(a.dataset, a.data_dir, a.cache_dir, a.subset, a.seed,
-                            getattr(a, "labels_per_class", None))
+        s, d = self.settings, self.settings.data
+        data = load_dataset(d.dataset, d.data_dir, d.cache_dir, d.subset, s.seed,
+                            d.labels_per_class)
         self.data_id = data_identity(data)
         if self.ckpt:
             check_same_data(self.ckpt.get("data"), self.data_id, self.resume_from)
-        train, test = make_loaders(a, data, self.runtime, self.dist)
+        train, test = make_loaders(d, s.seed, data, self.runtime, self.dist)
         self.steps_per_epoch = len(train)
         if train.augment is not None and train.augment.crop:
             self.jitter = train.augment.strengths
@@ -207,7 +258,7 @@ class Run:
         epoch that a request arrived at the end of; stops on a NaN or infinite loss
         (Diverged, exit 3) keeping the last good checkpoint.
         """
-        epochs = self.args.epochs
+        epochs = self.settings.loop.epochs
         start_epoch, start_step, partial = 0, 0, None
         if self.ckpt:
             start_epoch, start_step = self.ckpt["epoch"], self.ckpt["step"]
@@ -233,7 +284,7 @@ class Run:
             if self.dist.is_main:
                 self.outputs_begin()
                 try:
-                    record, text = trainer.end_epoch(epoch, means, time.time() - t0)
+                    record, text, pictures = trainer.end_epoch(epoch, means, time.time() - t0)
                 except UserError as e:  # a grid could not be written: a full disk
                     raise UserError(f"{e}; {self.kept()}: free some space, then resume with "
                                     "--resume") from None
@@ -244,6 +295,9 @@ class Run:
                 self.history.append(record)
                 info(f"epoch {epoch + 1}/{epochs} {text} ({record['seconds']:.1f}s, "
                      f"peak {peak:.0f} MiB)")
+                if self.tensorboard is not None:
+                    for tag, (images, nrow) in pictures.items():
+                        self.tensorboard.image(tag, images, epoch + 1, nrow=nrow)
                 self.save(trainer, epoch + 1)  # first the checkpoint, then the log: the log
                 self.log.write(event="epoch", **record)  # never holds an unsaved epoch
                 self.plot(trainer, now=epoch + 1 == epochs)
@@ -275,7 +329,7 @@ class Run:
         they stay on the device, read only every --log_every steps. Returns (next batch index,
         sums): the epoch is complete when the index equals len(batches).
         """
-        dev, steps, every = batches.device, len(batches), self.args.log_every
+        dev, steps, every = batches.device, len(batches), self.settings.loop.log_every
         sums = torch.zeros(trainer.sums_width, device=dev) if sums is None else sums.to(dev)
         guard = DivergenceGuard(dev)
         for i, (x, y) in enumerate(progress(batches.epoch(epoch, start), steps - start,
@@ -321,25 +375,27 @@ class Run:
             torch.distributed.destroy_process_group()
 
 
-def open_run(args, trainer):
-    """Check the flags, join the processes, pick the device and the checkpoint to resume.
+def open_run(settings, trainer):
+    """Join the processes, pick the device and the checkpoint to resume (settings: the
+    command's resolved Settings).
 
     trainer (a class) names the files (its kind) and the checkpoint's entries beyond where
     training stands, which are checked before anything is used. Nothing is written here:
     Run.begin() does that once the data and models are ready too, so bad input leaves old
     files alone.
     """
+    check_trainer(trainer)
     started = time.monotonic()
-    check_shared_flags(args)
-    stop = StopSignal(stop_file=args.stop_file, time_limit=args.time_limit, started=started)
-    folder = RunFolder(args.out_dir, trainer.kind, trainer.products, trainer.patterns)
+    loop = settings.loop
+    stop = StopSignal(stop_file=loop.stop_file, time_limit=loop.time_limit, started=started)
+    folder = RunFolder(loop.out_dir, trainer.kind, trainer.products, trainer.patterns)
     try:
-        dist = init_distributed(args.device)
-        stop.dist = dist
-        runtime = Runtime.from_args(args, dist)
-        config = settings(args)
+        dist = init_distributed(settings.runtime.device)
+        stop.attach(dist)
+        runtime = Runtime.from_settings(settings.runtime, dist)
+        config = settings.flat()
         folder.take(main=dist.is_main)
-        resume_from = resolve_resume(args, folder)
+        resume_from = resolve_resume(loop.resume, loop.overwrite, folder)
         ckpt = None
         if resume_from:
             ckpt = load_checkpoint(resume_from, trainer.kind,
@@ -350,8 +406,8 @@ def open_run(args, trainer):
                                 f"needs {trainer.sums_width} running sums, it holds "
                                 f"{0 if partial is None else partial.numel()}")
             check_same_settings(ckpt["settings"], config, resume_from)
-            if args.epochs < ckpt["epoch"]:
-                raise UserError(f"--epochs {args.epochs}: {resume_from} has trained "
+            if loop.epochs < ckpt["epoch"]:
+                raise UserError(f"--epochs {loop.epochs}: {resume_from} has trained "
                                 f"{ckpt['epoch']} epochs already; pass --epochs "
                                 f"{ckpt['epoch']} or more")
             check_resume_target(folder, resume_from, run_id_of)
@@ -360,15 +416,15 @@ def open_run(args, trainer):
         folder.release(failed_early=True)
         raise
     run_id = (ckpt or {}).get("run_id") or uuid.uuid4().hex
-    return Run(args, dist, runtime, config, trainer.kind, folder.ckpt, resume_from, ckpt,
+    return Run(settings, dist, runtime, config, trainer.kind, folder.ckpt, resume_from, ckpt,
                folder=folder, run_id=run_id, started=started, stop=stop)
 
 
 # ----------------------------------------------------------------------------- data, evaluation
 
-def make_loaders(args, data, runtime, dist=None):
+def make_loaders(options, seed, data, runtime, dist=None):
     """The training batches (augmented; shuffled and the last partial batch dropped unless
-    --shuffle off, --drop_last off say otherwise) and test batches.
+    the DataSettings `options` say otherwise) and test batches of the ImageData `data`.
 
     --batch_size is the global batch: with N processes each takes batch_size / N images of
     its own share of the data, so the steps per epoch and the learning rate stay as they are.
@@ -377,23 +433,23 @@ def make_loaders(args, data, runtime, dist=None):
     from utils.data import Batches
 
     dist = dist or Dist()
-    kind = getattr(args, "augment", "assignment")
+    kind = options.augment
     aug = None
     if kind != "none":  # 'flip' keeps only the horizontal flip (where the dataset allows it)
-        strengths = jitter_strengths(args.seed, args.color_jitter if kind == "assignment"
+        strengths = jitter_strengths(seed, options.color_jitter if kind == "assignment"
                                      else "off")
         aug = Augment(strengths, flip=data.flip, size=data.image_size,
                       crop=kind == "assignment")
     common = dict(device=runtime.device, on_device=runtime.data_on_device,
                   memory_format=runtime.memory_format)
-    train = Batches(data.train_x, data.train_y, dist.per_rank_batch(args.batch_size),
-                    seed=args.seed, shuffle=getattr(args, "shuffle", "on") == "on",
-                    drop_last=getattr(args, "drop_last", "on") == "on",
+    train = Batches(data.train_x, data.train_y, dist.per_rank_batch(options.batch_size),
+                    seed=seed, shuffle=options.shuffle == "on",
+                    drop_last=options.drop_last == "on",
                     min_last=2,  # BatchNorm cannot train on a batch of one image
                     augment=aug, rank=dist.rank, world_size=dist.world_size, **common)
-    test = Batches(data.test_x, data.test_y, max(args.batch_size, 256), **common)
+    test = Batches(data.test_x, data.test_y, max(options.batch_size, 256), **common)
     if len(train) == 0:
-        raise UserError(f"--batch_size {args.batch_size} is larger than the {len(data.train_y)} "
+        raise UserError(f"--batch_size {options.batch_size} is larger than the {len(data.train_y)} "
                         "training images: no full batch to train on")
     return train, test
 

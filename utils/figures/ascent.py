@@ -5,7 +5,7 @@ import time
 
 import torch
 
-from utils.cli import info, progress
+from utils.console import info, progress
 from utils.data import make_generator
 from utils.figures.lucid import fft_ascent, robust
 from utils.pictures import save_grid, to_unit
@@ -83,7 +83,7 @@ def feature_score(model, layer, n):
 
 def lucid_options(ctx, name, robust=None):
     """The --param fft ascent's settings, and the training set's colour matrix."""
-    a = ctx.args
+    a = ctx.options
     return dict(colour=ctx.colour().to(ctx.device), steps=a.steps, lr=a.fft_lr,
                 robust_on=(robust or a.robust) == "on", copies=a.copies, weight=a.diversity,
                 seed=a.seed)
@@ -93,9 +93,9 @@ def class_images(ctx, name, method=None, robust=None):
     """The max-class images of one discriminator by a method ('pixel': the assignment's ascent
     from the mean test image; 'fft': lucid's): (images, start logits or None, end logits,
     predicted classes). Images are copy-major: image i is of class i % classes."""
-    args, (model, _) = ctx.args, ctx.model(name)
+    opts, (model, _) = ctx.options, ctx.model(name)
     n = len(ctx.classes(name))
-    if (method or args.param) == "fft":
+    if (method or opts.param) == "fft":
         x, _ = ctx.batch()
         opts = lucid_options(ctx, name, robust)
         with ctx.runtime.autocast():
@@ -105,10 +105,10 @@ def class_images(ctx, name, method=None, robust=None):
                 end, pred = class_score(model, n)(images)[0], model(images)[1].argmax(1)
         return images, None, end, pred
     x, _ = ctx.batch()
-    g = make_generator("cpu", args.seed, "jitter", name)
-    options = ascent_options(args, g)
-    if (robust or args.robust) == "on":
-        options["robust_key"] = (args.seed, "robust", name)
+    g = make_generator("cpu", opts.seed, "jitter", name)
+    options = ascent_options(opts, g)
+    if (robust or opts.robust) == "on":
+        options["robust_key"] = (opts.seed, "robust", name)
     with ctx.runtime.autocast():
         return max_class(model, x.mean(0, keepdim=True), n, **options)
 
@@ -139,9 +139,9 @@ def max_features(model, mean_image, layer, n, **ascent):
     return x, start, end
 
 
-def ascent_options(args, generator=None):
-    return dict(steps=args.steps, lr=args.lr, weight_decay=args.weight_decay, jitter=args.jitter,
-                blur_every=args.blur_every, blur_sigma=args.blur_sigma, generator=generator)
+def ascent_options(opts, generator=None):
+    return dict(steps=opts.steps, lr=opts.lr, weight_decay=opts.weight_decay, jitter=opts.jitter,
+                blur_every=opts.blur_every, blur_sigma=opts.blur_sigma, generator=generator)
 
 
 TAGS = ("steps", "lr", "weight_decay", "jitter", "blur_every", "blur_sigma", "param",
@@ -164,12 +164,12 @@ def run_max_class(ctx):
                  f"classified as {classes[c] if ok else classes[pred[i]]}")
         ctx.record(f"max_class_{name}{tag}",
                    dict(start=None if start is None else start.tolist(), end=end.tolist(),
-                        hits=hits, classes=classes, param=ctx.args.param),
+                        hits=hits, classes=classes, param=ctx.options.param),
                    files=[made], uses=[name])
 
 
 def run_max_features(ctx):
-    args = ctx.args
+    opts = ctx.options
     x, _ = ctx.batch()
     mean = x.mean(0, keepdim=True)
     tag = ctx.suffix(*TAGS, "n_features")
@@ -177,11 +177,11 @@ def run_max_features(ctx):
         model, _ = ctx.model(name)
         for layer in ctx.layers(name):
             t0 = time.time()
-            g = make_generator("cpu", args.seed, "jitter", name, layer)
+            g = make_generator("cpu", opts.seed, "jitter", name, layer)
             with ctx.runtime.autocast():
-                if args.param == "fft":
+                if opts.param == "fft":
                     with torch.no_grad():
-                        n = min(args.n_features, model.features(mean, layer).shape[1])
+                        n = min(opts.n_features, model.features(mean, layer).shape[1])
                     score = feature_score(model, layer, n)
                     images = fft_ascent(score, n, tuple(mean.shape[1:]),
                                         key=("max-features", name, layer),
@@ -190,13 +190,13 @@ def run_max_features(ctx):
                     with torch.no_grad():  # from a grey image to the end
                         end, start = score(images)[0], score(torch.zeros_like(images))[0]
                 else:
-                    options = ascent_options(args, g)
-                    if args.robust == "on":
-                        options["robust_key"] = (args.seed, "robust", name, layer)
-                    images, start, end = max_features(model, mean, layer, args.n_features,
+                    options = ascent_options(opts, g)
+                    if opts.robust == "on":
+                        options["robust_key"] = (opts.seed, "robust", name, layer)
+                    images, start, end = max_features(model, mean, layer, opts.n_features,
                                                       **options)
             made = f"max_features_{name}_layer{layer}{tag}.png"
-            copies = args.copies if args.param == "fft" else 1  # a row per copy
+            copies = opts.copies if opts.param == "fft" else 1  # a row per copy
             save_grid(to_unit(images), ctx.out(made), nrow=len(images) // copies
                       if copies > 1 else 10)
             raised = (end > start).float().mean().item() * 100

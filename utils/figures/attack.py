@@ -9,7 +9,7 @@ direction from -10 to +10 times the perturbation's step, for one image per model
 import torch
 import torch.nn.functional as F
 
-from utils.cli import info
+from utils.console import info
 from utils.files import atomic_path
 from utils.figures.perturbation import LEVEL, input_gradient
 
@@ -90,7 +90,7 @@ def plot_attack(curves, paths, classes, path):
 
 
 def run_attack(ctx):
-    args = ctx.args
+    opts = ctx.options
     names = ctx.with_class_head("attack")
     if not names:
         return None
@@ -98,16 +98,16 @@ def run_attack(ctx):
     curves, paths, classes, figures = {}, {}, {}, {}
     for name in names:
         model, _ = ctx.model(name)
-        curves[name] = budget_curve(model, x, y, args.max_budget, args.attack_steps)
-        t, logits = linear_path(model, x[:1], y[:1], args.gain)
+        curves[name] = budget_curve(model, x, y, opts.max_budget, opts.attack_steps)
+        t, logits = linear_path(model, x[:1], y[:1], opts.gain)
         paths[name] = (t, logits, int(y[0]))
         classes[name] = ctx.classes(name)
-        figures[name] = dict(pgd_curve=curves[name], steps=args.attack_steps)
+        figures[name] = dict(pgd_curve=curves[name], steps=opts.attack_steps)
         info(f"attack {name}: accuracy {curves[name][0]:.1f}% clean, "
-             f"{curves[name][min(8, args.max_budget)]:.1f}% under PGD at "
-             f"{min(8, args.max_budget)} levels ({args.attack_steps} steps)")
+             f"{curves[name][min(8, opts.max_budget)]:.1f}% under PGD at "
+             f"{min(8, opts.max_budget)} levels ({opts.attack_steps} steps)")
     made = "attack.png"
     plot_attack(curves, paths, classes, ctx.out(made))
-    ctx.record("attack", dict(models=figures, max_budget=args.max_budget), files=[made],
+    ctx.record("attack", dict(models=figures, max_budget=opts.max_budget), files=[made],
                uses=names)
     return {name: f["pgd_curve"][-1] for name, f in figures.items()}

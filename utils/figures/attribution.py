@@ -7,7 +7,8 @@ et al. 2017) at a chosen block, for test images, each toward the class the model
 """
 import torch
 
-from utils.cli import UserError, info
+from utils.console import info
+from utils.errors import UserError
 from utils.pictures import save_grid, to_unit
 
 
@@ -31,7 +32,7 @@ def gradcam_layer(ctx, name):
     """--gradcam_layer, or the last block with a map; None where the network has none."""
     model, (x, _) = ctx.model(name)[0], ctx.batch()
     maps = spatial_layers(model, x)
-    layer = ctx.args.gradcam_layer
+    layer = ctx.options.gradcam_layer
     if layer is None:
         return maps[-1] if maps else None
     if layer > model.depth:
@@ -78,10 +79,10 @@ def _unit(a):
 
 
 def run_attribute(ctx):
-    args = ctx.args
+    opts = ctx.options
     names = ctx.with_class_head("attribute")
     x, y = ctx.batch()
-    x, y = x[:args.n_images], y[:args.n_images]
+    x, y = x[:opts.n_images], y[:opts.n_images]
     for name in names:
         model, _ = ctx.model(name)
         layer = gradcam_layer(ctx, name)
@@ -89,7 +90,7 @@ def run_attribute(ctx):
             info(f"attribute {name}: no Grad-CAM (no block of this network gives a map)")
         with torch.no_grad():
             pred = model(x)[1].argmax(1)
-        saliency, ig, cam, error = attributions(model, x, pred, args.ig_steps, args.ig_batch,
+        saliency, ig, cam, error = attributions(model, x, pred, opts.ig_steps, opts.ig_batch,
                                                 layer)
         grey = lambda a: _unit(a).expand(-1, x.shape[1], -1, -1)  # noqa: E731
         picture = to_unit(x)
@@ -106,8 +107,8 @@ def run_attribute(ctx):
         relative = (error.abs() / (ig.flatten(1).sum(1).abs() + error.abs()).clamp(min=1e-6))
         info(f"attribute {name}: integrated gradients' completeness error "
              f"{error.abs().max().item():.3g} at most ({relative.max().item() * 100:.2f}% of the "
-             f"logit change), {args.ig_steps} steps")
+             f"logit change), {opts.ig_steps} steps")
         ctx.record(f"attributions_{name}", dict(
-            predicted=pred.tolist(), labels=y.tolist(), ig_steps=args.ig_steps,
+            predicted=pred.tolist(), labels=y.tolist(), ig_steps=opts.ig_steps,
             completeness_error=error.abs().max().item(),
             gradcam_layer=layer), files=[made], uses=[name])

@@ -5,7 +5,8 @@ import json
 import os
 
 from utils.checkpoints import RESUMABLE_CHANGES
-from utils.cli import UserError, info
+from utils.console import info
+from utils.errors import UserError
 from utils.files import atomic_path, read_json
 
 LOG, CONFIG = "baseline_log.jsonl", "baseline_config.json"
@@ -77,7 +78,7 @@ def plot_compare(histories, labels, path):
 
 
 def run_compare(ctx):
-    runs = ctx.args.runs
+    runs = ctx.options.runs
     if not runs:
         raise UserError("compare: name the runs with --runs DIR [DIR ...] (folders that "
                         "train_baseline.py wrote)")

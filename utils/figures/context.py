@@ -6,10 +6,13 @@ import time
 import torch
 
 from utils.checkpoints import load_model
-from utils.cli import UserError, info
+from utils.console import info
+from utils.errors import UserError
 from utils.data import load_dataset, make_generator, to_float
 from utils.files import update_json
+from utils.figures.options import FigureOptions
 from utils.runtime import Runtime
+from utils.settings import RuntimeSettings
 
 MODELS = {"baseline": ("cifar10.model", "train_baseline.py"),
           "gan": ("discriminator.model", "train_gan.py")}
@@ -35,29 +38,29 @@ def pick_test_batch(data, n, seed):
 
 
 class Context:
-    """What the figures share: paths, device, loaded models, the test batch, the summary.
+    """What the figures share: the FigureOptions, paths, device, loaded models, the test
+    batch, the summary."""
 
-    defaults are the command's defaults (its parser's values for the same figure), so that
-    file names can carry the settings that differ from them."""
-
-    def __init__(self, args, defaults=None):
-        self.args, self.defaults = args, defaults
-        self.runtime = Runtime.from_args(args)
+    def __init__(self, options):
+        self.options = opts = options
+        self.runtime = Runtime.from_settings(RuntimeSettings(
+            device=opts.device, amp=opts.amp, channels_last=opts.channels_last, compile="off",
+            fused_adam="off", data_on_device="off"))
         self.device = self.runtime.device
-        self.run_dir = args.run_dir
-        self.out_dir = args.out_dir or os.path.join(args.run_dir, "visualization")
-        in_run = lambda name: os.path.join(args.run_dir, name)  # noqa: E731
+        self.run_dir = opts.run_dir
+        self.out_dir = opts.out_dir or os.path.join(opts.run_dir, "visualization")
+        in_run = lambda name: os.path.join(opts.run_dir, name)  # noqa: E731
         ema = in_run("generator_ema.model")  # --ema's moving average: what samples come from
-        self.paths = {"baseline": args.baseline_model or in_run(MODELS["baseline"][0]),
-                      "gan": args.gan_model or in_run(MODELS["gan"][0]),
-                      "generator": args.generator_model or (
+        self.paths = {"baseline": opts.baseline_model or in_run(MODELS["baseline"][0]),
+                      "gan": opts.gan_model or in_run(MODELS["gan"][0]),
+                      "generator": opts.generator_model or (
                           ema if os.path.isfile(ema) else in_run("generator.model"))}
         # transfer's --judges: more classifiers, named judge1, judge2 ... as models here
-        self.judges = [f"judge{i}" for i in range(1, len(getattr(args, "judges", None) or []) + 1)]
-        self.paths.update(zip(self.judges, getattr(args, "judges", None) or []))
+        self.judges = [f"judge{i}" for i in range(1, len(opts.judges or ()) + 1)]
+        self.paths.update(zip(self.judges, opts.judges or ()))
         # --model both: the discriminators whose files exist (a GAN-only run has no baseline)
         self.names = ([n for n in ("baseline", "gan") if os.path.isfile(self.paths[n])]
-                      if args.model == "both" else [args.model])
+                      if opts.model == "both" else [opts.model])
         self._models, self._batch, self._digests = {}, None, {}
         self.summary_path = os.path.join(self.out_dir, "summary.json")
 
@@ -83,8 +86,8 @@ class Context:
         """--layers, or the network's own: the assignment's 2 3 4 6 8 for its network, every
         block for the others."""
         model, _ = self.model(name)
-        if self.args.layers:
-            return list(self.args.layers)
+        if self.options.layers:
+            return list(self.options.layers)
         if model.family == "ie534":
             return [k for k in (2, 3, 4, 6, 8) if k <= model.depth]
         return list(range(1, model.depth + 1))
@@ -114,7 +117,7 @@ class Context:
                 continue
             why = (f"{figure} needs a class head, and the {name} discriminator "
                    f"({self.paths[name]}) has none (trained with --acgan off)")
-            if self.args.figure != "all":
+            if self.options.figure != "all":
                 raise UserError(why + ": try max-features or samples")
             info(f"{figure}: skipped: {why}")
         return names
@@ -123,13 +126,13 @@ class Context:
         """The test batch (x in [-1, 1], labels) from the dataset the first model was trained on."""
         if self._batch is None:
             trained = self.model(self.names[0])[1]["settings"]
-            dataset = self.args.dataset or trained.get("dataset", "cifar10")
-            data_dir = self.args.data_dir or trained.get("data_dir", "./data")
-            data = load_dataset(dataset, data_dir, self.args.cache_dir)
+            dataset = self.options.dataset or trained.get("dataset", "cifar10")
+            data_dir = self.options.data_dir or trained.get("data_dir", "./data")
+            data = load_dataset(dataset, data_dir, self.options.cache_dir)
             for name in self.names:
                 self.check_fits(name, data)
             self.data = data
-            x, y = pick_test_batch(data, self.args.batch_size, self.args.seed)
+            x, y = pick_test_batch(data, self.options.batch_size, self.options.seed)
             self._batch = (x.to(self.device, memory_format=self.runtime.memory_format),
                            y.to(self.device))
         return self._batch
@@ -149,7 +152,7 @@ class Context:
         from utils.figures.lucid import colour_matrix
 
         self.batch()
-        return colour_matrix(self.data.train_x, seed=self.args.seed)
+        return colour_matrix(self.data.train_x, seed=self.options.seed)
 
     def check_fits(self, name, data):
         """A discriminator is shown images of the shape it reads and named by its own classes;
@@ -171,10 +174,11 @@ class Context:
     def suffix(self, *names):
         """Settings that differ from the defaults, for file names: '_gain4_jitter2'."""
         parts = []
+        defaults = FigureOptions()
         for name in names:
-            value = getattr(self.args, name)
-            if self.defaults is not None and value != getattr(self.defaults, name):
-                v = "-".join(map(str, value)) if isinstance(value, list) else f"{value:g}" \
+            value = getattr(self.options, name)
+            if value != getattr(defaults, name):
+                v = "-".join(map(str, value)) if isinstance(value, tuple) else f"{value:g}" \
                     if isinstance(value, float) else str(value)
                 parts.append(name.replace("_", "") + v)
         return "".join("_" + p for p in parts)

@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from utils.cli import progress
+from utils.console import progress
 from utils.data import make_generator, to_float
 
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from utils.checkpoints import load_model
-from utils.cli import info
+from utils.console import info
 from utils.data import load_dataset, make_generator, to_float
 from utils.pictures import save_grid, to_unit
 
@@ -27,27 +27,27 @@ def nearest(queries, pool, k):
 
 
 def run_neighbours(ctx):
-    args = ctx.args
-    path = args.encoder or os.path.join(args.run_dir, "simclr.model")
+    opts = ctx.options
+    path = opts.encoder or os.path.join(opts.run_dir, "simclr.model")
     encoder, ckpt = load_model(path, "discriminator", "train_simclr.py")
     encoder = ctx.runtime.module(encoder.requires_grad_(False))
     settings = ckpt["settings"]
-    data = load_dataset(args.dataset or settings.get("dataset", "cifar10"),
-                        args.data_dir or settings.get("data_dir", "./data"), args.cache_dir)
-    pick = torch.randperm(len(data.test_y), generator=make_generator("cpu", args.seed,
+    data = load_dataset(opts.dataset or settings.get("dataset", "cifar10"),
+                        opts.data_dir or settings.get("data_dir", "./data"), opts.cache_dir)
+    pick = torch.randperm(len(data.test_y), generator=make_generator("cpu", opts.seed,
                                                                        "neighbours"))
-    pick = pick[:args.n_queries]
+    pick = pick[:opts.n_queries]
     q = embed_all(encoder, data.test_x[pick], ctx.device)
     pool = embed_all(encoder, data.train_x, ctx.device)
-    idx = nearest(q, pool, args.k).cpu()  # (Q, k)
+    idx = nearest(q, pool, opts.k).cpu()  # (Q, k)
     rows = torch.cat([data.test_x[pick][:, None], data.train_x[idx]], dim=1)  # (Q, 1 + k, ...)
-    save_grid(to_unit(to_float(rows.flatten(0, 1))), ctx.out("neighbours.png"), nrow=args.k + 1,
+    save_grid(to_unit(to_float(rows.flatten(0, 1))), ctx.out("neighbours.png"), nrow=opts.k + 1,
               mark_column=0)  # the test image, framed; its nearest training images follow
     agree = (data.train_y[idx] == data.test_y[pick][:, None]).float().mean().item() * 100
-    info(f"neighbours: {agree:.1f}% of the {args.k} nearest training images share their test "
+    info(f"neighbours: {agree:.1f}% of the {opts.k} nearest training images share their test "
          f"image's class (chance {100 / data.num_classes:.0f}%)")
     ctx.paths["encoder"] = path
-    ctx.record("neighbours", dict(encoder=path, k=args.k, queries=args.n_queries,
+    ctx.record("neighbours", dict(encoder=path, k=opts.k, queries=opts.n_queries,
                                   same_class_pct=agree), files=["neighbours.png"],
                uses=["encoder"])
     return dict(same_class_pct=agree)

@@ -4,7 +4,7 @@ accuracy before and after, also as a curve over the gain."""
 import torch
 import torch.nn.functional as F
 
-from utils.cli import info
+from utils.console import info
 from utils.files import atomic_path
 from utils.pictures import save_grid, to_unit
 
@@ -49,7 +49,7 @@ def gain_curve(model, x, y, grad, max_gain, num_classes=10):
 
 
 def run_perturb(ctx):
-    args = ctx.args
+    opts = ctx.options
     names = ctx.with_class_head("perturb")
     if not names:
         return
@@ -59,8 +59,8 @@ def run_perturb(ctx):
         model, _ = ctx.model(name)
         num_classes = len(ctx.classes(name))
         with ctx.runtime.autocast():
-            grad, altered, figures = perturb(model, x, y, args.gain, num_classes)
-            curve = gain_curve(model, x, y, grad, args.max_gain, num_classes)
+            grad, altered, figures = perturb(model, x, y, opts.gain, num_classes)
+            curve = gain_curve(model, x, y, grad, opts.max_gain, num_classes)
         g = grad.detach()
         made = ["real_images.png", f"gradient_image_{name}.png",
                 f"altered_images_{name}{ctx.suffix('gain')}.png", f"perturb_gain_{name}.png"]
@@ -69,9 +69,9 @@ def run_perturb(ctx):
         plot_gain_curve(curve, ctx.out(made[3]), name)
         info(f"perturb {name}: accuracy {figures['acc_before']:.1f}% -> "
              f"{figures['acc_after']:.1f}% "
-             f"at gain {args.gain:g}; predicted label+1 {figures['alt_before']:.1f}% -> "
+             f"at gain {opts.gain:g}; predicted label+1 {figures['alt_before']:.1f}% -> "
              f"{figures['alt_after']:.1f}%")
-        ctx.record(f"perturb_{name}", dict(gain=args.gain, **figures, curve=curve),
+        ctx.record(f"perturb_{name}", dict(gain=opts.gain, **figures, curve=curve),
                    files=made, uses=[name])
 
 

@@ -12,7 +12,8 @@ curves are drawn as vector graphics from the logs, so the report is small and sh
 import os
 
 from utils.checkpoints import load_model
-from utils.cli import UserError, info
+from utils.console import info
+from utils.errors import UserError
 from utils.files import atomic_path, file_digest, read_json
 from utils.figures.context import MODELS
 from utils.pictures import CURVE_PANELS, curves_figure, gan_title

@@ -5,7 +5,8 @@ import os
 
 import torch
 
-from utils.cli import UserError, info, progress
+from utils.console import info, progress
+from utils.errors import UserError
 from utils.data import make_generator
 from utils.pictures import save_grid, to_unit
 from utils.sampling import conditioning, latent
@@ -13,7 +14,7 @@ from utils.sampling import conditioning, latent
 
 def class_indices(names, classes):
     """Class names or indices -> indices; 'all' -> every class."""
-    if names in (["all"], None):
+    if names is None or list(names) == ["all"]:
         return list(range(len(classes)))
     out = []
     for name in names:
@@ -100,27 +101,27 @@ def export_samples(G, n, num_classes, seed, device, folder, kind="normal", batch
 
 
 def run_samples(ctx):
-    args = ctx.args
+    opts = ctx.options
     G, ckpt = ctx.model("generator")
     G.eval()
     classes = ctx.classes("generator")
     num_classes, kind = conditioning(ckpt)
-    if not num_classes and args.classes != ["all"]:
+    if not num_classes and list(opts.classes) != ["all"]:
         raise UserError("--classes: this generator is unconditional (trained with --acgan off)")
-    chosen = class_indices(args.classes, classes) if num_classes else list(range(10))
+    chosen = class_indices(opts.classes, classes) if num_classes else list(range(10))
     with ctx.runtime.autocast():
-        images, labels = generate(G, chosen, args.n_per_class, num_classes, args.seed,
+        images, labels = generate(G, chosen, opts.n_per_class, num_classes, opts.seed,
                                   ctx.device, kind)
-        rows = interpolations(G, chosen, args.interp_steps, num_classes, args.seed, ctx.device,
+        rows = interpolations(G, chosen, opts.interp_steps, num_classes, opts.seed, ctx.device,
                               kind)
     images = images.float()
-    tag = ctx.suffix("classes", "n_per_class") + f"_seed{args.seed}"
+    tag = ctx.suffix("classes", "n_per_class") + f"_seed{opts.seed}"
     made = [f"samples{tag}.png", f"interpolation{tag}.png"]
     save_grid(to_unit(images), ctx.out(made[0]), nrow=len(chosen),
               labels=[classes[c] for c in chosen] if num_classes else None)
-    save_grid(to_unit(rows), ctx.out(made[1]), nrow=args.interp_steps)
+    save_grid(to_unit(rows), ctx.out(made[1]), nrow=opts.interp_steps)
     result = dict(classes=[classes[c] for c in chosen] if num_classes else None,
-                  n_per_class=args.n_per_class, conditional=bool(num_classes))
+                  n_per_class=opts.n_per_class, conditional=bool(num_classes))
     uses = ["generator"]
     if num_classes and os.path.exists(ctx.paths["baseline"]):  # an outside judge: agreement?
         judge, _ = ctx.model("baseline")
@@ -134,13 +135,13 @@ def run_samples(ctx):
 
 
 def run_export(ctx):
-    args = ctx.args
+    opts = ctx.options
     G, ckpt = ctx.model("generator")
     G.eval()
     num_classes, kind = conditioning(ckpt)
-    folder = args.out_dir or os.path.join(args.run_dir, "export")
+    folder = opts.out_dir or os.path.join(opts.run_dir, "export")
     with ctx.runtime.autocast():
-        names = export_samples(G, args.n, num_classes, args.seed, ctx.device, folder, kind)
+        names = export_samples(G, opts.n, num_classes, opts.seed, ctx.device, folder, kind)
     info(f"export: {len(names)} images in {folder}" +
          (f", {len(names) // num_classes} or more of each of {num_classes} classes (_cK in the "
           "name)" if num_classes else ""))

@@ -8,7 +8,7 @@ robustness), side by side, for each discriminator.
 """
 import torch
 
-from utils.cli import info
+from utils.console import info
 from utils.figures.ascent import class_images
 from utils.pictures import save_grid, to_unit
 

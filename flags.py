@@ -1,15 +1,16 @@
-"""The command line every script shares: the parser, the shared flags, run_main (a user's
-mistake is one line and exit 2; the errors and exit codes are utils.errors') and console
-output."""
+"""The command line every command shares: the parser, the flag types, the shared flags and
+the speed flags, the recipe's defaults under the flags, the settings resolved from them
+(utils/settings.py) and run_main (a user's mistake is one line and exit 2; the errors and exit
+codes are utils.errors'). The library under utils/ never sees the command line."""
 import argparse
-import json
 import math
-import os
 import sys
 
 from models import ARCHITECTURES, default_width
 from utils.errors import (EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_USER_ERROR, Diverged, Stopped,
                           UserError)
+from utils.runtime import SPEED_FLAGS
+from utils.settings import RuntimeSettings, Settings
 
 USER_ERRORS = (UserError,)  # DataError is one
 
@@ -188,15 +189,47 @@ def add_shared_flags(parser, *, epochs, lr, batch_size, dataset="cifar10", adam_
     return g
 
 
-def check_shared_flags(args):
-    """What the parser cannot check alone; fills in the defaults that depend on other flags
-    (the width of the chosen family), so the settings saved are the resolved ones."""
+def add_speed_flags(parser, names=tuple(SPEED_FLAGS), training=False, defaults=None):
+    """The speed flags; for a trainer (training=True) also --deterministic. defaults: a flag's
+    default other than 'auto' (visualize.py's Part 2 runs in fp32: amp 'off')."""
+    defaults = defaults or {}
+    g = parser.add_argument_group("speed (auto: every one on CUDA; on the CPU bf16 autocast "
+                                  "alone, where the CPU has bf16 units; each can be turned "
+                                  "on or off alone)")
+    for name in names:
+        g.add_argument(f"--{name}", choices=("auto", "on", "off"),
+                       default=defaults.get(name, "auto"), help=SPEED_FLAGS[name])
+    if training:
+        g.add_argument("--deterministic", action="store_true",
+                       help="bit-reproducible runs on a GPU, so a resumed run equals an "
+                            "uninterrupted one bit for bit: deterministic algorithms only, no "
+                            "cuDNN autotuning (slower; the CPU is deterministic already)")
+    return g
+
+
+def resolve_shared(values):
+    """What the parser cannot check alone, and the defaults that hang on other flags (the
+    chosen family's width), on a dict of flag values: the values resolved."""
     from utils.data import DATASETS
 
-    if args.dataset not in DATASETS:
-        raise UserError(f"unknown dataset '{args.dataset}'; choose one of {', '.join(DATASETS)}")
-    if args.width is None:
-        args.width = default_width(args.arch)
+    values = dict(values)
+    if values.get("dataset") not in DATASETS:
+        raise UserError(f"unknown dataset '{values.get('dataset')}'; choose one of "
+                        f"{', '.join(DATASETS)}")
+    if values.get("width") is None:
+        values["width"] = default_width(values["arch"])
+    return values
+
+
+def runtime_settings(args):
+    """The RuntimeSettings of a command's parsed flags (those it has; the rest 'auto')."""
+    names = {f for f in RuntimeSettings.__dataclass_fields__}
+    return RuntimeSettings(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def resolve_settings(values, options=None):
+    """A trainer's flags (a dict) as its typed, frozen settings, shared defaults resolved."""
+    return Settings.resolve(resolve_shared(values), options)
 
 
 def run_main(main, argv=None):
@@ -216,26 +249,3 @@ def run_main(main, argv=None):
         print("interrupted (Ctrl-C): the last checkpoint is kept (if one was written); resume "
               "with --resume", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
-
-
-# ----------------------------------------------------------------------------- console
-
-def progress(iterable, total, desc):
-    """A tqdm bar on a terminal; nothing in a batch log (the compact lines say enough there)."""
-    from tqdm import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, leave=False, disable=None, dynamic_ncols=True)
-
-
-def print_result(script, metrics, **fields):
-    """The final JSON line on stdout: the script's name, fields, its figures; on rank 0 only
-    under torchrun, so a job's output holds it once."""
-    rank = os.environ.get("RANK", "0").strip()  # checked at the start (torchrun_env)
-    if not rank.isdigit() or int(rank) == 0:
-        print(json.dumps(dict(script=script, **fields, **metrics)), flush=True)
-
-
-def info(message):
-    """Human-readable progress goes to stderr; stdout carries only the final JSON line."""
-    print(message, file=sys.stderr, flush=True)
-
