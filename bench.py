@@ -30,12 +30,12 @@ import time
 
 import torch
 
+from flags import (COUNT, INTEGER, POSITIVE_INT, ArgumentParser, add_speed_flags, run_main,
+                   runtime_settings)
 from models import Discriminator
 from recipes import RECIPES, recipe_values
 from utils.augment import Augment, jitter_strengths
 from utils.classifier import train_step
-from flags import (COUNT, INTEGER, POSITIVE_INT, ArgumentParser, add_speed_flags, run_main,
-                   runtime_settings)
 from utils.console import info
 from utils.data import Batches, ImageData, load_dataset
 from utils.figures.ascent import ascend, own_class_logit, own_feature

@@ -45,8 +45,9 @@ import json
 import os
 import time
 
-from utils.checkpoints import load_model
 from flags import POSITIVE_INT, ArgumentParser, run_main
+from utils import runfiles
+from utils.checkpoints import load_model
 from utils.console import info
 from utils.errors import UserError
 from utils.data import DATASETS, default_cache_dir, load_dataset
@@ -101,12 +102,13 @@ def main(argv=None):
     metrics = parse_metrics(args.metrics)
     device = resolve_device(args.device)
     t0 = time.time()
-    run_dir = args.fake if os.path.isfile(os.path.join(args.fake, "generator.model")) else None
-    generator_file = "generator.model"
-    if run_dir and os.path.isfile(os.path.join(run_dir, "generator_ema.model")):
-        generator_file = "generator_ema.model"  # --ema's moving average, as visualize.py
-        info("sampling the generator's moving average (generator_ema.model)")
-    classifier = args.classifier or (os.path.join(run_dir, "cifar10.model") if run_dir else None)
+    run_dir = (args.fake if os.path.isfile(os.path.join(args.fake, runfiles.GENERATOR_MODEL))
+               else None)
+    generator_file = os.path.basename(runfiles.sampler(run_dir)) if run_dir else None
+    if generator_file == runfiles.GENERATOR_EMA_MODEL:  # --ema's moving average, as visualize.py
+        info(f"sampling the generator's moving average ({generator_file})")
+    classifier = args.classifier or (os.path.join(run_dir, runfiles.BASELINE_MODEL) if run_dir
+                                     else None)
     check = dict(classifier=classifier, weights=args.inception_weights,
                  extractor=args.feature_extractor)
     settings = {}
@@ -158,11 +160,11 @@ def main(argv=None):
                   seconds=round(time.time() - t0, 1))
     if {"fid", "is", "kid", "prc"} & set(metrics):
         result["extractor"] = args.feature_extractor
-    if {"cfid", "cprc", "cacc", "cconf"} & set(metrics):
+    if runfiles.needs_classifier(metrics):
         result["classifier"] = classifier
     if run_dir:  # what the figures were made from, which the report checks
         used = [os.path.join(run_dir, generator_file)] + (
-            [classifier] if {"cfid", "cprc", "cacc", "cconf"} & set(metrics) else [])
+            [classifier] if runfiles.needs_classifier(metrics) else [])
         result["made_from"] = {os.path.basename(p): dict(path=os.path.abspath(p),
                                                          digest=file_digest(p)) for p in used}
     for k, v in figures.items():
@@ -170,7 +172,8 @@ def main(argv=None):
             info(f"{k}: {v:.4g}")
     if run_dir:
         atomic_write_json(os.path.join(run_dir, "metrics.json"), result)
-        update_json(os.path.join(run_dir, "visualization", "summary.json"), "metrics", result)
+        update_json(os.path.join(run_dir, runfiles.VISUALIZATION, runfiles.SUMMARY), "metrics",
+                    result)
     print(json.dumps(result), flush=True)
     return result
 

@@ -20,19 +20,20 @@ baseline_curves.png. The last line on stdout is JSON with the final figures.
 import os
 from dataclasses import dataclass
 
-from models import discriminator
-from recipes import CLASSIFIER_RECIPES
-from utils.checkpoints import OPTIMIZER, WEIGHTS, load_model, load_state, save_model
-from utils.classifier import lr_at, train_step
 from flags import (POSITIVE_INT, ArgumentParser, add_shared_flags, add_speed_flags,
                    resolve_settings, run_main, with_recipe)
+from models import discriminator
+from recipes import CLASSIFIER_RECIPES
+from utils import runfiles
+from utils.checkpoints import OPTIMIZER, WEIGHTS, load_model, load_state, save_model
+from utils.classifier import lr_at, train_step
 from utils.console import print_result
 from utils.errors import UserError
 from utils.pictures import CURVE_PANELS, plot_curves
 from utils.runtime import seed_everything
 from utils.training import EpochEnd, evaluate, open_run
 
-MODEL_FILE = "cifar10.model"  # the assignment's name, whatever the dataset
+MODEL_FILE = runfiles.BASELINE_MODEL  # the assignment's name, whatever the dataset
 
 
 def build_parser():
@@ -145,7 +146,7 @@ class BaselineTrainer:
         n = max(n, 1.0)
         return dict(loss=round(loss / n, 4), acc=round(100 * hits / n, 2))
 
-    def end_epoch(self, epoch, means, seconds):
+    def end_epoch(self, epoch, means, seconds, history):
         test_acc, test_loss, by_class = evaluate(self.model, self.test, self.runtime,
                                                  per_class=True)
         record = dict(lr=self.optimizer.param_groups[0]["lr"], train_loss=means["loss"],
@@ -164,7 +165,7 @@ class BaselineTrainer:
 
     def plot(self, history):
         plot_curves(history, CURVE_PANELS["baseline"],
-                    os.path.join(self.settings.loop.out_dir, "baseline_curves.png"),
+                    os.path.join(self.settings.loop.out_dir, runfiles.curves(self.kind)),
                     "baseline classifier")
 
 

@@ -28,11 +28,12 @@ import os
 import time
 from dataclasses import dataclass
 
-from losses import LOSSES
-from recipes import RECIPES, resolve_loss_defaults
-from utils.checkpoints import OPTIMIZER, WEIGHTS, load_state, save_model
 from flags import (COUNT, FRACTION, NONNEGATIVE, POSITIVE_INT, ArgumentParser, add_shared_flags,
                    add_speed_flags, number, resolve_settings, run_main, with_recipe)
+from losses import LOSSES
+from recipes import RECIPES, resolve_loss_defaults
+from utils import runfiles
+from utils.checkpoints import OPTIMIZER, WEIGHTS, load_state, save_model
 from utils.console import info, print_result
 from utils.errors import UserError
 from utils.data import default_cache_dir, make_generator
@@ -173,8 +174,8 @@ def resolve(argv=None):
         from utils.quality import check_request, parse_metrics
 
         chosen = parse_metrics(values["eval_metrics"])
-        beside = os.path.join(values["out_dir"], "cifar10.model")  # where metrics.py looks too
-        if {"cfid", "cprc", "cacc", "cconf"} & set(chosen) and not values["eval_classifier"] \
+        beside = os.path.join(values["out_dir"], runfiles.BASELINE_MODEL)  # as metrics.py
+        if runfiles.needs_classifier(chosen) and not values["eval_classifier"] \
                 and os.path.isfile(beside):
             values["eval_classifier"] = beside
         check_request(chosen, values["eval_classifier"], values["inception_weights"],
@@ -185,8 +186,7 @@ def resolve(argv=None):
 class GanTrainer:
     """Any GAN of the lessons, for the shared epoch loop (utils.training.Run.fit)."""
     kind = "gan"
-    products = ("generator.model", "discriminator.model", "generator_ema.model",
-                "generator_best.model")  # what a finished run leaves
+    products = runfiles.GAN_MODELS  # what a finished run leaves
     patterns = (r"output/\d{3,}\.png",)  # the per-epoch grids: a fresh run replaces them
     fields = {"generator": WEIGHTS, "discriminator": WEIGHTS, "opt_g": OPTIMIZER,
               "opt_d": OPTIMIZER}
@@ -205,8 +205,7 @@ class GanTrainer:
         self.rank = train.rank if train is not None else 0
         self.images_per_epoch = train.epoch_images if train is not None else 0
         self.steps_per_epoch = len(train) if train is not None else 0  # the EMA's warm-up
-        self.grids = os.path.join(settings.loop.out_dir, "output")
-        self.history = []
+        self.grids = os.path.join(settings.loop.out_dir, runfiles.GRIDS)
 
     @property
     def sampler(self):
@@ -230,7 +229,6 @@ class GanTrainer:
             parts.append((self.nets.G_ema, "generator_ema"))
         for module, key in parts:
             load_state(module, ckpt[key], path, key)
-        self.history = list(ckpt["history"])
 
     def begin_epoch(self, epoch):
         self.nets.G.train()
@@ -260,7 +258,7 @@ class GanTrainer:
         return {k: round(v, 4) for k, v in zip(D_STATS + ("g_loss",), values)
                 if self.nets.D.num_classes or k not in CLASS_STATS}
 
-    def end_epoch(self, epoch, means, seconds):
+    def end_epoch(self, epoch, means, seconds, history):
         record, text = {}, []
         if self.nets.D.num_classes:
             test_acc, _ = evaluate(self.nets.D, self.test, self.runtime)
@@ -283,13 +281,12 @@ class GanTrainer:
                           eval_samples=own.eval_samples,
                           eval_seconds=round(time.time() - t0, 2))
             text += [f"{k} {v:.3f}" for k, v in figures.items() if not isinstance(v, dict)]
-            if own.keep_best and self.keep_if_best(epoch, record):
+            if own.keep_best and self.keep_if_best(epoch, record, history):
                 text.append(f"(best {own.keep_best} so far: generator_best.model)")
-        self.history.append(dict(record, epoch=epoch + 1))
         return EpochEnd(record, " ".join(text),
                         pictures={"samples": (grid, self.nets.D.num_classes or 10)})
 
-    def keep_if_best(self, epoch, record):
+    def keep_if_best(self, epoch, record, history):
         """Keep the sampler as generator_best.model when this evaluation's --keep_best figure
         beats every earlier one in the run's history (resumptions included)."""
         key = self.settings.options.keep_best
@@ -297,10 +294,10 @@ class GanTrainer:
         if value is None:
             return False
         sign = 1 if key in LOWER_IS_BETTER else -1
-        earlier = [sign * h[key] for h in self.history if key in h]
+        earlier = [sign * h[key] for h in history if key in h]
         if earlier and sign * value >= min(earlier):
             return False
-        save_model(os.path.join(self.settings.loop.out_dir, "generator_best.model"),
+        save_model(os.path.join(self.settings.loop.out_dir, runfiles.GENERATOR_BEST_MODEL),
                    self.sampler, self.settings.flat(), {key: value, "epoch": epoch + 1},
                    self.classes,
                    "train_gan.py")
@@ -308,7 +305,7 @@ class GanTrainer:
 
     def plot(self, history):
         plot_curves(history, CURVE_PANELS["gan"],
-                    os.path.join(self.settings.loop.out_dir, "gan_curves.png"),
+                    os.path.join(self.settings.loop.out_dir, runfiles.curves(self.kind)),
                     gan_title(self.settings.flat()) + ", epoch means")
 
 

@@ -21,19 +21,20 @@ from dataclasses import dataclass
 
 import torch
 
-from losses import nt_xent
-from models import ProjectionHead, SimCLRNet, discriminator
-from utils.augment import ContrastiveAugment
-from utils.checkpoints import OPTIMIZER, WEIGHTS, load_state, save_model
 from flags import (NONNEGATIVE, POSITIVE, POSITIVE_INT, ArgumentParser, add_shared_flags,
                    add_speed_flags, resolve_settings, run_main)
+from losses import nt_xent
+from models import ProjectionHead, SimCLRNet, discriminator
+from utils import runfiles
+from utils.augment import ContrastiveAugment
+from utils.checkpoints import OPTIMIZER, WEIGHTS, load_state, save_model
 from utils.console import print_result
 from utils.data import make_generator
 from utils.pictures import CURVE_PANELS, plot_curves
 from utils.runtime import seed_everything
 from utils.training import EpochEnd, adam_step_guard, open_run
 
-MODEL_FILE = "simclr.model"
+MODEL_FILE = runfiles.SIMCLR_MODEL
 
 
 def build_parser():
@@ -136,13 +137,13 @@ class SimCLRTrainer:
         n = max(n, 1.0)
         return dict(loss=round(loss / n, 4), pos_acc=round(100 * hits / n, 2))
 
-    def end_epoch(self, epoch, means, seconds):
+    def end_epoch(self, epoch, means, seconds, history):
         return EpochEnd(dict(means),
                         f"loss {means['loss']:.4f} positive found {means['pos_acc']:.1f}%")
 
     def plot(self, history):
         plot_curves(history, CURVE_PANELS["simclr"],
-                    os.path.join(self.settings.loop.out_dir, "simclr_curves.png"),
+                    os.path.join(self.settings.loop.out_dir, runfiles.curves(self.kind)),
                     "SimCLR pre-training")
 
 

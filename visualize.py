@@ -22,6 +22,7 @@ import time
 
 from flags import (COUNT, INTEGER, NONNEGATIVE, POSITIVE, POSITIVE_INT, ArgumentParser,
                    add_speed_flags, run_main)
+from utils import runfiles
 from utils.console import info
 from utils.errors import UserError
 from utils.figures.ascent import run_max_class, run_max_features
@@ -282,8 +283,8 @@ def main(argv=None):
         else [args.figure]
     figures = preflight(ctx, [f for f in figures if f != "report"])
     # one visualize.py at a time in a folder (an export's own folder for export)
-    target = (args.out_dir or os.path.join(args.run_dir, "export")) if args.figure == "export" \
-        else ctx.out_dir
+    export = args.out_dir or os.path.join(args.run_dir, runfiles.EXPORT)
+    target = export if args.figure == "export" else ctx.out_dir
     check_writable_folder(target)
     with FolderLock(target, "visualize.py"):
         return make(args, ctx, figures)
@@ -302,7 +303,7 @@ def make(args, ctx, figures):
     result["seconds"] = times
     if args.figure in ("report", "all"):
         t0 = time.time()
-        result["report"] = ctx.out("report.pdf")
+        result["report"] = ctx.out(runfiles.REPORT)
         result["pages"] = build_report(ctx.run_dir, ctx.out_dir, result["report"], ctx.paths)
         times["report"] = round(time.time() - t0, 2)
     print(json.dumps(result), flush=True)

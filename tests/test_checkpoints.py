@@ -146,3 +146,39 @@ def test_running_sums_of_the_wrong_size_are_refused(real_files, tmp_path, capsys
     bad = tmp_path / "bad_gan.ckpt"
     atomic_save(ckpt, bad)  # a well-formed file (its checksum fits) with the wrong sums
     assert "running sums, it holds 3" in _refused(capsys, "gan.ckpt", bad, tmp_path)
+
+
+def _folder(path, *files):
+    from utils.rundir import RunFolder
+
+    os.makedirs(path, exist_ok=True)
+    for name in files:
+        open(os.path.join(path, name), "wb").close()
+    return RunFolder(str(path), "baseline", ("cifar10.model",))
+
+
+def test_resume_auto_starts_fresh_only_where_nothing_finished_would_be_lost(tmp_path):
+    from utils.checkpoints import resolve_resume
+
+    assert resolve_resume("auto", False, _folder(tmp_path / "empty")) is None  # a first start
+    with_ckpt = _folder(tmp_path / "ckpt", "baseline.ckpt", "cifar10.model")
+    assert resolve_resume("auto", False, with_ckpt) == with_ckpt.ckpt
+    # checkpoints deleted to save space, finished model kept: a resubmitted job must not
+    # train over it unasked
+    finished = _folder(tmp_path / "finished", "cifar10.model")
+    with pytest.raises(UserError, match="--resume auto: .* no checkpoint .*--overwrite"):
+        resolve_resume("auto", False, finished)
+    assert resolve_resume("auto", True, finished) is None
+    with pytest.raises(UserError, match="holds an earlier run"):
+        resolve_resume("no", False, finished)
+
+
+def test_resume_takes_the_run_folder_for_its_checkpoint(tmp_path):
+    from utils.checkpoints import resolve_resume
+
+    run = _folder(tmp_path / "run", "baseline.ckpt")
+    other = _folder(tmp_path / "other")
+    assert resolve_resume(str(tmp_path / "run"), False, other) == os.path.join(
+        str(tmp_path / "run"), "baseline.ckpt")
+    with pytest.raises(UserError, match="no checkpoint at .*other.*baseline.ckpt"):
+        resolve_resume(str(tmp_path / "other"), False, run)

@@ -136,12 +136,17 @@ def test_bench_runs_on_the_cpu_and_reports_every_figure(capsys):
             assert f[path]["images_per_s"] > 0 and f[path]["ms_per_step"] > 0
             assert f[path]["peak_mib"] > 0
         assert f["speedup"] == round(f["fast"]["images_per_s"] / f["original"]["images_per_s"], 2)
+        if job in ("baseline_step", "gan_iteration"):  # the figures agree: 16 images a step
+            for path in ("fast", "original"):
+                assert f[path]["images_per_s"] == pytest.approx(
+                    16 * 1000 / f[path]["ms_per_step"], rel=0.02), (job, path)
     assert "| baseline_step |" in out  # the table for the README
     from recipes import RECIPES
 
     assert set(res["recipes"]) == set(RECIPES)  # every recipe's iteration, at the given sizes
     for recipe, f in res["recipes"].items():
-        assert f["images_per_s"] > 0 and f["batch_size"] == 16, recipe
+        assert f["batch_size"] == 16, recipe
+        assert f["images_per_s"] == pytest.approx(16 * 1000 / f["ms_per_step"], rel=0.02)
         assert f["arch"] == RECIPES[recipe].defaults["arch"]
 
 

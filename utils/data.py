@@ -1,8 +1,8 @@
-"""Datasets chosen by name, held in memory as uint8, and batched augmentation.
+"""Datasets chosen by name, held in memory as uint8, and the seeded batches cut from them.
 
 Every dataset is decoded once into uint8 tensors of shape (N, C, S, S); batches are cut
-from them, moved to the training device and augmented there, a whole batch at a time, with
-per-sample random parameters. All randomness of the data comes from generators seeded by
+from them and moved to the training device, where utils/augment.py augments a whole batch at
+a time with per-sample random parameters. All randomness of the data comes from generators seeded by
 (seed, epoch, batch, rank), so any batch of any epoch can be rebuilt exactly: this is what
 makes a resumed run equal an uninterrupted one.
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from utils.checkpoints import load_model
 from utils.console import progress
 from utils.errors import UserError
+from utils.files import file_digest
 
 METRICS = ("fid", "is", "kid", "prc", "cfid", "cprc", "cacc", "cconf")
 CONFIDENT = 0.5  # cconf: a top probability of at least this (five times chance of 10 classes)
@@ -84,14 +85,6 @@ def classifier_input(x, model):
     return x
 
 
-def _file_digest(path):
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:12]
-
-
 def classifier_extractor(path):
     """Register this project's classifier (a model file with a class head) as a torch-fidelity
     feature extractor: 'pooled' (what fc10 reads) for distances, 'logits' for the Inception
@@ -104,7 +97,7 @@ def classifier_extractor(path):
     model, _ = load_model(path, "discriminator", "train_baseline.py")
     if not model.num_classes:
         raise UserError(f"{path} has no class head: cfid and cacc need a classifier")
-    name = f"cnn-gan-classifier-{_file_digest(path)}"
+    name = f"cnn-gan-classifier-{file_digest(path)}"
     if name in FEATURE_EXTRACTORS_REGISTRY:
         return name
 

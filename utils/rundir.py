@@ -14,6 +14,7 @@ import os
 import re
 import time
 
+from utils import runfiles
 from utils.errors import UserError
 from utils.files import (FolderLock, atomic_write_json, atomic_write_text, check_writable_folder,
                          io_error, read_json, remove_stale_temps)
@@ -41,12 +42,12 @@ class RunFolder:
 
     @property
     def ckpt(self):
-        return self.path(f"{self.kind}.ckpt")
+        return self.path(runfiles.checkpoint(self.kind))
 
     def names(self):
         """The run's own file names (relative to the folder) that exist now."""
-        fixed = [f"{self.kind}.ckpt", f"{self.kind}_log.jsonl", f"{self.kind}_config.json",
-                 f"{self.kind}_curves.png", *self.products]
+        fixed = [runfiles.checkpoint(self.kind), runfiles.log(self.kind),
+                 runfiles.config(self.kind), runfiles.curves(self.kind), *self.products]
         found = [n for n in fixed if os.path.isfile(self.path(n))]
         for pattern in (*self.patterns, rf"tensorboard/{self.kind}/events\.out\.tfevents\..+"):
             sub, _, rx = pattern.rpartition("/")
@@ -59,7 +60,8 @@ class RunFolder:
 
     def holds_results(self):
         """Whether the folder holds a checkpoint or a product of an earlier run."""
-        return any(os.path.isfile(self.path(n)) for n in (f"{self.kind}.ckpt", *self.products))
+        return any(os.path.isfile(self.path(n)) for n in (runfiles.checkpoint(self.kind),
+                                                             *self.products))
 
     # ------------------------------------------------------------------------- taking hold
 
@@ -104,7 +106,7 @@ class RunFolder:
         their names. Journaled, so that a crash in between is finished by the next start."""
         if not self.staging:
             return
-        staged = [n for n in (f"{self.kind}_config.json", f"{self.kind}_log.jsonl")
+        staged = [n for n in (runfiles.config(self.kind), runfiles.log(self.kind))
                   if os.path.isfile(self.path(f".{n}.staged"))]
         plan = {"remove": self.names(), "rename": [[f".{n}.staged", n] for n in staged]}
         atomic_write_json(self.journal, plan)
@@ -126,7 +128,7 @@ class RunFolder:
     # ------------------------------------------------------------------------- the log
 
     def settings_file(self, settings):
-        atomic_write_text(self.target(f"{self.kind}_config.json"),
+        atomic_write_text(self.target(runfiles.config(self.kind)),
                           json.dumps(settings, indent=2) + "\n")
 
 

@@ -15,6 +15,7 @@ from typing import ClassVar, NamedTuple, Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
 
+from utils import runfiles
 from utils.checkpoints import (PROGRESS_FIELDS, atomic_save, check_same_data, check_same_settings,
                                data_identity, load_checkpoint, resolve_resume, run_id_of)
 from utils.console import info, progress
@@ -104,8 +105,9 @@ class Trainer(Protocol):
     def means(self, sums) -> dict:
         """The running sums as named figures."""
 
-    def end_epoch(self, epoch, means, seconds) -> EpochEnd:
-        """On rank 0 after an epoch: evaluates and draws."""
+    def end_epoch(self, epoch, means, seconds, history) -> EpochEnd:
+        """On rank 0 after an epoch: evaluates and draws; history holds the run's records of
+        the epochs before (resumptions included)."""
 
     def plot(self, history):
         """On rank 0: the curves, redrawn at most every PLOT_SECONDS (drawing them costs about
@@ -180,7 +182,7 @@ class Run:
                      f"{os.path.join(self.settings.loop.out_dir, 'tensorboard')})")
                 if not self.folder.staging:  # else once the earlier run's files are gone
                     self.tensorboard.open()
-            self.log = JsonLog(self.folder, f"{self.kind}_log.jsonl", resume_at=position,
+            self.log = JsonLog(self.folder, runfiles.log(self.kind), resume_at=position,
                                tensorboard=self.tensorboard)
         self.begun = True
         if self.ckpt:
@@ -284,7 +286,8 @@ class Run:
             if self.dist.is_main:
                 self.outputs_begin()
                 try:
-                    record, text, pictures = trainer.end_epoch(epoch, means, time.time() - t0)
+                    record, text, pictures = trainer.end_epoch(epoch, means, time.time() - t0,
+                                                                self.history)
                 except UserError as e:  # a grid could not be written: a full disk
                     raise UserError(f"{e}; {self.kept()}: free some space, then resume with "
                                     "--resume") from None

@@ -4,12 +4,13 @@ train_baseline.py), labelled by the settings that tell the runs apart."""
 import json
 import os
 
+from utils import runfiles
 from utils.checkpoints import RESUMABLE_CHANGES
 from utils.console import info
 from utils.errors import UserError
 from utils.files import atomic_path, read_json
 
-LOG, CONFIG = "baseline_log.jsonl", "baseline_config.json"
+LOG, CONFIG = runfiles.log("baseline"), runfiles.config("baseline")
 
 
 def read_history(run_dir):

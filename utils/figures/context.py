@@ -5,6 +5,7 @@ import time
 
 import torch
 
+from utils import runfiles
 from utils.checkpoints import load_model
 from utils.console import info
 from utils.errors import UserError
@@ -14,8 +15,8 @@ from utils.figures.options import FigureOptions
 from utils.runtime import Runtime
 from utils.settings import RuntimeSettings
 
-MODELS = {"baseline": ("cifar10.model", "train_baseline.py"),
-          "gan": ("discriminator.model", "train_gan.py")}
+MODELS = {"baseline": (runfiles.BASELINE_MODEL, "train_baseline.py"),
+          "gan": (runfiles.DISCRIMINATOR_MODEL, "train_gan.py")}
 
 
 def tidy(value):
@@ -48,13 +49,11 @@ class Context:
             fused_adam="off", data_on_device="off"))
         self.device = self.runtime.device
         self.run_dir = opts.run_dir
-        self.out_dir = opts.out_dir or os.path.join(opts.run_dir, "visualization")
+        self.out_dir = opts.out_dir or os.path.join(opts.run_dir, runfiles.VISUALIZATION)
         in_run = lambda name: os.path.join(opts.run_dir, name)  # noqa: E731
-        ema = in_run("generator_ema.model")  # --ema's moving average: what samples come from
         self.paths = {"baseline": opts.baseline_model or in_run(MODELS["baseline"][0]),
                       "gan": opts.gan_model or in_run(MODELS["gan"][0]),
-                      "generator": opts.generator_model or (
-                          ema if os.path.isfile(ema) else in_run("generator.model"))}
+                      "generator": opts.generator_model or runfiles.sampler(opts.run_dir)}
         # transfer's --judges: more classifiers, named judge1, judge2 ... as models here
         self.judges = [f"judge{i}" for i in range(1, len(opts.judges or ()) + 1)]
         self.paths.update(zip(self.judges, opts.judges or ()))
@@ -62,7 +61,7 @@ class Context:
         self.names = ([n for n in ("baseline", "gan") if os.path.isfile(self.paths[n])]
                       if opts.model == "both" else [opts.model])
         self._models, self._batch, self._digests = {}, None, {}
-        self.summary_path = os.path.join(self.out_dir, "summary.json")
+        self.summary_path = os.path.join(self.out_dir, runfiles.SUMMARY)
 
     def require_models(self):
         """Some model to show: a run folder without any is one line (nothing is made)."""

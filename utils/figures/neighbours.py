@@ -5,6 +5,7 @@ import os
 import torch
 import torch.nn.functional as F
 
+from utils import runfiles
 from utils.checkpoints import load_model
 from utils.console import info
 from utils.data import load_dataset, make_generator, to_float
@@ -28,7 +29,7 @@ def nearest(queries, pool, k):
 
 def run_neighbours(ctx):
     opts = ctx.options
-    path = opts.encoder or os.path.join(opts.run_dir, "simclr.model")
+    path = opts.encoder or os.path.join(opts.run_dir, runfiles.SIMCLR_MODEL)
     encoder, ckpt = load_model(path, "discriminator", "train_simclr.py")
     encoder = ctx.runtime.module(encoder.requires_grad_(False))
     settings = ckpt["settings"]

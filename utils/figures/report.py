@@ -11,6 +11,7 @@ curves are drawn as vector graphics from the logs, so the report is small and sh
 """
 import os
 
+from utils import runfiles
 from utils.checkpoints import load_model
 from utils.console import info
 from utils.errors import UserError
@@ -109,7 +110,7 @@ class Report:
 
     def __init__(self, run_dir, vis_dir, paths):
         self.run_dir, self.vis_dir, self.paths = run_dir, vis_dir, paths
-        self.summary = read_json(os.path.join(vis_dir, "summary.json"), {})
+        self.summary = read_json(os.path.join(vis_dir, runfiles.SUMMARY), {})
         self.digests = {}
         self.titles, self.missing, self.stale = [], [], []
         self.disc = {n: model_file(paths[n], "discriminator") for n in MODELS}
@@ -258,11 +259,11 @@ class Report:
                          f"on {ckpt['settings'].get('dataset', 'cifar10')}")
             notes.extend(accuracy_details(m))
         if self.gen is not None:
-            ema = os.path.basename(self.paths["generator"]) == "generator_ema.model"
+            ema = os.path.basename(self.paths["generator"]) == runfiles.GENERATOR_EMA_MODEL
             notes.append(f"generator: {gan_title(self.gen['settings'])}, "
                          f"{'class-conditional' if self.conditional else 'unconditional'}"
                          + (", samples from its moving average (--ema)" if ema else ""))
-        best = model_file(os.path.join(self.run_dir, "generator_best.model"), "generator")
+        best = model_file(os.path.join(self.run_dir, runfiles.GENERATOR_BEST_MODEL), "generator")
         if best is not None:
             m = {k: v for k, v in best["metrics"].items() if k != "epoch"}
             notes.append(f"best generator ({', '.join(f'{k} {v:.4g}' for k, v in m.items())}): "
@@ -270,7 +271,7 @@ class Report:
         self.page("Understanding CNNs and GANs: results", notes=notes)
 
     def progress_page(self):
-        out = os.path.join(self.run_dir, "output")
+        out = os.path.join(self.run_dir, runfiles.GRIDS)
         grids = sorted((f for f in os.listdir(out) if f[:-4].isdigit() and f.endswith(".png")),
                        key=lambda f: int(f[:-4])) \
             if self.gen is not None and os.path.isdir(out) else []  # 999 before 1000
@@ -311,11 +312,12 @@ class Report:
         if "baseline" in self.disc:
             self.curves("baseline", "Training curves: the baseline classifier",
                         os.path.join(os.path.dirname(self.paths["baseline"]) or ".",
-                                     "baseline_log.jsonl"))
+                                     runfiles.log("baseline")))
         settings = (self.gen or self.disc.get("gan") or {}).get("settings")
         if settings is not None:
             self.curves("gan", f"Training curves: {gan_title(settings)}",
-                        os.path.join(os.path.dirname(self.paths["gan"]) or ".", "gan_log.jsonl"))
+                        os.path.join(os.path.dirname(self.paths["gan"]) or ".",
+                                     runfiles.log("gan")))
 
     def samples_page(self):
         record = self.summary.get("samples")
@@ -339,7 +341,7 @@ class Report:
                          f"file; remake them with python metrics.py {self.run_dir}")
             self.stale.append("metrics.py's figures")
             metrics = None
-        notes = quality_notes(metrics, os.path.join(self.run_dir, "gan_log.jsonl")) + notes
+        notes = quality_notes(metrics, os.path.join(self.run_dir, runfiles.log("gan"))) + notes
         if not notes:
             self.missing.append("sample-quality figures (made by metrics.py, or train_gan.py "
                                 "--eval_every)")
@@ -395,5 +397,5 @@ def build_report(run_dir, vis_dir, path, paths=None):
 
     matplotlib.use("Agg")
     paths = paths or {k: os.path.join(run_dir, f) for k, (f, _) in MODELS.items()}
-    paths.setdefault("generator", os.path.join(run_dir, "generator.model"))
+    paths.setdefault("generator", runfiles.sampler(run_dir))
     return Report(run_dir, vis_dir, paths).write(path)

@@ -5,6 +5,7 @@ import os
 
 import torch
 
+from utils import runfiles
 from utils.console import info, progress
 from utils.errors import UserError
 from utils.data import make_generator
@@ -139,7 +140,7 @@ def run_export(ctx):
     G, ckpt = ctx.model("generator")
     G.eval()
     num_classes, kind = conditioning(ckpt)
-    folder = opts.out_dir or os.path.join(opts.run_dir, "export")
+    folder = opts.out_dir or os.path.join(opts.run_dir, runfiles.EXPORT)
     with ctx.runtime.autocast():
         names = export_samples(G, opts.n, num_classes, opts.seed, ctx.device, folder, kind)
     info(f"export: {len(names)} images in {folder}" +
