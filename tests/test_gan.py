@@ -263,3 +263,31 @@ def test_bf16_autocast_iteration_stays_close_to_fp32():
     assert torch.allclose(s16, s32, rtol=0.05, atol=0.02), (s16, s32)
     assert F.cosine_similarity(g32[1], g16[1], dim=0) > 0.98  # the critic
     assert F.cosine_similarity(g32[0], g16[0], dim=0) > 0.85  # the generator
+
+
+def test_the_penalty_interpolates_each_sample_at_its_own_draw_in_the_real_iteration(monkeypatch):
+    """Inside gan_iteration (not weights passed by hand): the penalty gets one alpha per
+    sample, drawn from the iteration's generator right after the critic's noise, in [0, 1),
+    and interpolates real and fake images sample by sample with it."""
+    from utils.runtime import Runtime
+
+    seen = []
+    real_penalty = gan.gradient_penalty
+
+    def spy(critic, real, fake, alpha, weight=10.0):
+        seen.append((real.detach().clone(), fake.detach().clone(), alpha.detach().clone()))
+        return real_penalty(critic, real, fake, alpha, weight)
+
+    monkeypatch.setattr(gan, "gradient_penalty", spy)
+    G, D, opt_g, opt_d = _nets()
+    real, labels = torch.rand(8, 3, 32, 32) * 2 - 1, torch.arange(8) % 10
+    gan.gan_iteration(gan.GanNets(G, D), opt_g, opt_d, real, labels, 0, train_gan.GanSpec(),
+                      Runtime(torch.device("cpu")), torch.Generator().manual_seed(5))
+    (r, f, alpha), = seen
+    again = torch.Generator().manual_seed(5)
+    sample_noise(8, 100, 10, again)  # the critic's noise comes first
+    assert alpha.shape == (8,) and torch.equal(alpha, torch.rand(8, generator=again))
+    assert len(set(alpha.tolist())) == 8 and 0 <= alpha.min() and alpha.max() < 1
+    x_hat = interpolate(r, f, alpha)
+    for i in range(8):  # sample i lies alpha_i of the way from its fake to its real image
+        assert torch.allclose(x_hat[i], alpha[i] * r[i] + (1 - alpha[i]) * f[i], atol=1e-6)

@@ -65,7 +65,7 @@ def test_the_adam_guard_acts_on_both_optimizers_only_in_the_assignments_recipe(r
     """In a real run of gan_iteration past step 1,024: the assignment's guard sets both
     networks' Adam step back to 1,000 at 1,024, so 1,030 updates leave 1,006; CS231n's plain
     Adam counts all 1,030."""
-    nets, opt_g, opt_d = _train(recipe, steps)
+    nets, opt_g, opt_d = _train(recipe, steps, arch="mlp")  # the recipe's optimizers, fast nets
     expected = 1006 if recipe == "ie534" else 1030
     for opt in (opt_g, opt_d):
         assert {int(s["step"]) for s in opt.state.values()} == {expected}, recipe

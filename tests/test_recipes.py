@@ -190,3 +190,59 @@ def test_samples_of_an_unconditional_generator_and_no_class_head(unconditional_r
     code, _, err = run_cli(visualize.main, ["samples", "--classes", "3", "--run_dir",
                                             str(unconditional_run)], capsys)
     assert code == 2 and "unconditional" in err
+
+
+# Every optimizer setting of each lesson, in full: the optimizer, its rate, both betas and
+# epsilon (Adam), alpha, epsilon and momentum (RMSprop), momentum (SGD), weight decay.
+ADAM = dict(eps=1e-8, weight_decay=0, amsgrad=False, maximize=False)
+OPTIMIZERS = {
+    "ie534": ("Adam", dict(lr=1e-4, betas=(0.0, 0.9), **ADAM)),
+    "cs231n-gan": ("Adam", dict(lr=1e-3, betas=(0.5, 0.999), **ADAM)),
+    "cs231n-lsgan": ("Adam", dict(lr=1e-3, betas=(0.5, 0.999), **ADAM)),
+    "cs231n-dcgan": ("Adam", dict(lr=1e-3, betas=(0.5, 0.999), **ADAM)),
+    "udacity-dcgan-svhn": ("Adam", dict(lr=2e-4, betas=(0.5, 0.999), **ADAM)),
+    "wgan-clip": ("RMSprop", dict(lr=5e-5, alpha=0.99, eps=1e-8, momentum=0, centered=False,
+                                  weight_decay=0)),
+    "cnn-gan-modern": ("Adam", dict(lr=2e-4, betas=(0.0, 0.9), **ADAM)),
+}
+
+
+@pytest.mark.parametrize("recipe", list(OPTIMIZERS))
+def test_each_recipes_optimizers_are_its_lessons_in_every_setting(recipe):
+    from utils.gan import build_gan
+    from utils.runtime import Runtime
+
+    assert set(OPTIMIZERS) == set(RECIPES)
+    settings = train_gan.resolve(["--recipe", recipe, "--width", "4"])
+    _, opt_g, opt_d = build_gan(settings, 0, Runtime(torch.device("cpu")), channels=1,
+                                image_size=28)
+    kind, expected = OPTIMIZERS[recipe]
+    for opt in (opt_g, opt_d):  # both networks alike
+        assert type(opt).__name__ == kind
+        group = opt.param_groups[0]
+        for key, value in expected.items():
+            assert group[key] == (tuple(value) if isinstance(value, tuple) else value), (
+                recipe, key)
+
+
+def test_the_classifiers_and_simclrs_optimizers_in_every_setting():
+    import torch.nn as nn
+
+    import train_baseline
+    import train_simclr
+    from utils.runtime import Runtime
+
+    rt = Runtime(torch.device("cpu"))
+    params = [nn.Parameter(torch.zeros(1))]
+    for argv, kind, expected in (
+            ([], "Adam", dict(lr=1e-4, betas=(0.9, 0.999), **ADAM)),
+            (["--recipe", "udacity-batchnorm"], "SGD",
+             dict(lr=0.01, momentum=0, dampening=0, nesterov=False, weight_decay=0))):
+        o = train_baseline.resolve(argv).optim
+        opt = rt.optimizer(o.optimizer, params, o.lr)
+        assert type(opt).__name__ == kind, argv
+        assert {k: opt.param_groups[0][k] for k in expected} == expected, argv
+    o = train_simclr.resolve([]).optim  # seed 004's code: Adam 1e-3, weight decay 1e-6
+    opt = rt.adam(params, lr=o.lr, weight_decay=o.weight_decay)
+    assert {k: opt.param_groups[0][k] for k in ("lr", "betas", "eps", "weight_decay")} == dict(
+        lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-6)
