@@ -113,10 +113,17 @@ def main(argv=None):
                  extractor=args.feature_extractor)
     settings = {}
     if run_dir:  # everything checked before the samples are drawn
-        G, ckpt = load_model(os.path.join(run_dir, generator_file), "generator", "train_gan.py")
+        G, ckpt, g_digest = load_model(os.path.join(run_dir, generator_file), "generator",
+                                       "train_gan.py", identity=True)
         settings = ckpt["settings"]
         num_classes, kind = conditioning(ckpt)
         check_request(metrics, conditional=num_classes > 0, classes=ckpt["classes"], **check)
+        # what the figures are made from, as loaded now (the report checks it)
+        used = {generator_file: runfiles.made_from(os.path.join(run_dir, generator_file),
+                                                   run_dir, g_digest)}
+        if runfiles.needs_classifier(metrics):
+            used[os.path.basename(classifier)] = runfiles.made_from(
+                classifier, run_dir, file_digest(classifier))
         fake, fake_labels = sample_generator(G, args.n_samples, num_classes, args.seed, device,
                                              kind, args.batch_size)
     elif os.path.isdir(args.fake):
@@ -162,11 +169,8 @@ def main(argv=None):
         result["extractor"] = args.feature_extractor
     if runfiles.needs_classifier(metrics):
         result["classifier"] = classifier
-    if run_dir:  # what the figures were made from, which the report checks
-        used = [os.path.join(run_dir, generator_file)] + (
-            [classifier] if runfiles.needs_classifier(metrics) else [])
-        result["made_from"] = {os.path.basename(p): dict(path=os.path.abspath(p),
-                                                         digest=file_digest(p)) for p in used}
+    if run_dir:
+        result["made_from"] = used
     for k, v in figures.items():
         if not isinstance(v, dict):
             info(f"{k}: {v:.4g}")

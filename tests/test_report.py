@@ -44,7 +44,7 @@ def test_the_report_shows_only_figures_of_the_models_in_the_run(run_copy, tmp_pa
                    capsys)[0] == 0
     summary = json.load(open(run / "visualization" / "summary.json"))
     made = summary["perturb_baseline"]["made_from"]["baseline"]
-    assert made["path"] == str(run / "cifar10.model") and len(made["digest"]) == 16
+    assert made["file"] == "cifar10.model" and len(made["digest"]) == 16  # within the run
     assert summary["max_features_gan_layer2_steps5_nfeatures4"]["files"] == [
         "max_features_gan_layer2_steps5_nfeatures4.png"]
     # the classifier is retrained (--overwrite) in place: its figures are now out of date

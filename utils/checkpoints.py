@@ -1,6 +1,7 @@
 """Checkpoints and model files: written atomically, loaded with weights_only=True, checked
 before use; which checkpoint to resume and whether its settings match the run's."""
 import hashlib
+import io
 import math
 import os
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ from typing import Callable
 import torch
 
 from utils.errors import UserError
-from utils.files import NoSpace, atomic_path
+from utils.files import NoSpace, atomic_path, bytes_digest
 
 
 def content_digest(obj):
@@ -88,16 +89,18 @@ MODEL_FIELDS = {"arch": TEXT, "role": TEXT, "arch_args": DICT, "model": WEIGHTS,
                 "settings": DICT, "metrics": DICT, "classes": NAMES, "made_by": TEXT_OR_NONE}
 
 
-def load_checkpoint(path, kind=None, fields=None):
-    """torch.load with weights_only=True, then every entry of `fields` checked.
+def load_checkpoint(path, kind=None, fields=None, data=None):
+    """torch.load with weights_only=True, then every entry of `fields` checked; data: the
+    file's bytes, already read (so that what is loaded is what was hashed).
 
     A missing, unreadable, foreign or damaged file is a UserError naming the file and what
     is wrong, so no script meets a KeyError or a wrong type later.
     """
-    if not os.path.isfile(path):
+    if data is None and not os.path.isfile(path):
         raise UserError(f"no checkpoint at {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(io.BytesIO(data) if data is not None else path, map_location="cpu",
+                          weights_only=True)
     except Exception as e:  # zip errors, EOF, unpickling refusals: all unusable files
         raise UserError(f"{path} is not a readable checkpoint (corrupt, truncated or not made "
                         f"by this project: {type(e).__name__})") from None
@@ -235,14 +238,21 @@ def save_model(path, model, settings_dict, metrics=None, classes=None, made_by=N
                  "classes": list(classes or []), "made_by": made_by}, path)
 
 
-def load_model(path, role, made_by):
+def load_model(path, role, made_by, identity=False):
     """Rebuild a network saved by save_model: role is 'discriminator' or 'generator';
-    `made_by` names the script that writes such files, for the error message."""
+    `made_by` names the script that writes such files, for the error message. identity:
+    also return the content hash of the very bytes loaded (model, ckpt, digest), what a
+    figure made from the model records: a file replaced later does not pass for it."""
     from models import ARCHITECTURES, build
 
     if not os.path.isfile(path):
         raise UserError(f"model file {path} not found: {made_by} writes it")
-    ckpt = load_checkpoint(path, kind="model", fields=MODEL_FIELDS)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    ckpt = load_checkpoint(path, kind="model", fields=MODEL_FIELDS, data=data)
     if ckpt["role"] != role:
         raise UserError(f"{path} holds a {ckpt['role']}, not a {role}")
     if ckpt["arch"] not in ARCHITECTURES:
@@ -253,4 +263,4 @@ def load_model(path, role, made_by):
     except (TypeError, ValueError) as e:
         raise UserError(f"{path}: cannot rebuild the {ckpt['arch']} {role} ({e})") from None
     load_state(model, ckpt["model"], path, role)
-    return model.eval(), ckpt
+    return (model.eval(), ckpt, bytes_digest(data)) if identity else (model.eval(), ckpt)

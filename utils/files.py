@@ -102,7 +102,7 @@ def update_json(path, key, value):
 
 def file_digest(path):
     """A file's content hash (blake2b, 16 hex digits): what a figure records of the model file
-    it was made from."""
+    it was made from; bytes_digest of the same bytes is the same."""
     import hashlib
 
     h = hashlib.blake2b(digest_size=8)
@@ -110,6 +110,13 @@ def file_digest(path):
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def bytes_digest(data):
+    """file_digest of bytes already read."""
+    import hashlib
+
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
 def _alive(pid):

@@ -60,3 +60,12 @@ def sampler(run_dir):
 def needs_classifier(metrics):
     """Whether any of the chosen sample-quality figures needs a classifier."""
     return bool(set(CLASSIFIER_METRICS) & set(metrics))
+
+
+def made_from(path, run_dir, digest):
+    """What a figure records of a model file: its content hash and where it is, relative to
+    the run folder when it lies inside it (so that a run copied or moved elsewhere checks its
+    own files, not the ones it was copied from), else as an absolute path."""
+    path, run_dir = os.path.abspath(path), os.path.abspath(run_dir)
+    inside = os.path.commonpath([path, run_dir]) == run_dir
+    return dict(file=os.path.relpath(path, run_dir) if inside else path, digest=digest)

@@ -74,11 +74,9 @@ class Context:
                             "train_gan.py): nothing to show")
 
     def digest(self, name):
-        """The content hash of a model file, which every figure made from it records."""
-        from utils.files import file_digest
-
-        if name not in self._digests:
-            self._digests[name] = file_digest(self.paths[name])
+        """The content hash of the model file's bytes as they were loaded (not as the file is
+        now: a model replaced while a figure was being made does not pass for its model)."""
+        self.model(name)
         return self._digests[name]
 
     def layers(self, name):
@@ -96,7 +94,9 @@ class Context:
             role, made_by = (("generator", "train_gan.py") if name == "generator"
                              else ("discriminator", MODELS.get(name, ("", "train_baseline.py "
                                                                       "or train_gan.py"))[1]))
-            model, ckpt = load_model(self.paths[name], role, made_by)
+            # the identity of the bytes loaded: what the figures made from it record
+            model, ckpt, self._digests[name] = load_model(self.paths[name], role, made_by,
+                                                          identity=True)
             model.requires_grad_(False)  # only the input is optimised here
             self._models[name] = (self.runtime.module(model), ckpt)
         return self._models[name]
@@ -191,6 +191,7 @@ class Context:
         files it drew and the content hash of each model file it was made from (uses: names
         of models), so that the report can tell a figure of an earlier model."""
         value = dict(tidy(value), files=list(files), time=round(time.time(), 3),
-                     made_from={n: dict(path=os.path.abspath(self.paths[n]),
-                                        digest=self.digest(n)) for n in uses})
+                     made_from={n: runfiles.made_from(self.paths[n], self.run_dir,
+                                                         self.digest(n))
+                                for n in uses})
         update_json(self.out(os.path.basename(self.summary_path)), key, value)

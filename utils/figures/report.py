@@ -40,17 +40,33 @@ def model_file(path, role):
         return None
 
 
-def fresh(record, digests):
+def recorded_path(entry, run_dir):
+    """Where a record's model file is now: its 'file' relative to this run folder (or an
+    absolute path outside it); records made before that named an absolute 'path', looked for
+    in this run folder by its name first (a run moved since), then where it was."""
+    if not isinstance(entry, dict):
+        return None
+    name = entry.get("file")
+    if isinstance(name, str):
+        return name if os.path.isabs(name) else os.path.join(run_dir, name)
+    path = entry.get("path")
+    if not isinstance(path, str):
+        return None
+    here = os.path.join(run_dir, os.path.basename(path))
+    return here if os.path.isfile(here) else path
+
+
+def fresh(record, digests, run_dir="."):
     """Whether a figure's record was made from the model files now in the run: every model it
     names is still there with the same content hash."""
-    made = record.get("made_from")
-    if not made:
+    made = record.get("made_from") if isinstance(record, dict) else None
+    if not made or not isinstance(made, dict):
         return False  # made before figures recorded their models: cannot be vouched for
     for entry in made.values():
-        path = entry.get("path")
+        path = recorded_path(entry, run_dir)
         if path not in digests:
             digests[path] = file_digest(path) if path and os.path.isfile(path) else None
-        if digests[path] != entry.get("digest"):
+        if digests[path] is None or digests[path] != entry.get("digest"):
             return False
     return True
 
@@ -126,7 +142,7 @@ class Report:
         if record is None:
             self.missing.append(f"{caption} (made by {self.remake(figure)})")
             return caption, None, f"missing: {caption} (made by {self.remake(figure)})"
-        if not fresh(record, self.digests):
+        if not fresh(record, self.digests, self.run_dir):
             self.stale.append(caption)
             return caption, None, (f"out of date: {caption} was made from an earlier model "
                                    f"file; remake it with {self.remake(figure)}")
@@ -336,7 +352,7 @@ class Report:
     def quality_page(self):
         metrics = self.summary.get("metrics")
         notes = []
-        if metrics and not fresh(metrics, self.digests):
+        if metrics and not fresh(metrics, self.digests, self.run_dir):
             notes.append("out of date: metrics.py's figures were made from an earlier model "
                          f"file; remake them with python metrics.py {self.run_dir}")
             self.stale.append("metrics.py's figures")
