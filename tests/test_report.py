@@ -290,3 +290,50 @@ def test_page_one_lists_each_classs_accuracy_and_the_training_mode_figure():
                      "statistics): 88.5%"]
     assert accuracy_details({"test_acc": 90.0}) == []  # a model file from before: nothing
     assert accuracy_details({"test_acc_per_class": ["not", "a", "dict"]}) == []
+
+
+@pytest.mark.slow
+def test_the_report_names_a_damaged_file_and_the_command_that_remakes_it(run_copy, capsys):
+    """A valid summary.json of the wrong shape, a record of the wrong shape, a picture cut
+    short: each said in a line naming the file and the command that remakes it, never a
+    traceback or a page silently missing its figure."""
+    from test_visualize import pdf_text
+
+    run, vis = run_copy, run_copy / "visualization"
+    assert run_cli(visualize.main, ["perturb", "--run_dir", str(run), "--max_gain", "2"],
+                   capsys)[0] == 0
+    summary = json.load(open(vis / "summary.json"))
+    png = vis / summary["perturb_baseline"]["files"][0]
+    png.write_bytes(png.read_bytes()[:200])  # a picture cut short
+    summary["perturb_gan"]["files"] = "perturb_gan.png"  # a record of the wrong shape
+    (vis / "summary.json").write_text(json.dumps(summary))
+    grid = sorted((run / "output").glob("*.png"))[-1]
+    grid.write_bytes(b"not a picture")  # a grid a crash cut short
+    code, out, err = run_cli(visualize.main, ["report", "--run_dir", str(run)], capsys)
+    assert code == 0, err
+    remake = f"python visualize.py perturb --run_dir {run}"
+    assert "damaged, left out" in err and str(png) in err and remake in err, err
+    assert "its record in summary.json" in err and str(grid) in err
+    text = pdf_text((vis / "report.pdf").read_bytes())
+    assert "damaged" in text and "Traceback" not in err
+    (vis / "summary.json").write_text("[1, 2]")  # valid JSON, the wrong shape
+    code, _, err = run_cli(visualize.main, ["report", "--run_dir", str(run)], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "summary.json is damaged: it should hold an object, not list" in err
+    assert f"python visualize.py all --run_dir {run}" in err
+
+
+@pytest.mark.slow
+def test_page_one_states_the_runs_scale_and_fits_an_unconditional_gan(digits_gan, tmp_path,
+                                                                     capsys):
+    from test_visualize import pdf_text
+
+    run = tmp_path / "run"
+    argv = TINY + ["--acgan", "off", "--subset", "128", "--epochs", "1", "--out_dir", str(run)]
+    assert run_cli(train_gan.main, argv, capsys)[0] == 0
+    code, _, err = run_cli(visualize.main, ["report", "--run_dir", str(run)], capsys)
+    assert code == 0, err
+    text = " ".join(pdf_text((run / "visualization" / "report.pdf").read_bytes()).split())
+    assert "None%" not in text and "no class head" in text
+    assert "digits, ie534 width 8, 128 training images (--subset), 1 epochs of the lesson's 200" \
+        in text

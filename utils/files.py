@@ -75,17 +75,22 @@ def atomic_write_json(path, obj):
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
-def read_json(path, default=None):
-    """A JSON file the project wrote, or default when it is missing; a damaged one is one
-    line naming it (it is rewritten whole next time, so damage means something else wrote)."""
+def read_json(path, default=None, kind=None, remedy="delete it and make it again"):
+    """A JSON file the project wrote, or default when it is missing; a damaged one, or one
+    whose top level is not of `kind` (dict: an object), is one line naming it and saying what
+    to do (it is rewritten whole, so damage means something else wrote)."""
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            data = json.load(f)
     except FileNotFoundError:
         return default
     except (OSError, ValueError) as e:
-        raise UserError(f"{path} is damaged ({type(e).__name__}): delete it and make it "
-                        "again") from None
+        raise UserError(f"{path} is damaged ({type(e).__name__}): {remedy}") from None
+    if kind is not None and not isinstance(data, kind):
+        what = {dict: "an object", list: "a list"}.get(kind, kind.__name__)
+        raise UserError(f"{path} is damaged: it should hold {what}, not "
+                        f"{type(data).__name__}; {remedy}")
+    return data
 
 
 def update_json(path, key, value):
@@ -94,8 +99,13 @@ def update_json(path, key, value):
     folder, name = os.path.split(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     with short_lock(os.path.join(folder, f".{name}.lock")):
-        data = read_json(path, {})
-        data = data if isinstance(data, dict) else {}
+        try:
+            data = read_json(path, {}, kind=dict)
+        except UserError as e:  # rebuilt from this record on: the others are remade later
+            from utils.console import info
+
+            info(f"warning: {e}; starting it afresh with '{key}'")
+            data = {}
         data[key] = value
         atomic_write_json(path, data)
 

@@ -78,6 +78,10 @@ def gan_title(settings):
             f"{settings.get('dataset', 'cifar10')}")
 
 
+def _number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def curves_figure(records, panels, title, xkey="epoch", ncols=3, figsize=None):
     """A matplotlib figure of curves from log records: panels is a list of (panel title,
     [keys]), one line per key; None when no panel has data."""
@@ -87,7 +91,13 @@ def curves_figure(records, panels, title, xkey="epoch", ncols=3, figsize=None):
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    panels = [(name, [k for k in keys if any(k in r for r in records)]) for name, keys in panels]
+    def points(key):  # numbers only: a damaged record's text or list is left out
+        return [(r[xkey], r[key]) for r in records
+                if _number(r.get(key)) and _number(r.get(xkey))]
+
+    # a figure that never left exactly zero says nothing (the penalty of a loss without one)
+    panels = [(name, [k for k in keys if any(y != 0 for _, y in points(k))])
+              for name, keys in panels]
     panels = [(name, keys) for name, keys in panels if keys]
     if not panels:
         return None
@@ -99,7 +109,7 @@ def curves_figure(records, panels, title, xkey="epoch", ncols=3, figsize=None):
         ax.axis("off")
     for ax, (name, keys) in zip(axes.flat, panels):
         for key in keys:
-            pts = [(r[xkey], r[key]) for r in records if key in r and xkey in r]
+            pts = points(key)
             ax.plot(*zip(*pts), marker="." if len(pts) < 30 else None, label=key)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel(xkey, fontsize=8)

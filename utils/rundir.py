@@ -74,7 +74,7 @@ class RunFolder:
         check_writable_folder(self.folder)
         self.lock = FolderLock(self.folder).acquire()
         if os.path.isfile(self.journal):
-            self._replace(read_json(self.journal, {}))
+            self._replace(self._read_journal())
         for name in os.listdir(self.folder):  # an interrupted --overwrite's staged files
             if name.startswith(f".{self.kind}_") and name.endswith(".staged"):
                 with contextlib.suppress(OSError):
@@ -112,6 +112,23 @@ class RunFolder:
         atomic_write_json(self.journal, plan)
         self._replace(plan)
         self.staging = False
+
+    def _read_journal(self):
+        """The interrupted replacement's plan, keeping only what it may do: remove this run's
+        own files, and rename its staged files to their names (nothing else is touched)."""
+        try:
+            plan = read_json(self.journal, {}, kind=dict)
+        except UserError:
+            plan = {}
+        own = {n for n in (runfiles.checkpoint(self.kind), runfiles.log(self.kind),
+                           runfiles.config(self.kind), runfiles.curves(self.kind),
+                           *self.products)}
+        remove = [n for n in plan.get("remove", []) if isinstance(n, str) and (
+            n in own or (n in self.names()))]
+        rename = [r for r in plan.get("rename", [])
+                  if isinstance(r, list) and len(r) == 2 and r[1] in own
+                  and r[0] == f".{r[1]}.staged"]
+        return {"remove": remove, "rename": rename}
 
     def _replace(self, plan):
         for name in plan.get("remove", []):
@@ -162,6 +179,18 @@ def read_records(path):
     except FileNotFoundError:
         pass
     return records
+
+
+def epoch_records(path):
+    """A trainer's record of each epoch from its log, in order: the last one logged for each
+    epoch (a resumed run logs an epoch again), and only well-formed ones (a whole epoch >= 1);
+    a damaged line or record is left out."""
+    epochs = {}
+    for r in read_records(path):
+        epoch = r.get("epoch")
+        if r.get("event") == "epoch" and type(epoch) is int and epoch >= 1:
+            epochs[epoch] = r
+    return [epochs[k] for k in sorted(epochs)]
 
 
 def _logged_by(record, position):

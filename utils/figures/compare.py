@@ -9,6 +9,7 @@ from utils.checkpoints import RESUMABLE_CHANGES
 from utils.console import info
 from utils.errors import UserError
 from utils.files import atomic_path, read_json
+from utils.rundir import epoch_records
 
 LOG, CONFIG = runfiles.log("baseline"), runfiles.config("baseline")
 
@@ -19,22 +20,14 @@ def read_history(run_dir):
     log = os.path.join(run_dir, LOG)
     if not os.path.isfile(log):
         raise UserError(f"{run_dir} holds no {LOG}: compare reads the runs of train_baseline.py")
-    epochs = {}
-    with open(log) as f:
-        for n, line in enumerate(f, 1):
-            try:
-                record = json.loads(line)
-            except ValueError:
-                raise UserError(f"{log}, line {n}, is not JSON: the log is damaged") from None
-            if isinstance(record, dict) and record.get("event") == "epoch":
-                epochs[record["epoch"]] = record
+    epochs = epoch_records(log)  # a line cut short or damaged is left out
     if not epochs:
         raise UserError(f"{log} holds no finished epoch yet")
     try:
-        settings = read_json(os.path.join(run_dir, CONFIG), {})
+        settings = read_json(os.path.join(run_dir, CONFIG), {}, kind=dict)
     except UserError:
         settings = {}  # the labels fall back on the folder's name
-    return [epochs[k] for k in sorted(epochs)], settings
+    return epochs, settings
 
 
 def run_labels(settings, folders):

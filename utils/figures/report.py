@@ -18,7 +18,7 @@ from utils.errors import UserError
 from utils.files import atomic_path, file_digest, read_json
 from utils.figures.context import MODELS
 from utils.pictures import CURVE_PANELS, curves_figure, gan_title
-from utils.rundir import read_records
+from utils.rundir import epoch_records
 from utils.sampling import conditioning
 
 A4 = (11.69, 8.27)
@@ -92,9 +92,7 @@ def quality_notes(metrics, log_path):
                 spread = metrics.get(f"{key}_std")
                 notes.append(f"  {name}: {metrics[key]:.4g}" +
                              (f" +- {spread:.2g}" if spread is not None else ""))
-    evals = {r["epoch"]: r for r in read_records(log_path)  # the last record of each epoch
-             if r.get("event") == "epoch" and "eval_samples" in r}
-    evals = [evals[k] for k in sorted(evals)]
+    evals = [r for r in epoch_records(log_path) if isinstance(r.get("eval_samples"), int)]
     if evals:
         notes.append(f"during training (--eval_every), {evals[-1]['eval_samples']} samples "
                      "each (fewer than 50,000 samples read FID higher):")
@@ -121,14 +119,65 @@ def accuracy_details(metrics):
                      f"statistics): {train_mode}%")
     return lines
 
+def attack_lines(attack):
+    lines = []
+    for name, f in attack["models"].items():
+        curve = f["pgd_curve"]
+        lines.append(f"{name}: under PGD ({f['steps']} steps) {curve[0]:.0f}% at 0, "
+                     + ", ".join(f"{curve[k]:.0f}% at {k}" for k in (2, 4, 8, 16)
+                                 if k < len(curve)) + " levels")
+    return lines
+
+
+def transfer_lines(transfer):
+    return [f"{name}'s max-class images by {method}: judged their class by " + ", ".join(
+                f"{os.path.basename(j)} {r:.0f}%" for j, r in rates.items())
+            for name, methods in transfer["rates"].items() for method, rates in methods.items()]
+
+
+def whole_png(path):
+    """Whether path is a PNG that decodes whole (a grid cut short by a crash or a full disk,
+    or damaged later, is not)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+        return image.format == "PNG"
+    except (OSError, ValueError, SyntaxError):
+        return False
+
+
+def scale(settings, metrics, trainer):
+    """How large a run was, in words a reader can set against the assignment's: its data,
+    width, training images and epochs, beside the epochs its lesson trains."""
+    from recipes import CLASSIFIER_RECIPES, RECIPES
+
+    table = RECIPES if trainer == "gan" else CLASSIFIER_RECIPES
+    recipe = table.get(settings.get("recipe"), table["ie534"])
+    lesson = recipe.defaults.get("epochs")
+    epochs = metrics.get("epochs", settings.get("epochs"))
+    subset = settings.get("subset") or settings.get("labels_per_class")
+    images = (f"{settings['subset']} training images (--subset)" if settings.get("subset") else
+              f"{settings['labels_per_class']} labelled images of each class"
+              if subset else "every training image")
+    line = (f"{settings.get('dataset', 'cifar10')}, {settings.get('arch')} width "
+            f"{settings.get('width')}, {images}, {epochs} epochs")
+    if isinstance(lesson, int) and isinstance(epochs, int) and epochs < lesson:
+        line += f" of the lesson's {lesson}: a short run, not the lesson's"
+    return line
+
+
 class Report:
     """The pages of one run's report, written to a PDF."""
 
     def __init__(self, run_dir, vis_dir, paths):
         self.run_dir, self.vis_dir, self.paths = run_dir, vis_dir, paths
-        self.summary = read_json(os.path.join(vis_dir, runfiles.SUMMARY), {})
+        self.summary = read_json(
+            os.path.join(vis_dir, runfiles.SUMMARY), {}, kind=dict,
+            remedy=f"delete it and remake the figures: {self.remake('all')}")
         self.digests = {}
-        self.titles, self.missing, self.stale = [], [], []
+        self.titles, self.missing, self.stale, self.broken = [], [], [], []
         self.disc = {n: model_file(paths[n], "discriminator") for n in MODELS}
         self.disc = {n: c for n, c in self.disc.items() if c is not None}
         self.gen = model_file(paths["generator"], "generator")
@@ -138,16 +187,30 @@ class Report:
         return f"python visualize.py {figure} --run_dir {self.run_dir}"
 
     def figure(self, record, caption, figure):
-        """(caption, png path or None, a note): a recorded, fresh figure, or why not."""
+        """(caption, png path or None, a note): a recorded, fresh figure whose pictures are
+        whole, or why not (missing, out of date, or damaged, with the command that remakes
+        it)."""
         if record is None:
             self.missing.append(f"{caption} (made by {self.remake(figure)})")
             return caption, None, f"missing: {caption} (made by {self.remake(figure)})"
+        files = record.get("files") if isinstance(record, dict) else None
+        if not isinstance(files, list) or not all(isinstance(f, str) and f and
+                                                  os.path.basename(f) == f for f in files):
+            return self.damaged(caption, figure, f"its record in {runfiles.SUMMARY}")
         if not fresh(record, self.digests, self.run_dir):
             self.stale.append(caption)
             return caption, None, (f"out of date: {caption} was made from an earlier model "
                                    f"file; remake it with {self.remake(figure)}")
-        paths = [os.path.join(self.vis_dir, f) for f in record.get("files", [])]
-        return caption, [p for p in paths if os.path.isfile(p)], None
+        paths = [os.path.join(self.vis_dir, f) for f in files]
+        for path in paths:
+            if not whole_png(path):
+                return self.damaged(caption, figure, path)
+        return caption, paths, None
+
+    def damaged(self, caption, figure, what):
+        self.broken.append(f"{caption}: {what} (remake it with {self.remake(figure)})")
+        return caption, None, (f"damaged: {caption}: {what} is missing or damaged; remake it "
+                               f"with {self.remake(figure)}")
 
     def page(self, title, items=(), ncols=2, notes=()):
         """items: (caption, [png paths] or a png path or None, a note) on one page."""
@@ -182,9 +245,7 @@ class Report:
         """One page of a trainer's curves, drawn from its log as vector graphics."""
         import matplotlib.pyplot as plt
 
-        records = {r["epoch"]: r for r in read_records(log) if r.get("event") == "epoch"}
-        fig = curves_figure([records[k] for k in sorted(records)], CURVE_PANELS[kind], title,
-                            figsize=A4)
+        fig = curves_figure(epoch_records(log), CURVE_PANELS[kind], title, figsize=A4)
         if fig is None:
             return
         self.pdf.savefig(fig)
@@ -204,6 +265,8 @@ class Report:
             info(f"report: missing {m}")
         for s in self.stale:
             info(f"report: out of date, left out: {s}")
+        for b in self.broken:
+            info(f"report: damaged, left out: {b}")
         info(f"report: {len(self.titles)} pages in {path}")
         return self.titles
 
@@ -246,33 +309,37 @@ class Report:
                                "direction", "attack")
             items.append(item)
             if item[1] is not None:
-                for name, f in attack["models"].items():
-                    curve = f["pgd_curve"]
-                    notes.append(f"{name}: under PGD ({f['steps']} steps) {curve[0]:.0f}% at 0, "
-                                 + ", ".join(f"{curve[k]:.0f}% at {k}" for k in (2, 4, 8, 16)
-                                             if k < len(curve)) + " levels")
+                notes += self.numbers(attack_lines, attack, "attack")
         if transfer:
             item = self.figure(transfer, "max-class images: the assignment's ascent (top), "
                                "lucid's (bottom)", "transfer")
             items.append(item)
             if item[1] is not None:
-                for name, methods in transfer["rates"].items():
-                    for method, rates in methods.items():
-                        notes.append(f"{name}'s max-class images by {method}: judged their "
-                                     "class by " + ", ".join(
-                                         f"{os.path.basename(j)} {r:.0f}%"
-                                         for j, r in rates.items()))
+                notes += self.numbers(transfer_lines, transfer, "transfer")
         self.page("Beyond the assignment: what the generator changed in its discriminator",
                   items, 2, notes)
+
+    def numbers(self, lines, record, figure):
+        """A figure's numbers as lines of text; a record whose numbers are damaged is said so,
+        with the command that remakes it."""
+        try:
+            return lines(record)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+            return [self.damaged(figure, figure, f"its numbers in {runfiles.SUMMARY}")[2]]
 
     def title_page(self):
         notes = []
         for name, ckpt in self.disc.items():
             m = ckpt.get("metrics", {})
             label = "without" if name == "baseline" else "with"
-            notes.append(f"discriminator trained {label} the generator ({MODELS[name][0]}): test "
-                         f"accuracy {m.get('test_acc')}% after {m.get('epochs')} epochs, "
-                         f"on {ckpt['settings'].get('dataset', 'cifar10')}")
+            acc = m.get("test_acc")
+            result = (f"test accuracy {acc}% after {m.get('epochs')} epochs"
+                      if isinstance(acc, (int, float)) else
+                      "no class head (an unconditional GAN): no test accuracy")
+            notes.append(f"discriminator trained {label} the generator ({MODELS[name][0]}): "
+                         f"{result}")
+            notes.append("  " + scale(ckpt["settings"], m, "gan" if name == "gan" else
+                                      "baseline"))
             notes.extend(accuracy_details(m))
         if self.gen is not None:
             ema = os.path.basename(self.paths["generator"]) == runfiles.GENERATOR_EMA_MODEL
@@ -291,6 +358,11 @@ class Report:
         grids = sorted((f for f in os.listdir(out) if f[:-4].isdigit() and f.endswith(".png")),
                        key=lambda f: int(f[:-4])) \
             if self.gen is not None and os.path.isdir(out) else []  # 999 before 1000
+        damaged = [f for f in grids if not whole_png(os.path.join(out, f))]
+        for f in damaged:  # a grid cut short by a crash: said, and the others shown
+            self.broken.append(f"{os.path.join(out, f)} (train_gan.py writes it again when it "
+                               "trains that epoch again)")
+        grids = [f for f in grids if f not in damaged]
         if not grids:
             return
         picks = sorted({grids[round(i * (len(grids) - 1) / 5)] for i in range(6)})
