@@ -51,6 +51,7 @@ from utils.checkpoints import load_model
 from utils.console import info
 from utils.errors import UserError
 from utils.data import DATASETS, default_cache_dir, load_dataset
+from utils.figures.samples import export_complete
 from utils.files import atomic_write_json, file_digest, update_json
 from utils.quality import (INCEPTION, METRICS, check_request, evaluate, parse_metrics, read_folder,
                            real_cache_name, seeded_share)
@@ -127,6 +128,10 @@ def main(argv=None):
         fake, fake_labels = sample_generator(G, args.n_samples, num_classes, args.seed, device,
                                              kind, args.batch_size)
     elif os.path.isdir(args.fake):
+        if not export_complete(args.fake):  # cut short, or being replaced right now
+            raise UserError(f"{args.fake} holds an export that did not finish (interrupted, or "
+                            "still being written): run visualize.py export again and wait for "
+                            "it to end")
         fake, fake_labels = read_folder(args.fake, args.n_samples, args.seed)
         check_request(metrics, conditional=fake_labels is not None, **check)
     elif args.fake in DATASETS:  # real images in the fakes' place: the floor of a distance

@@ -36,7 +36,7 @@ from utils.figures.perturbation import run_perturb
 from utils.figures.report import build_report
 from utils.figures.samples import run_export, run_samples
 from utils.figures.transfer import run_transfer
-from utils.files import FolderLock, check_writable_folder
+from utils.files import FolderLock, check_writable_folder, remove_stale_temps
 
 def add_models(p):
     g = p.add_argument_group("models and data")
@@ -287,6 +287,7 @@ def main(argv=None):
     target = export if args.figure == "export" else ctx.out_dir
     check_writable_folder(target)
     with FolderLock(target, "visualize.py"):
+        remove_stale_temps(target)  # what a killed visualize.py left half written
         return make(args, ctx, figures)
 
 

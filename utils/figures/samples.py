@@ -50,6 +50,7 @@ def interpolations(G, rows, steps, num_classes, seed, device, kind="normal"):
 
 
 EXPORT_MARK = ".cnn_gan_export.json"  # marks a folder as an export of this project
+STAGING = ".cnn_gan_export.partial"  # where a new export is written until it is whole
 
 
 def export_names(n, num_classes):
@@ -58,35 +59,84 @@ def export_names(n, num_classes):
             for i in range(n)]
 
 
-def claim_export_folder(folder):
-    """An export goes into a new or empty folder, or one an earlier export marked as its own,
-    whose files (exactly the names it wrote) are removed first. A folder holding anything else
-    is refused: nothing the project did not write is deleted."""
-    from utils.files import check_writable_folder, read_json
+def _count(v):
+    return type(v) is int and v >= 0
 
-    mark = os.path.join(folder, EXPORT_MARK)
-    if os.path.isdir(folder) and os.path.isfile(mark):
-        earlier = read_json(mark, {})
-        for name in export_names(int(earlier.get("n", 0)), int(earlier.get("classes", 0))):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(os.path.join(folder, name))
-    elif os.path.isdir(folder) and [f for f in os.listdir(folder) if f != ".cnn_gan.lock"]:
+
+def read_mark(folder):
+    """A folder's export mark: {n, classes, complete, and while one export replaces another
+    the earlier one's n and classes}, None where there is none. A damaged mark is one line:
+    which files are the project's can no longer be told."""
+    from utils.files import read_json
+
+    path = os.path.join(folder, EXPORT_MARK)
+    mark = read_json(path, None, kind=dict, remedy="export into a new or empty folder "
+                                                   "(nothing was deleted)")
+    if mark is None:
+        return None
+    earlier = mark.get("replacing") or {}
+    if not (_count(mark.get("n")) and _count(mark.get("classes"))
+            and isinstance(earlier, dict) and all(_count(earlier.get(k, 0))
+                                                  for k in ("n", "classes"))):
+        raise UserError(f"{path} is damaged (not an export mark of this project): export into "
+                        "a new or empty folder (nothing was deleted)")
+    return mark
+
+
+def export_complete(folder):
+    """Whether folder holds a whole export: its mark says so and every file it names is
+    there (a mark from before marks said so counts when every file is there)."""
+    mark = read_mark(folder)
+    if mark is None or mark.get("complete") is False or mark.get("replacing"):
+        return mark is None  # no mark: a folder of PNG files from elsewhere, read as it is
+    names = export_names(mark["n"], mark["classes"])
+    return all(os.path.isfile(os.path.join(folder, name)) for name in names)
+
+
+def claim_export_folder(folder):
+    """An export goes into a new or empty folder, or one an earlier export marked as its own.
+    A folder holding anything else is refused: nothing the project did not write is deleted.
+    What a killed export left (its temporary files, its unfinished staging folder) goes."""
+    from utils.files import check_writable_folder, remove_stale_temps
+
+    mark = read_mark(folder) if os.path.isdir(folder) else None
+    if mark is None and os.path.isdir(folder) and [
+            f for f in os.listdir(folder) if f not in (".cnn_gan.lock", STAGING)]:
         raise UserError(f"{folder} holds files this project did not write: export into a new "
                         "or empty folder (nothing was deleted)")
     check_writable_folder(folder)
+    remove_stale_temps(folder)
+    staging = os.path.join(folder, STAGING)
+    if os.path.isdir(staging):
+        for name in os.listdir(staging):  # only image files of an export, and temporaries
+            if name.endswith(".png") or ".tmp" in name:
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(staging, name))
+    return mark
+
+
+def _remove(folder, names):
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(folder, name))
 
 
 @torch.no_grad()
 def export_samples(G, n, num_classes, seed, device, folder, kind="normal", batch=500):
     """n generated images as PNG files in folder (export_names; balanced over the classes of a
-    class-conditional generator); returns the file names. The folder is marked as an export
-    first, so the next export into it may replace these files and no others."""
+    class-conditional generator); returns the file names.
+
+    The new export is written whole beside the earlier one (in a staging folder), which stays
+    complete until then; the swap that follows is marked incomplete while it lasts, so that
+    an export cut short at any instant never reads as whole (export_complete), and the next
+    export into the folder may remove these files and no others."""
     from PIL import Image
 
     from utils.files import atomic_path, atomic_write_json
 
-    claim_export_folder(folder)
-    atomic_write_json(os.path.join(folder, EXPORT_MARK), dict(n=n, classes=num_classes))
+    earlier = claim_export_folder(folder)
+    staging = os.path.join(folder, STAGING)
+    os.makedirs(staging, exist_ok=True)
     g, names = make_generator(device, seed, "export"), export_names(n, num_classes)
     for start in progress(range(0, n, batch), -(-n // batch), "export"):
         count = min(batch, n - start)
@@ -95,9 +145,24 @@ def export_samples(G, n, num_classes, seed, device, folder, kind="normal", batch
         images = to_unit(G(latent(G, labels, count, num_classes, g, kind)))  # (B, C, S, S)
         pixels = (images * 255).round().byte().permute(0, 2, 3, 1).numpy()  # (B, S, S, C)
         for k, array in enumerate(pixels):
-            path = os.path.join(folder, names[start + k])
+            path = os.path.join(staging, names[start + k])
             with atomic_path(path, suffix=".png", durable=False) as tmp:
                 Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(tmp)
+    mark = os.path.join(folder, EXPORT_MARK)
+    old = []
+    if earlier is not None:  # the earlier export's files, and an unfinished swap's
+        old = export_names(earlier["n"], earlier["classes"])
+        replaced = earlier.get("replacing") or {}
+        old += export_names(replaced.get("n", 0), replaced.get("classes", 0))
+    atomic_write_json(mark, dict(n=n, classes=num_classes, complete=False,
+                                 replacing=dict(n=earlier["n"], classes=earlier["classes"])
+                                 if earlier else None))
+    _remove(folder, sorted(set(old) - set(names)))
+    for name in names:
+        os.replace(os.path.join(staging, name), os.path.join(folder, name))
+    with contextlib.suppress(OSError):
+        os.rmdir(staging)
+    atomic_write_json(mark, dict(n=n, classes=num_classes, complete=True))
     return names
 
 
