@@ -152,11 +152,11 @@ def test_samples_for_chosen_classes(digits_gan, tmp_path, capsys, monkeypatch):
     fed = []  # the one-hot class of every noise vector the generator is given
     real_load = context.load_model
 
-    def spying_load(path, arch, made_by):
-        model, ckpt = real_load(path, arch, made_by)
+    def spying_load(path, arch, made_by, **identity):
+        model, *rest = real_load(path, arch, made_by, **identity)
         if arch == "generator":
             model.register_forward_pre_hook(lambda m, inp: fed.append(inp[0][:, :10].argmax(1)))
-        return model, ckpt
+        return (model, *rest)
 
     monkeypatch.setattr(context, "load_model", spying_load)
     assert run_cli(visualize.main, argv, capsys)[0] == 0
