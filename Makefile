@@ -11,26 +11,26 @@ DEMO ?= runs/demo
 install: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -r requirements-dev.txt
-	touch $@
+	"$(PYTHON)" -m venv "$(VENV)"
+	"$(BIN)/pip" install --quiet -r requirements-dev.txt
+	touch "$@"
 
 test: install
-	$(BIN)/python -m pytest -q tests
+	"$(BIN)/python" -m pytest -q tests
 
 quick: install
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	"$(BIN)/python" -m pytest -q -m "not slow" tests
 
 # The demo's settings suit 1,500 small images on a CPU (lr 1e-3, width 32, a fixed colour
 # jitter: the assignment's draw for seed 0 turns most of it off, and so few images need it);
 # the scripts' defaults stay the assignment's for CIFAR-10.
 DEMO_FLAGS = --dataset digits --width 32 --lr 1e-3 --batch_size 64 --color_jitter 0.05,0.2,0.15,0 \
-	--out_dir $(DEMO) --overwrite
+	--out_dir "$(DEMO)" --overwrite
 
 demo: install
-	$(BIN)/python train_baseline.py $(DEMO_FLAGS) --epochs 15
-	$(BIN)/python train_gan.py $(DEMO_FLAGS) --epochs 20
-	$(BIN)/python visualize.py all --run_dir $(DEMO)
+	"$(BIN)/python" train_baseline.py $(DEMO_FLAGS) --epochs 15
+	"$(BIN)/python" train_gan.py $(DEMO_FLAGS) --epochs 20
+	"$(BIN)/python" visualize.py all --run_dir "$(DEMO)"
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf "$(VENV)" runs .pytest_cache

@@ -30,7 +30,7 @@ import time
 
 import torch
 
-from flags import (COUNT, INTEGER, POSITIVE_INT, ArgumentParser, add_speed_flags, run_main,
+from flags import (COUNT, POSITIVE_INT, SEED, ArgumentParser, add_speed_flags, run_main,
                    runtime_settings)
 from models import Discriminator
 from recipes import RECIPES, recipe_values
@@ -67,7 +67,7 @@ def build_parser():
                    help="DataLoader workers of the original-style path (the assignment's 2)")
     p.add_argument("--data_dir", default=None,
                    help="a CIFAR-10 copy to read images from (default: random images)")
-    p.add_argument("--seed", type=INTEGER, default=0, help="seed of the random images and draws")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the random images and draws")
     add_speed_flags(p)
     return p
 

@@ -4,11 +4,12 @@ the speed flags, the recipe's defaults under the flags, the settings resolved fr
 codes are utils.errors'). The library under utils/ never sees the command line."""
 import argparse
 import math
+import os
 import sys
 
 from models import ARCHITECTURES, default_width
-from utils.errors import (EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_USER_ERROR, Diverged, Stopped,
-                          UserError)
+from utils.errors import (EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_PEER_LOST, EXIT_USER_ERROR,
+                          Diverged, Stopped, UserError)
 from utils.runtime import SPEED_FLAGS
 from utils.settings import RuntimeSettings, Settings
 
@@ -17,11 +18,15 @@ USER_ERRORS = (UserError,)  # DataError is one
 
 # ----------------------------------------------------------------------------- flags
 
-def number(kind=float, low=None, high=None, low_open=False, high_open=False):
+def number(kind=float, low=None, high=None, low_open=False, high_open=False, what=None):
     """An argparse type: a finite number of `kind` in [low, high] (an end left out when
-    *_open), so that nan, inf, a count of 0 and the like are one-line errors at parse time."""
+    *_open), so that nan, inf, a count of 0 and the like are one-line errors at parse time;
+    what: the range in words, where the numbers would read badly."""
+    given = what
     what = "a whole number" if kind is int else "a finite number"
-    if low is not None and high is not None:
+    if given:
+        what = given
+    elif low is not None and high is not None:
         what += f" in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
     elif low is not None:
         what += f" {'>' if low_open else '>='} {low:g}"
@@ -47,6 +52,8 @@ POSITIVE = number(float, low=0, low_open=True)
 NONNEGATIVE = number(float, low=0)
 FRACTION = number(float, low=0, high=1, high_open=True)  # Adam's betas: [0, 1)
 INTEGER = number(int)
+# what every generator takes: torch's manual_seed refuses more than 64 bits
+SEED = number(int, low=0, high=2**63 - 1, what="a whole number from 0 to 2**63 - 1")
 
 
 def color_jitter_flag(text):
@@ -92,6 +99,18 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):
         args = list(sys.argv[1:] if args is None else args)
+        for i, arg in enumerate(args):  # a path or name given empty ('--out_dir ""'): refused
+            name, eq, value = arg.partition("=")
+            if arg == "--":
+                break
+            nxt = args[i + 1] if not eq and i + 1 < len(args) else None
+            empty = (eq and not value.strip()) or (nxt is not None and not nxt.strip())
+            action = self._option_string_actions.get(name.replace("-", "_").replace(
+                "__", "--", 1) if name.startswith("--") else name)
+            if name.startswith("--") and empty and action is not None and action.nargs is None \
+                    and action.type is None and action.choices is None and action.const is None:
+                self.error(f"argument {name}: an empty value: give a path or a name, or leave "
+                           "the flag out for its default")
         known = self._option_string_actions
         for i, arg in enumerate(args):
             if arg == "--":
@@ -147,7 +166,7 @@ def add_shared_flags(parser, *, epochs, lr, batch_size, dataset="cifar10", adam_
                    help=with_note("width", "channels of the hidden layers (default the "
                                            "family's: ie534 196, dcgan and infogan 32, mlp 256)"))
     g.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
-    g.add_argument("--seed", type=INTEGER, default=0, help="seed of every random draw of the run")
+    g.add_argument("--seed", type=SEED, default=0, help="seed of every random draw of the run")
     g.add_argument("--resume", nargs="?", const="yes", default="no",
                    help="continue from the checkpoint in --out_dir (or the path given); "
                         "'auto' resumes when a checkpoint exists and starts fresh otherwise")
@@ -232,6 +251,24 @@ def resolve_settings(values, options=None):
     return Settings.resolve(resolve_shared(values), options)
 
 
+PEER_WORDS = ("connection closed by peer", "connection reset by peer", "broken pipe",
+              "gloo", "nccl", "socket timeout", "connection refused", "timed out")
+
+
+def first_line(e):
+    lines = str(e).strip().splitlines()
+    return (lines[0] if lines else type(e).__name__)[:120]
+
+
+def peer_lost(e):
+    """Whether an error is the process group's: a peer of a torchrun job that went away."""
+    import torch.distributed as dist
+
+    several = os.environ.get("WORLD_SIZE", "1").strip() not in ("", "1")
+    return several and (isinstance(e, getattr(dist, "DistError", ())) or
+                        any(w in str(e).lower() for w in PEER_WORDS))
+
+
 def run_main(main, argv=None):
     """Run a script's main; a user's mistake becomes one line on stderr and exit code 2."""
     try:
@@ -245,6 +282,13 @@ def run_main(main, argv=None):
     except Diverged as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(EXIT_DIVERGED)
+    except RuntimeError as e:
+        if not peer_lost(e):
+            raise
+        print(f"error: another process of this torchrun job stopped ({first_line(e)}): the "
+              "last checkpoint is kept; find why in that process's output, then resume the job "
+              "with --resume", file=sys.stderr)
+        sys.exit(EXIT_PEER_LOST)
     except KeyboardInterrupt:  # a second Ctrl-C, or one before a trainer listened for it
         print("interrupted (Ctrl-C): the last checkpoint is kept (if one was written); resume "
               "with --resume", file=sys.stderr)

@@ -45,7 +45,7 @@ import json
 import os
 import time
 
-from flags import POSITIVE_INT, ArgumentParser, run_main
+from flags import POSITIVE_INT, SEED, ArgumentParser, run_main
 from utils import runfiles
 from utils.checkpoints import load_model
 from utils.console import info
@@ -53,7 +53,7 @@ from utils.errors import UserError
 from utils.data import DATASETS, default_cache_dir, load_dataset
 from utils.figures.samples import export_complete
 from utils.files import atomic_write_json, file_digest, update_json
-from utils.quality import (INCEPTION, METRICS, check_request, evaluate, parse_metrics, read_folder,
+from utils.quality import (INCEPTION, METRICS, check_classifier_fits, check_counts, check_request, evaluate, parse_metrics, read_folder,
                            real_cache_name, seeded_share)
 from utils.runtime import resolve_device
 from utils.sampling import conditioning, sample_generator
@@ -92,7 +92,7 @@ def build_parser():
                         "~/.cache/cnn_gan/fidelity); also the decoded image folders' cache")
     p.add_argument("--batch_size", type=POSITIVE_INT, default=250, help="images per batch")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=SEED, default=0,
                    help="seed of the samples drawn, and of the images drawn from a dataset or a "
                         "folder where fewer are used")
     return p
@@ -113,12 +113,15 @@ def main(argv=None):
     check = dict(classifier=classifier, weights=args.inception_weights,
                  extractor=args.feature_extractor)
     settings = {}
+    check_counts(metrics, None, None, args.n_samples, args.n_real or args.n_samples, args.splits)
     if run_dir:  # everything checked before the samples are drawn
         G, ckpt, g_digest = load_model(os.path.join(run_dir, generator_file), "generator",
                                        "train_gan.py", identity=True)
         settings = ckpt["settings"]
         num_classes, kind = conditioning(ckpt)
         check_request(metrics, conditional=num_classes > 0, classes=ckpt["classes"], **check)
+        if runfiles.needs_classifier(metrics):
+            check_classifier_fits(classifier, G.arch["out_channels"], G.arch["image_size"])
         # what the figures are made from, as loaded now (the report checks it)
         used = {generator_file: runfiles.made_from(os.path.join(run_dir, generator_file),
                                                    run_dir, g_digest)}
@@ -159,6 +162,8 @@ def main(argv=None):
         real_name = real_cache_name(real_arg, data_dir, args.split, len(real), chosen)
     else:
         raise UserError(f"--real {real_arg}: not a folder, nor one of {', '.join(DATASETS)}")
+    if runfiles.needs_classifier(metrics):  # the judge reads images of the fakes' shape
+        check_classifier_fits(classifier, fake.shape[1], fake.shape[-1])
     if fake.shape[1:] != real.shape[1:] and {"fid", "kid", "cfid"} & set(metrics):
         info(f"note: fake images {tuple(fake.shape[1:])} and real {tuple(real.shape[1:])} "
              "differ in shape; the extractor resizes both")

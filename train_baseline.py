@@ -31,7 +31,8 @@ from utils.console import print_result
 from utils.errors import UserError
 from utils.pictures import CURVE_PANELS, plot_curves
 from utils.runtime import seed_everything
-from utils.training import EpochEnd, evaluate, open_run
+from utils.trainer import EpochEnd, check_batch_statistics
+from utils.training import evaluate, open_run
 
 MODEL_FILE = runfiles.BASELINE_MODEL  # the assignment's name, whatever the dataset
 
@@ -197,6 +198,7 @@ def _train(s, r):
     model = rt.module(discriminator(s.model.arch, s.model.width, data.num_classes,
                                     data.channels, data.image_size, **extra))
     model.fc1.requires_grad_(False)  # the critic head plays no part here (and DDP needs to know)
+    check_batch_statistics(train, model)
     if own.init and not r.ckpt:  # a resumed run has its own weights
         init_encoder(model, own.init)
     if own.freeze:

@@ -41,7 +41,8 @@ from utils.diffaug import parse_policy
 from utils.gan import CLASS_STATS, D_STATS, PLAIN, GanSpec, build_gan, gan_iteration, save_samples
 from utils.pictures import CURVE_PANELS, gan_title, plot_curves
 from utils.sampling import fixed_noise, sample_generator
-from utils.training import EpochEnd, evaluate, open_run
+from utils.trainer import EpochEnd, check_batch_statistics
+from utils.training import evaluate, open_run
 
 
 
@@ -171,7 +172,7 @@ def resolve(argv=None):
                             "--eval_metrics that measure it (one of "
                             f"{', '.join(BEST_KEYS)})")
     if values["eval_every"]:
-        from utils.quality import check_request, parse_metrics
+        from utils.quality import check_counts, check_request, parse_metrics
 
         chosen = parse_metrics(values["eval_metrics"])
         beside = os.path.join(values["out_dir"], runfiles.BASELINE_MODEL)  # as metrics.py
@@ -180,6 +181,9 @@ def resolve(argv=None):
             values["eval_classifier"] = beside
         check_request(chosen, values["eval_classifier"], values["inception_weights"],
                       conditional=values["acgan"] == "on", flag="--eval_classifier")
+        # the samples' count, now rather than after the first evaluated epoch
+        check_counts(chosen, None, None, values["eval_samples"], values["eval_samples"],
+                     flag="--eval_samples")
     return resolve_settings(values, EvalOptions)
 
 
@@ -351,6 +355,11 @@ def _train(s, r):
     data, train, test = r.load_data()
     classes = data.num_classes if s.gan.acgan == "on" else 0
     nets, opt_g, opt_d = build_gan(s, classes, rt, dist, data.channels, data.image_size)
+    check_batch_statistics(train, nets.G, nets.D)
+    if s.options.eval_every and s.options.eval_classifier:  # the judge reads these images
+        from utils.quality import check_classifier_fits
+
+        check_classifier_fits(s.options.eval_classifier, data.channels, data.image_size)
     z_fixed, _ = fixed_noise(classes, s.gan.latent_dim, s.seed, rt.device, kind=s.gan.noise)
     quality = (sample_quality(s, data, rt, classes)
                if s.options.eval_every and dist.is_main else None)

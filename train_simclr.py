@@ -32,7 +32,8 @@ from utils.console import print_result
 from utils.data import make_generator
 from utils.pictures import CURVE_PANELS, plot_curves
 from utils.runtime import seed_everything
-from utils.training import EpochEnd, adam_step_guard, open_run
+from utils.trainer import EpochEnd, check_batch_statistics
+from utils.training import adam_step_guard, open_run
 
 MODEL_FILE = runfiles.SIMCLR_MODEL
 
@@ -162,6 +163,7 @@ def _train(s, r):
     features = encoder.embed(torch.zeros(2, data.channels, data.image_size,
                                          data.image_size)).shape[1]
     net = rt.module(SimCLRNet(encoder, ProjectionHead(features, features, s.options.proj_dim)))
+    check_batch_statistics(train, net)  # the projection head's BatchNorm
     optimizer = rt.adam([p for p in net.parameters() if p.requires_grad], lr=s.optim.lr,
                         weight_decay=s.optim.weight_decay)
     trainer = SimCLRTrainer(s, net, optimizer, rt, fast=rt.compiled(dist.wrap(net, rt.device)),

@@ -20,7 +20,7 @@ import json
 import os
 import time
 
-from flags import (COUNT, INTEGER, NONNEGATIVE, POSITIVE, POSITIVE_INT, ArgumentParser,
+from flags import (COUNT, NONNEGATIVE, POSITIVE, POSITIVE_INT, SEED, ArgumentParser,
                    add_speed_flags, run_main)
 from utils import runfiles
 from utils.console import info
@@ -55,7 +55,7 @@ def add_models(p):
     g.add_argument("--data_dir", default=None, help="its folder (default: the model's)")
     g.add_argument("--cache_dir", default=None, help="cache of decoded image folders")
     g.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
-    g.add_argument("--seed", type=INTEGER, default=0, help="picks the test batch, noise and jitter")
+    g.add_argument("--seed", type=SEED, default=0, help="picks the test batch, noise and jitter")
     g.add_argument("--batch_size", type=POSITIVE_INT, default=100,
                    help="test images for perturb and the mean image")
     # Part 2's images are input gradients: fp32 on every device unless --amp on asks for bf16

@@ -276,3 +276,19 @@ def test_readme_pictures_are_committed_linked_and_small():
     assert linked <= present, f"missing: {sorted(linked - present)}"
     assert present <= linked, f"not shown in the README: {sorted(present - linked)}"
     assert sum(os.path.getsize(os.path.join(ROOT, p)) for p in present) < 2 * 10**6
+
+
+def test_the_makefiles_variables_are_quoted_for_a_folder_with_a_space():
+    """make demo DEMO='runs/my demo' passes the folder as one argument to every command."""
+    import shutil
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    r = subprocess.run(["make", "-n", "demo", "DEMO=runs/my demo", "VENV=my venv"], cwd=ROOT,
+                       capture_output=True, text=True)
+    commands = [shlex.split(line) for line in r.stdout.splitlines() if ".py" in line]
+    assert len(commands) == 3, r.stdout + r.stderr
+    for argv in commands:
+        assert argv[0] == "my venv/bin/python"
+        flag = "--run_dir" if "visualize.py" in argv else "--out_dir"
+        assert argv[argv.index(flag) + 1] == "runs/my demo"

@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 
 from utils.errors import UserError
-from utils.files import NoSpace, atomic_path, bytes_digest
+from utils.files import atomic_path, bytes_digest, write_failure
 
 
 def content_digest(obj):
@@ -47,9 +47,8 @@ def atomic_save(obj, path):
     try:
         with atomic_path(path) as tmp:
             torch.save(obj, tmp)
-    except RuntimeError as e:  # torch's zip writer says "file write failed": a full disk
-        raise NoSpace(f"could not write {path} ({str(e).splitlines()[0][:80]}): the disk may be "
-                      "full") from None
+    except RuntimeError as e:  # torch's zip writer says only "file write failed": find why
+        raise write_failure(path, str(e).splitlines()[0]) from None
 
 
 # ----------------------------------------------------------------------------- what a file holds

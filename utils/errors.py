@@ -4,6 +4,7 @@ below everything else so that any module can import them."""
 # Exit codes of the scripts, besides 0 and 130 (Ctrl-C).
 EXIT_USER_ERROR = 2  # bad input or a bad environment: one line on stderr says what to fix
 EXIT_DIVERGED = 3  # a loss became NaN or infinite; the last good checkpoint is kept
+EXIT_PEER_LOST = 4  # another process of a torchrun job stopped; the last checkpoint is kept
 EXIT_STOPPED = 75  # stopped on a signal with a checkpoint to resume from (EX_TEMPFAIL)
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), with a checkpoint when training had begun
 

@@ -33,8 +33,46 @@ def temp_path(path, suffix=""):
     return os.path.join(folder, f".{name}.{os.getpid()}.tmp{suffix}")
 
 
+def size_limit():
+    """The largest file this process may write (ulimit -f), in bytes, or None for no limit."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    except (ImportError, OSError, ValueError):
+        return None
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def too_large(path):
+    """The file-size limit's one line: the disk is not full, the shell's limit is too low."""
+    return UserError(f"cannot write {path}: it would pass this shell's file-size limit "
+                     f"(ulimit -f: {size_limit()} bytes), not a full disk; raise the limit "
+                     "(ulimit -f unlimited, or ask the cluster's admins) and run again")
+
+
+def write_failure(path, message):
+    """A write that failed without an errno (torch's zip writer says only "file write
+    failed"): a full disk when the folder has little room left, else the file-size limit
+    when one is set, else the message as it came."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        stat = os.statvfs(folder)
+        free = stat.f_bavail * stat.f_frsize
+    except (OSError, AttributeError):
+        free = None
+    if free is not None and free < 64 * 2**20:
+        return NoSpace(f"no space left on the device to write {path} ({free // 2**20} MiB "
+                       "free)")
+    if size_limit() is not None:
+        return too_large(path)
+    return UserError(f"could not write {path} ({message[:80]})")
+
+
 def io_error(e, path):
     """An OSError while writing path, as the one line a user can act on."""
+    if e.errno == errno.EFBIG:
+        return too_large(path)
     if e.errno in NO_SPACE:
         return NoSpace(f"no space left on the device to write {path}")
     if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):

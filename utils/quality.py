@@ -15,6 +15,7 @@ from utils.checkpoints import load_model
 from utils.console import progress
 from utils.errors import UserError
 from utils.files import file_digest
+from utils.runfiles import needs_classifier
 
 METRICS = ("fid", "is", "kid", "prc", "cfid", "cprc", "cacc", "cconf")
 CONFIDENT = 0.5  # cconf: a top probability of at least this (five times chance of 10 classes)
@@ -138,6 +139,17 @@ def check_inception(weights):
         state = load_checkpoint_plain(weights)
         if "fc.weight" not in state:
             raise UserError(f"{weights} is not torch-fidelity's InceptionV3 weights file")
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+        try:  # every tensor of the shape the network has, before any image is read
+            FeatureExtractorInceptionV3(INCEPTION, ["2048"],
+                                        feature_extractor_weights_path=weights)
+        except (RuntimeError, KeyError, ValueError) as e:
+            lines = str(e).strip().splitlines()
+            detail = next((ln.strip() for ln in lines if "size mismatch" in ln
+                           or "Missing key" in ln or "Unexpected key" in ln), lines[0])[:120]
+            raise UserError(f"{weights} does not fit torch-fidelity's InceptionV3 ({detail}): "
+                            "pass its own weights file (pt_inception-2015-12-05)") from None
         return
     cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(URL_INCEPTION_V3))
     if os.path.exists(cached):
@@ -187,7 +199,12 @@ def fidelity(fake, real, which, extractor, *, weights=None, device=None, cache_r
         kwargs["feature_extractor_weights_path"] = weights
     if "kid" in which:
         kwargs["kid_subset_size"] = min(1000, len(fake), len(real))
-    out = torch_fidelity.calculate_metrics(**kwargs)
+    try:
+        out = torch_fidelity.calculate_metrics(**kwargs)
+    except ValueError as e:  # e.g. a covariance's square root with an imaginary part
+        raise UserError(f"{', '.join(which)}: torch-fidelity could not compute it from "
+                        f"{len(fake)} fake and {len(real)} real images ({str(e)[:100]}): use "
+                        "more images") from None
     names = {"frechet_inception_distance": "fid", "inception_score_mean": "is",
              "inception_score_std": "is_std", "kernel_inception_distance_mean": "kid",
              "kernel_inception_distance_std": "kid_std", "precision": "precision",
@@ -231,6 +248,8 @@ def evaluate(fake, fake_labels, real, real_labels, metrics, *, classifier=None, 
              splits=10, batch_size=250):
     """Every figure asked for, as a flat dict. real_name names the real images for the cache
     of their features (None: not cached)."""
+    if needs_classifier(metrics):
+        check_classifier_fits(classifier, fake.shape[1], fake.shape[-1])
     check_counts(metrics, fake_labels, real_labels, len(fake), len(real), splits,
                  intra and bool({"fid", "cfid"} & set(metrics)))
     out, common = {}, dict(weights=weights, device=device, cache_root=cache_root, splits=splits,
@@ -290,6 +309,28 @@ def real_cache_name(dataset, data_dir, split, n, subset_seed=None):
     return f"cnn-gan-{dataset}-{where}-{split}-{n}{chosen}"
 
 
+def check_classifier_fits(classifier, channels, size):
+    """The classifier reads images of the samples' shape: one of another dataset's shape
+    would judge images it was never trained on (a grey 28-pixel classifier on colour 32-pixel
+    samples), so it is refused in one line."""
+    model, _ = load_model(classifier, "discriminator", "train_baseline.py")
+    want = (model.arch.get("in_channels"), model.arch.get("image_size"))
+    if want != (channels, size):
+        raise UserError(f"the classifier {classifier} reads {want[0]}-channel {want[1]}x{want[1]}"
+                        f" images, and the samples are {channels}-channel {size}x{size}: judge "
+                        "with a classifier trained on the samples' dataset")
+
+
+def check_extractor(extractor):
+    """A feature extractor torch-fidelity knows, or one line naming those it does."""
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    if extractor not in FEATURE_EXTRACTORS_REGISTRY:
+        known = sorted(k for k in FEATURE_EXTRACTORS_REGISTRY if not k.startswith("cnn-gan-"))
+        raise UserError(f"--feature_extractor {extractor}: torch-fidelity has no such feature "
+                        f"extractor; choose one of {', '.join(known)}")
+
+
 def check_request(metrics, classifier=None, weights=None, extractor=INCEPTION,
                   conditional=True, classes=None, flag="--classifier"):
     """Everything the metrics asked for needs is there, before any work: the Inception
@@ -297,6 +338,8 @@ def check_request(metrics, classifier=None, weights=None, extractor=INCEPTION,
     classifier of the same classes (classes: the generator's class names, where known)."""
     if {"prc", "cprc"} <= set(metrics):
         raise UserError("prc and cprc name the same figures (precision, recall): ask for one")
+    if {"fid", "is", "kid", "prc"} & set(metrics):
+        check_extractor(extractor)
     if {"fid", "is", "kid", "prc"} & set(metrics) and extractor == INCEPTION:
         check_inception(weights)
     if {"cfid", "cprc", "cacc", "cconf"} & set(metrics):
@@ -315,13 +358,18 @@ def check_request(metrics, classifier=None, weights=None, extractor=INCEPTION,
                             "the generator's dataset")
 
 
-def check_counts(metrics, fake_labels, real_labels, n_fake, n_real, splits=10, intra=False):
-    """Each metric has the images it needs (a covariance needs two, the Inception Score one
-    per split), said in one line before any work."""
+MIN_DISTANCE_IMAGES = 10  # fewer give a covariance too degenerate for a Frechet distance
+
+
+def check_counts(metrics, fake_labels, real_labels, n_fake, n_real, splits=10, intra=False,
+                 flag="--n_samples"):
+    """Each metric has the images it needs (a distance MIN_DISTANCE_IMAGES, the Inception
+    Score one per split), said in one line before any work."""
     need = []
-    if {"fid", "cfid", "kid"} & set(metrics) and min(n_fake, n_real) < 2:
-        need.append(f"fid, cfid and kid need at least 2 fake and 2 real images (here {n_fake} "
-                    f"and {n_real})")
+    least = MIN_DISTANCE_IMAGES
+    if {"fid", "cfid", "kid"} & set(metrics) and min(n_fake, n_real) < least:
+        need.append(f"fid, cfid and kid need at least {least} fake and {least} real images for "
+                    f"a meaningful distance (here {n_fake} and {n_real}: raise {flag})")
     if {"prc", "cprc"} & set(metrics) and min(n_fake, n_real) < 4:
         need.append(f"prc and cprc need at least 4 fake and 4 real images (a sample's 3 "
                     f"nearest neighbours; here {n_fake} and {n_real})")

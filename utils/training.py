@@ -1,6 +1,6 @@
 """What the trainers share: the run (processes joined, checkpoint found, log opened), the one
 epoch loop (steps, progress, logs, the NaN guard, stops, checkpoints), the batches, evaluation
-and the Adam step guard. A trainer is what `Trainer` declares (train_baseline.py,
+and the Adam step guard. A trainer is what utils.trainer.Trainer declares (train_baseline.py,
 train_gan.py, train_simclr.py); open_run checks it.
 """
 import contextlib
@@ -10,7 +10,6 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import ClassVar, NamedTuple, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +24,7 @@ from utils.errors import EXIT_INTERRUPTED, EXIT_STOPPED
 from utils.rundir import JsonLog, RunFolder, TensorBoardLog, check_resume_target
 from utils.runtime import Runtime, peak_memory_mib, reset_peak_memory
 from utils.settings import Settings
+from utils.trainer import check_trainer
 
 PLOT_SECONDS = 60.0
 
@@ -67,64 +67,6 @@ class DivergenceGuard:
         step = int(dist.all_max(self.first_bad.clone()).item())
         if step >= 0:
             raise Diverged(f"a loss became NaN or infinite at epoch {epoch + 1}, step {step + 1}")
-
-
-# ----------------------------------------------------------------------------- the trainer
-
-class EpochEnd(NamedTuple):
-    """What a trainer reports after an epoch: its record (to the history and the log), a line
-    of text (to stderr) and pictures {tag: (images (N, C, S, S) in [-1, 1], columns)} (to
-    TensorBoard, with --tensorboard)."""
-    record: dict
-    text: str
-    pictures: dict = {}
-
-
-@runtime_checkable
-class Trainer(Protocol):
-    """What the epoch loop needs of a trainer."""
-    kind: ClassVar[str]  # its files: KIND.ckpt, KIND_log.jsonl, KIND_config.json
-    fields: ClassVar[dict]  # its checkpoint's entries (checkpoints.Field) beyond progress
-    products: ClassVar[tuple]  # the files a finished run leaves (its model files)
-    patterns: ClassVar[tuple]  # regular expressions of more of its files (a GAN's grids)
-    sums_width: ClassVar[int]  # how many running sums a step adds to
-
-    def state(self) -> dict:
-        """Its networks' and optimizers' state dicts."""
-
-    def load(self, ckpt, path):
-        """Back from a checkpoint's state dicts."""
-
-    def begin_epoch(self, epoch):
-        """Anything set per epoch (a learning rate, training mode)."""
-
-    def step(self, i, x, y, sums):
-        """One training step on batch i: adds to sums in place, returns the loss to watch for
-        NaN (a tensor, never read back here)."""
-
-    def means(self, sums) -> dict:
-        """The running sums as named figures."""
-
-    def end_epoch(self, epoch, means, seconds, history) -> EpochEnd:
-        """On rank 0 after an epoch: evaluates and draws; history holds the run's records of
-        the epochs before (resumptions included)."""
-
-    def plot(self, history):
-        """On rank 0: the curves, redrawn at most every PLOT_SECONDS (drawing them costs about
-        a second on a CPU, more than a small epoch), after the last epoch and before a stop."""
-
-
-CLASS_MEMBERS = ("kind", "fields", "products", "patterns", "sums_width")
-
-
-def check_trainer(trainer):
-    """A trainer class lacking what the loop needs is a programming error, found at once."""
-    missing = [m for m in CLASS_MEMBERS + tuple(
-        n for n in vars(Trainer) if not n.startswith("_") and callable(getattr(Trainer, n)))
-               if not hasattr(trainer, m)]
-    if missing:
-        raise TypeError(f"{getattr(trainer, '__name__', trainer)} is not a Trainer: it lacks "
-                        f"{', '.join(missing)}")
 
 
 # ----------------------------------------------------------------------------- the run
