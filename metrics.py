@@ -164,6 +164,8 @@ def main(argv=None):
         raise UserError(f"--real {real_arg}: not a folder, nor one of {', '.join(DATASETS)}")
     if runfiles.needs_classifier(metrics):  # the judge reads images of the fakes' shape
         check_classifier_fits(classifier, fake.shape[1], fake.shape[-1])
+    check_counts(metrics, fake_labels, real_labels, len(fake), len(real), args.splits,
+                 args.intra)
     if fake.shape[1:] != real.shape[1:] and {"fid", "kid", "cfid"} & set(metrics):
         info(f"note: fake images {tuple(fake.shape[1:])} and real {tuple(real.shape[1:])} "
              "differ in shape; the extractor resizes both")

@@ -552,7 +552,7 @@ def test_metrics_with_too_few_images_says_so(digits_baseline, tmp_path, capsys):
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(fakes / "00000.png")
     code, _, err = run_cli(metrics.main, [str(fakes), "--real", "digits", "--metrics", "cfid",
                                           "--classifier", digits_baseline[0]], capsys)
-    assert "at least 2" in one_line(code, err)
+    assert "at least 10" in one_line(code, err)
 
 
 def test_data_messages_say_what_is_wrong(mnist_dir, tmp_path):
