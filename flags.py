@@ -149,6 +149,9 @@ def add_shared_flags(parser, *, epochs, lr, batch_size, dataset="cifar10", adam_
     g.add_argument("--data_dir", default="./data",
                    help="where the dataset lives (cifar10 is downloaded here when missing; "
                         "for folder: the folder holding train/ and test/)")
+    g.add_argument("--download_only", action="store_true",
+                   help="fetch the dataset into --data_dir (and decode it into the cache), then "
+                        "exit: on a cluster's login node, whose compute nodes have no internet")
     g.add_argument("--cache_dir", default=None,
                    help="where decoded image folders are cached (default ~/.cache/cnn_gan)")
     g.add_argument("--out_dir", default=".", help="where models, checkpoints, logs and pictures go")
@@ -237,6 +240,9 @@ def resolve_shared(values):
                         f"{', '.join(DATASETS)}")
     if values.get("width") is None:
         values["width"] = default_width(values["arch"])
+    for key in ("data_dir", "cache_dir"):  # recorded whole: commands read them from anywhere
+        if values.get(key):
+            values[key] = os.path.abspath(values[key])
     return values
 
 
@@ -244,6 +250,23 @@ def runtime_settings(args):
     """The RuntimeSettings of a command's parsed flags (those it has; the rest 'auto')."""
     names = {f for f in RuntimeSettings.__dataclass_fields__}
     return RuntimeSettings(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def download_only(settings, script):
+    """--download_only: the dataset fetched and decoded as a run would read it, nothing
+    trained; the final JSON line says where it is."""
+    import os
+
+    from utils.console import info, print_result
+    from utils.data import load_dataset
+
+    d = settings.data
+    data = load_dataset(d.dataset, d.data_dir, d.cache_dir)
+    info(f"{data.name}: {len(data.train_y)} training and {len(data.test_y)} test images in "
+         f"{os.path.abspath(d.data_dir)}; nothing trained (--download_only)")
+    print_result(script, dict(train=len(data.train_y), test=len(data.test_y)),
+                 dataset=d.dataset, data_dir=os.path.abspath(d.data_dir))
+    return {}
 
 
 def resolve_settings(values, options=None):

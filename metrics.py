@@ -53,8 +53,8 @@ from utils.errors import UserError
 from utils.data import DATASETS, default_cache_dir, load_dataset
 from utils.figures.samples import export_complete
 from utils.files import atomic_write_json, file_digest, update_json
-from utils.quality import (INCEPTION, METRICS, check_classifier_fits, check_counts, check_request, evaluate, parse_metrics, read_folder,
-                           real_cache_name, seeded_share)
+from utils.quality import (INCEPTION, METRICS, check_classifier_fits, check_counts, check_request,
+                           evaluate, parse_metrics, read_folder, real_cache_name, seeded_share)
 from utils.runtime import resolve_device
 from utils.sampling import conditioning, sample_generator
 

@@ -20,14 +20,14 @@ baseline_curves.png. The last line on stdout is JSON with the final figures.
 import os
 from dataclasses import dataclass
 
-from flags import (POSITIVE_INT, ArgumentParser, add_shared_flags, add_speed_flags,
+from flags import (POSITIVE_INT, ArgumentParser, add_shared_flags, add_speed_flags, download_only,
                    resolve_settings, run_main, with_recipe)
 from models import discriminator
 from recipes import CLASSIFIER_RECIPES
 from utils import runfiles
 from utils.checkpoints import OPTIMIZER, WEIGHTS, load_model, load_state, save_model
 from utils.classifier import lr_at, train_step
-from utils.console import print_result
+from utils.console import info, print_result
 from utils.errors import UserError
 from utils.pictures import CURVE_PANELS, plot_curves
 from utils.runtime import seed_everything
@@ -101,7 +101,23 @@ def resolve(argv=None):
     if values["init"] and values["width"] is None:  # the encoder's own width, from its file
         values["width"] = load_model(values["init"], "discriminator",
                                      "train_simclr.py")[0].arch["width"]
-    return resolve_settings(values, BaselineOptions)
+    settings = resolve_settings(values, BaselineOptions)
+    say_schedule(settings)
+    return settings
+
+
+def say_schedule(s):
+    """A word where the assignment's schedule divides the rate within a short run (with
+    --epochs 2 the second epoch trains at lr / 100): said, not silently done."""
+    epochs, lr = s.loop.epochs, s.optim.lr
+    if s.options.schedule != "assignment" or epochs >= 100:
+        return
+    drops = [e for e in range(1, epochs) if lr_at(e, lr, epochs) < lr_at(e - 1, lr, epochs)]
+    if drops:
+        info("note: the assignment's schedule, scaled to --epochs "
+             f"{epochs}: " + ", ".join(f"from epoch {e + 1} lr {lr_at(e, lr, epochs):.3g}"
+                                       for e in drops)
+             + " (--schedule none keeps the rate constant)")
 
 
 class BaselineTrainer:
@@ -153,7 +169,8 @@ class BaselineTrainer:
         record = dict(lr=self.optimizer.param_groups[0]["lr"], train_loss=means["loss"],
                       train_acc=means["acc"], test_loss=round(test_loss, 4),
                       test_acc=round(test_acc, 2))
-        text = f"train acc {means['acc']:.2f} test acc {test_acc:.2f}"
+        text = (f"lr {record['lr']:.3g} train acc {means['acc']:.2f} test acc "
+                f"{test_acc:.2f}")
         if self.settings.options.eval_bn == "both":  # in batches of --batch_size, as the lesson
             batches = self.test.rebatched(self.settings.data.batch_size, 2)
             train_mode, _ = evaluate(self.model, batches,
@@ -215,6 +232,14 @@ def _train(s, r):
     r.begin()
     r.say(f"{data.name}: {len(data.train_y)} training, {len(data.test_y)} test images; "
           f"{len(train)} steps per epoch on {rt.device}")
+    if own.init:
+        r.say(f"--init: the blocks start from the encoder in {own.init}" +
+              (" (a resumed run goes on from its checkpoint instead)" if r.ckpt else
+               "; fc10 starts fresh"))
+    if own.freeze:
+        trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        r.say(f"--freeze: the blocks stay as they are (BatchNorm's statistics too); only fc10 "
+              f"trains, {trained:,} parameters (a linear probe)")
     final = r.fit(trainer, train)
     metrics = dict(test_acc=final.get("test_acc"), train_acc=final.get("train_acc"),
                    epochs=s.loop.epochs, seconds=round(r.seconds, 1),
@@ -229,6 +254,8 @@ def _train(s, r):
 
 def main(argv=None):
     settings = resolve(argv)
+    if settings.data.download_only:  # a login node: the data, nothing trained
+        return download_only(settings, "train_baseline")
     metrics, _ = run(settings)
     print_result("train_baseline", metrics, dataset=settings.data.dataset)
     return metrics

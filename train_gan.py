@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 
 from flags import (COUNT, FRACTION, NONNEGATIVE, POSITIVE_INT, ArgumentParser, add_shared_flags,
-                   add_speed_flags, number, resolve_settings, run_main, with_recipe)
+                   add_speed_flags, download_only, number, resolve_settings, run_main, with_recipe)
 from losses import LOSSES
 from recipes import RECIPES, resolve_loss_defaults
 from utils import runfiles
@@ -388,6 +388,8 @@ def _train(s, r):
 
 def main(argv=None):
     settings = resolve(argv)
+    if settings.data.download_only:  # a login node: the data, nothing trained
+        return download_only(settings, "train_gan")
     metrics, _ = run(settings)
     print_result("train_gan", metrics, dataset=settings.data.dataset, recipe=settings.recipe)
     return metrics

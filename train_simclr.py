@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from flags import (NONNEGATIVE, POSITIVE, POSITIVE_INT, ArgumentParser, add_shared_flags,
-                   add_speed_flags, resolve_settings, run_main)
+                   add_speed_flags, download_only, resolve_settings, run_main)
 from losses import nt_xent
 from models import ProjectionHead, SimCLRNet, discriminator
 from utils import runfiles
@@ -185,6 +185,8 @@ def _train(s, r):
 
 def main(argv=None):
     settings = resolve(argv)
+    if settings.data.download_only:  # a login node: the data, nothing trained
+        return download_only(settings, "train_simclr")
     metrics, _ = run(settings)
     print_result("train_simclr", metrics, dataset=settings.data.dataset)
     return metrics

@@ -15,12 +15,13 @@ def signature(model):
     """The layers' constants in registration order, one short text each."""
     out = []
     for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            out.append(f"conv {m.in_channels}>{m.out_channels} k{m.kernel_size[0]} s{m.stride[0]} p{m.padding[0]}" + ("" if m.bias is not None else " nobias"))
-        elif isinstance(m, nn.ConvTranspose2d):
-            out.append(f"deconv {m.in_channels}>{m.out_channels} k{m.kernel_size[0]} s{m.stride[0]} p{m.padding[0]}" + ("" if m.bias is not None else " nobias"))
+        bias = "" if getattr(m, "bias", None) is not None else " nobias"
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            kind = "conv" if isinstance(m, nn.Conv2d) else "deconv"
+            out.append(f"{kind} {m.in_channels}>{m.out_channels} k{m.kernel_size[0]} "
+                       f"s{m.stride[0]} p{m.padding[0]}{bias}")
         elif isinstance(m, nn.Linear):
-            out.append(f"linear {m.in_features}>{m.out_features}" + ("" if m.bias is not None else " nobias"))
+            out.append(f"linear {m.in_features}>{m.out_features}{bias}")
         elif isinstance(m, nn.LeakyReLU):
             out.append(f"lrelu {m.negative_slope:g}")
         elif isinstance(m, nn.ReLU):
@@ -28,9 +29,11 @@ def signature(model):
         elif isinstance(m, nn.Tanh):
             out.append("tanh")
         elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            out.append(f"{type(m).__name__.lower()} {m.num_features} eps{m.eps:g} m{m.momentum:g}" + ("" if m.affine else " noaffine"))
+            out.append(f"{type(m).__name__.lower()} {m.num_features} eps{m.eps:g} "
+                       f"m{m.momentum:g}" + ("" if m.affine else " noaffine"))
         elif isinstance(m, nn.LayerNorm):
-            out.append(f"ln {list(m.normalized_shape)} eps{m.eps:g}" + ("" if m.elementwise_affine else " noaffine"))
+            out.append(f"ln {list(m.normalized_shape)} eps{m.eps:g}"
+                       + ("" if m.elementwise_affine else " noaffine"))
         elif isinstance(m, nn.MaxPool2d):
             out.append(f"maxpool {m.kernel_size}")
     return out

@@ -21,6 +21,7 @@ from PIL import Image
 
 import metrics
 import train_baseline
+import train_gan
 import visualize
 from utils import data as data_module
 from utils import files
@@ -72,7 +73,7 @@ def digest(folder):
     out = {}
     for dirpath, _, names in os.walk(folder):
         for n in names:
-            if n != ".cnn_gan.lock":
+            if not (n.startswith(".cnn_gan") and n.endswith(".lock")):
                 p = os.path.join(dirpath, n)
                 out[os.path.relpath(p, folder)] = hashlib.sha1(open(p, "rb").read()).hexdigest()
     return out
@@ -369,7 +370,15 @@ def test_two_runs_in_one_folder_the_second_is_refused_and_kill_9_leaves_no_lock(
                                                      "--epochs", "1", "--out_dir", str(out),
                                                      "--overwrite"], capsys)
         line = one_line(code, err)
-        assert "in use by another run" in line and f"pid {first.pid}" in line, line
+        assert "in use by another baseline run" in line and f"pid {first.pid}" in line, line
+        # the GAN's trainer writes other files: it shares the folder (the cluster jobs
+        # submitted together do)
+        code, _, err = run_cli(train_gan.main, ["--dataset", "digits", "--width", "4",
+                                                "--epochs", "1", "--subset", "64",
+                                                "--batch_size", "32", "--out_dir", str(out)],
+                               capsys)
+        assert code == 0, err
+        assert first.poll() is None  # the classifier trains on
     finally:
         first.kill()  # kill -9: the kernel drops the lock with the process
         first.wait()

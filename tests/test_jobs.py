@@ -263,21 +263,6 @@ def test_readme_pictures_are_the_runs_grids_at_one_pixel_per_pixel(digits_gan, t
     assert code == 2 and "error: cannot write" in err and "Traceback" not in err
 
 
-def test_readme_pictures_are_committed_linked_and_small():
-    """The README's Results pictures: every link resolves, every picture in docs/results is
-    shown, and together they stay under 2 MB (the repository is cloned by every user)."""
-    import re
-
-    readme = open(os.path.join(ROOT, "README.md")).read()
-    linked = set(re.findall(r"\]\((docs/results/[^)\s]+\.png)\)", readme))
-    folder = os.path.join(ROOT, "docs", "results")
-    present = {f"docs/results/{f}" for f in os.listdir(folder)} if os.path.isdir(folder) else set()
-    assert linked, "the README shows no picture of docs/results"
-    assert linked <= present, f"missing: {sorted(linked - present)}"
-    assert present <= linked, f"not shown in the README: {sorted(present - linked)}"
-    assert sum(os.path.getsize(os.path.join(ROOT, p)) for p in present) < 2 * 10**6
-
-
 def test_the_makefiles_variables_are_quoted_for_a_folder_with_a_space():
     """make demo DEMO='runs/my demo' passes the folder as one argument to every command."""
     import shutil

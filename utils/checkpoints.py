@@ -201,7 +201,8 @@ def check_same_data(saved, current, path):
 # Settings that may differ between a run and its resumption: where and how fast it runs, not
 # what it trains; and --epochs, to train longer (never fewer than those done).
 RESUMABLE_CHANGES = {"epochs", "tensorboard", "keep_best", "device", "data_dir", "cache_dir",
-                     "resume", "overwrite", "out_dir", "log_every", "amp", "compile", "channels_last", "fused_adam",
+                     "resume", "overwrite", "out_dir", "log_every", "amp", "compile",
+                     "channels_last", "fused_adam", "download_only",
                      "data_on_device", "stop_file", "time_limit", "deterministic",
                      "eval_every", "eval_metrics", "eval_samples", "eval_classifier",
                      "inception_weights"}

@@ -18,6 +18,7 @@ import time
 from utils.errors import UserError
 
 LOCK_NAME = ".cnn_gan.lock"
+LOCKS = re.compile(r"^\.cnn_gan(\.[\w-]+)?\.lock$")  # every lock file this project makes
 TEMP = re.compile(r"^\..+\.(\d+)\.tmp(\.[A-Za-z0-9]+)?$")
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
@@ -217,9 +218,11 @@ class FolderLock:
     lock (only the file, which the next holder reuses). The file records who holds it, for the
     message a second process gets, and is removed when its holder lets go."""
 
-    def __init__(self, folder, what="run"):
+    def __init__(self, folder, what="run", name=None):
+        """name: a lock of its own in the folder (.cnn_gan.NAME.lock), so that processes that
+        write disjoint files (the classifier's and the GAN's trainer) share a folder."""
         self.folder, self.what, self.file = folder, what, None
-        self.path = os.path.join(folder, LOCK_NAME)
+        self.path = os.path.join(folder, LOCK_NAME if name is None else f".cnn_gan.{name}.lock")
 
     def acquire(self):
         import fcntl

@@ -135,9 +135,12 @@ def decode_split(split_dir, classes=None, size=32):
         raise DataError(f"{shown(split_dir)} must hold the same class folders as train/: "
                         + "; ".join(filter(None, [f"missing {missing}" if missing else "",
                                                   f"not in train/: {extra}" if extra else ""])))
+    from utils.console import progress
+
+    files = [(label, path) for label, name in enumerate(found)
+             for path in image_files(os.path.join(split_dir, name))]
     images, labels = [], []
-    for label, name in enumerate(found):
-        for path in image_files(os.path.join(split_dir, name)):
-            images.append(read_image(path, size=size, channels=3))
-            labels.append(label)
+    for label, path in progress(files, len(files), f"decoding {os.path.basename(split_dir)}/"):
+        images.append(read_image(path, size=size, channels=3))
+        labels.append(label)
     return np.stack(images), np.array(labels, dtype=np.int64), tuple(found)

@@ -72,7 +72,9 @@ class RunFolder:
             return self
         self.created = not os.path.exists(self.folder)
         check_writable_folder(self.folder)
-        self.lock = FolderLock(self.folder).acquire()
+        # one trainer of each kind at a time; the classifier's and the GAN's (which write
+        # different files) may share a folder, as the cluster jobs submitted together do
+        self.lock = FolderLock(self.folder, f"{self.kind} run", name=self.kind).acquire()
         if os.path.isfile(self.journal):
             self._replace(self._read_journal())
         for name in os.listdir(self.folder):  # an interrupted --overwrite's staged files

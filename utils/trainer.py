@@ -45,8 +45,9 @@ class Trainer(Protocol):
         the epochs before (resumptions included)."""
 
     def plot(self, history):
-        """On rank 0: the curves, redrawn at most every utils.training.PLOT_SECONDS (drawing them costs about
-        a second on a CPU, more than a small epoch), after the last epoch and before a stop."""
+        """On rank 0: the curves, redrawn at most every utils.training.PLOT_SECONDS (drawing
+        them costs about a second on a CPU, more than a small epoch), after the last epoch and
+        before a stop."""
 
 
 CLASS_MEMBERS = ("kind", "fields", "products", "patterns", "sums_width")

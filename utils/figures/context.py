@@ -7,7 +7,7 @@ import torch
 
 from utils import runfiles
 from utils.checkpoints import load_model
-from utils.console import info
+from utils.console import info, tidy
 from utils.errors import UserError
 from utils.data import load_dataset, make_generator, to_float
 from utils.files import update_json
@@ -17,18 +17,6 @@ from utils.settings import RuntimeSettings
 
 MODELS = {"baseline": (runfiles.BASELINE_MODEL, "train_baseline.py"),
           "gan": (runfiles.DISCRIMINATOR_MODEL, "train_gan.py")}
-
-
-def tidy(value):
-    """Numbers as a reader wants them in summary.json: 6 significant digits (a float32's
-    28.00000011920929 is 28.0)."""
-    if isinstance(value, float):
-        return float(f"{value:.6g}")
-    if isinstance(value, dict):
-        return {k: tidy(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [tidy(v) for v in value]
-    return value
 
 
 def pick_test_batch(data, n, seed):

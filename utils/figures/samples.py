@@ -97,11 +97,11 @@ def claim_export_folder(folder):
     """An export goes into a new or empty folder, or one an earlier export marked as its own.
     A folder holding anything else is refused: nothing the project did not write is deleted.
     What a killed export left (its temporary files, its unfinished staging folder) goes."""
-    from utils.files import check_writable_folder, remove_stale_temps
+    from utils.files import LOCKS, check_writable_folder, remove_stale_temps
 
     mark = read_mark(folder) if os.path.isdir(folder) else None
     if mark is None and os.path.isdir(folder) and [
-            f for f in os.listdir(folder) if f not in (".cnn_gan.lock", STAGING)]:
+            f for f in os.listdir(folder) if f != STAGING and not LOCKS.match(f)]:
         raise UserError(f"{folder} holds files this project did not write: export into a new "
                         "or empty folder (nothing was deleted)")
     check_writable_folder(folder)
