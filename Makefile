@@ -30,6 +30,7 @@ DEMO_FLAGS = --dataset digits --width 32 --lr 1e-3 --batch_size 64 --color_jitte
 demo: install
 	"$(BIN)/python" train_baseline.py $(DEMO_FLAGS) --epochs 15
 	"$(BIN)/python" train_gan.py $(DEMO_FLAGS) --epochs 20
+	"$(BIN)/python" metrics.py "$(DEMO)" --metrics cfid,cacc,cconf --n_samples 2000
 	"$(BIN)/python" visualize.py all --run_dir "$(DEMO)"
 
 clean:

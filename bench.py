@@ -36,7 +36,7 @@ from models import Discriminator
 from recipes import RECIPES, recipe_values
 from utils.augment import Augment, jitter_strengths
 from utils.classifier import train_step
-from utils.console import info
+from utils.console import info, tidy
 from utils.data import Batches, ImageData, load_dataset
 from utils.figures.ascent import ascend, own_class_logit, own_feature
 from utils.figures.perturbation import perturb
@@ -387,7 +387,7 @@ def main(argv=None):
             print(f"| {recipe} | {f['arch']} | {f['loss']} | {f['batch_size']} | "
                   f"{f['images_per_s']} | {f['ms_per_step']} | {f['peak_mib']} |")
         print(f"\n{device_name}, fast path, random images of each dataset's shape\n")
-    print(json.dumps(results), flush=True)
+    print(json.dumps(tidy(results)), flush=True)
     return results
 
 

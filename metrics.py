@@ -48,13 +48,13 @@ import time
 from flags import POSITIVE_INT, SEED, ArgumentParser, run_main
 from utils import runfiles
 from utils.checkpoints import load_model
-from utils.console import info
+from utils.console import info, tidy
 from utils.errors import UserError
 from utils.data import DATASETS, default_cache_dir, load_dataset
 from utils.figures.samples import export_complete
 from utils.files import atomic_write_json, file_digest, update_json
 from utils.quality import (INCEPTION, METRICS, check_classifier_fits, check_counts, check_request,
-                           evaluate, parse_metrics, read_folder, real_cache_name, seeded_share)
+                           evaluate, judge_strength, parse_metrics, read_folder, real_cache_name, seeded_share)
 from utils.runtime import resolve_device
 from utils.sampling import conditioning, sample_generator
 
@@ -181,6 +181,8 @@ def main(argv=None):
         result["extractor"] = args.feature_extractor
     if runfiles.needs_classifier(metrics):
         result["classifier"] = classifier
+        result["judge_test_acc"], judged = judge_strength(classifier)
+        info(judged)
     if run_dir:
         result["made_from"] = used
     for k, v in figures.items():
@@ -190,7 +192,7 @@ def main(argv=None):
         atomic_write_json(os.path.join(run_dir, "metrics.json"), result)
         update_json(os.path.join(run_dir, runfiles.VISUALIZATION, runfiles.SUMMARY), "metrics",
                     result)
-    print(json.dumps(result), flush=True)
+    print(json.dumps(tidy(result)), flush=True)
     return result
 
 

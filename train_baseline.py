@@ -27,7 +27,7 @@ from recipes import CLASSIFIER_RECIPES
 from utils import runfiles
 from utils.checkpoints import OPTIMIZER, WEIGHTS, load_model, load_state, save_model
 from utils.classifier import lr_at, train_step
-from utils.console import info, print_result
+from utils.console import print_result
 from utils.errors import UserError
 from utils.pictures import CURVE_PANELS, plot_curves
 from utils.runtime import seed_everything
@@ -101,23 +101,22 @@ def resolve(argv=None):
     if values["init"] and values["width"] is None:  # the encoder's own width, from its file
         values["width"] = load_model(values["init"], "discriminator",
                                      "train_simclr.py")[0].arch["width"]
-    settings = resolve_settings(values, BaselineOptions)
-    say_schedule(settings)
-    return settings
+    return resolve_settings(values, BaselineOptions)
 
 
-def say_schedule(s):
+def schedule_note(s):
     """A word where the assignment's schedule divides the rate within a short run (with
     --epochs 2 the second epoch trains at lr / 100): said, not silently done."""
     epochs, lr = s.loop.epochs, s.optim.lr
     if s.options.schedule != "assignment" or epochs >= 100:
-        return
+        return None
     drops = [e for e in range(1, epochs) if lr_at(e, lr, epochs) < lr_at(e - 1, lr, epochs)]
     if drops:
-        info("note: the assignment's schedule, scaled to --epochs "
-             f"{epochs}: " + ", ".join(f"from epoch {e + 1} lr {lr_at(e, lr, epochs):.3g}"
-                                       for e in drops)
-             + " (--schedule none keeps the rate constant)")
+        return ("note: the assignment's schedule, scaled to --epochs "
+                f"{epochs}: " + ", ".join(f"from epoch {e + 1} lr {lr_at(e, lr, epochs):.3g}"
+                                          for e in drops)
+                + " (--schedule none keeps the rate constant)")
+    return None
 
 
 class BaselineTrainer:
@@ -232,6 +231,8 @@ def _train(s, r):
     r.begin()
     r.say(f"{data.name}: {len(data.train_y)} training, {len(data.test_y)} test images; "
           f"{len(train)} steps per epoch on {rt.device}")
+    if schedule_note(s):
+        r.say(schedule_note(s))
     if own.init:
         r.say(f"--init: the blocks start from the encoder in {own.init}" +
               (" (a resumed run goes on from its checkpoint instead)" if r.ckpt else

@@ -23,7 +23,7 @@ import time
 from flags import (COUNT, NONNEGATIVE, POSITIVE, POSITIVE_INT, SEED, ArgumentParser,
                    add_speed_flags, run_main)
 from utils import runfiles
-from utils.console import info
+from utils.console import info, tidy
 from utils.errors import UserError
 from utils.figures.ascent import run_max_class, run_max_features
 from utils.figures.attack import run_attack
@@ -307,7 +307,7 @@ def make(args, ctx, figures):
         result["report"] = ctx.out(runfiles.REPORT)
         result["pages"] = build_report(ctx.run_dir, ctx.out_dir, result["report"], ctx.paths)
         times["report"] = round(time.time() - t0, 2)
-    print(json.dumps(result), flush=True)
+    print(json.dumps(tidy(result)), flush=True)
     return result
 
 

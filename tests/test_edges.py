@@ -167,3 +167,24 @@ def test_a_file_size_limit_is_not_called_a_full_disk(tmp_path):
         assert "space" not in r.stderr
         assert os.listdir(tmp_path) == [] or not any(p.startswith(".") for p in
                                                      os.listdir(tmp_path))
+
+
+def test_the_judges_strength_is_shown_and_a_weak_judge_is_warned_of(tmp_path, capsys):
+    """cfid, cacc and cconf are only as good as their classifier: its own test accuracy goes
+    with them, and one too weak to rank anything is said to be."""
+    import json
+
+    fakes = folder_of_pngs(tmp_path / "fakes", 12)
+    weak = tmp_path / "weak.model"
+    save_model(str(weak), discriminator("mlp", 4, 10, 3, 32), {"dataset": "x"},
+               {"test_acc": 15.0}, [str(i) for i in range(10)], "train_baseline.py")
+    code, out, err = run_cli(metrics.main, [fakes, "--real", fakes, "--metrics", "cconf",
+                                            "--classifier", str(weak)], capsys)
+    assert code == 0, err
+    assert json.loads(out.splitlines()[-1])["judge_test_acc"] == 15.0
+    assert "warning: the judge" in err and "15.0% test accuracy: too weak to rank" in err
+    from utils.figures.report import quality_notes
+
+    notes = quality_notes(dict(n_fake=12, real="x", split="train", n_real=12, cconf=50.0,
+                               judge_test_acc=15.0), str(tmp_path / "no_log.jsonl"))
+    assert any("too weak to rank" in n for n in notes) and any("15" in n for n in notes)

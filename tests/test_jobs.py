@@ -272,8 +272,11 @@ def test_the_makefiles_variables_are_quoted_for_a_folder_with_a_space():
     r = subprocess.run(["make", "-n", "demo", "DEMO=runs/my demo", "VENV=my venv"], cwd=ROOT,
                        capture_output=True, text=True)
     commands = [shlex.split(line) for line in r.stdout.splitlines() if ".py" in line]
-    assert len(commands) == 3, r.stdout + r.stderr
+    assert len(commands) == 4, r.stdout + r.stderr
     for argv in commands:
         assert argv[0] == "my venv/bin/python"
+        if "metrics.py" in argv:  # the run folder is its first argument
+            assert argv[2] == "runs/my demo"
+            continue
         flag = "--run_dir" if "visualize.py" in argv else "--out_dir"
         assert argv[argv.index(flag) + 1] == "runs/my demo"

@@ -243,6 +243,25 @@ def class_confidence(images, classifier, batch_size=250):
     return 100.0 * sure / len(images), len(found)
 
 
+WEAK_JUDGE = 50.0  # % test accuracy below which a classifier's figures rank nothing
+
+
+def judge_strength(classifier):
+    """(the classifier's own test accuracy in %, or None where its file does not say; a
+    sentence on what that makes of cfid, cacc and cconf)."""
+    _, ckpt = load_model(classifier, "discriminator", "train_baseline.py")
+    acc = (ckpt.get("metrics") or {}).get("test_acc")
+    if not isinstance(acc, (int, float)):
+        return None, (f"the judge {classifier} records no test accuracy: cfid, cacc and cconf "
+                      "are only as good as it is")
+    if acc < WEAK_JUDGE:
+        return acc, (f"warning: the judge {classifier} reaches only {acc:.1f}% test accuracy: "
+                     "too weak to rank anything (a classifier at 15% scored pure noise better "
+                     "than a trained ACGAN); train a stronger one (train_baseline.py)")
+    return acc, (f"the judge {classifier} reaches {acc:.1f}% test accuracy; its figures compare "
+                 "only with figures from the same judge")
+
+
 def evaluate(fake, fake_labels, real, real_labels, metrics, *, classifier=None, intra=False,
              extractor=INCEPTION, weights=None, device=None, cache_root=None, real_name=None,
              splits=10, batch_size=250):
@@ -269,6 +288,10 @@ def evaluate(fake, fake_labels, real, real_labels, metrics, *, classifier=None, 
         out["cacc"] = class_accuracy(fake, fake_labels, classifier, batch_size)
     if "cconf" in metrics:
         out["cconf"], out["cconf_classes"] = class_confidence(fake, classifier, batch_size)
+    if needs_classifier(metrics):  # how far the classifier's figures can be trusted
+        acc, _ = judge_strength(classifier)
+        if acc is not None:
+            out["judge_test_acc"] = acc
     distances = [(m, extractor if m == "fid" else classifier_extractor(classifier))
                  for m in ("fid", "cfid") if m in metrics]
     if intra and distances:

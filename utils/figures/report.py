@@ -19,10 +19,12 @@ from utils.files import atomic_path, file_digest, read_json
 from utils.figures.context import MODELS
 from utils.pictures import CURVE_PANELS, curves_figure, gan_title
 from utils.rundir import epoch_records
+from utils.quality import WEAK_JUDGE
 from utils.sampling import conditioning
 
 A4 = (11.69, 8.27)
 QUALITY_NAMES = {"fid": "FID", "kid": "KID", "is": "Inception Score", "cfid": "classifier FID",
+                 "judge_test_acc": "the judging classifier's own test accuracy (%)",
                  "cacc": "classifier accuracy on the intended class (%)",
                  "cconf": "samples the classifier recognises with confidence (%)",
                  "cconf_classes": "classes among them",
@@ -88,10 +90,14 @@ def quality_notes(metrics, log_path):
         notes.append(f"metrics.py: {metrics['n_fake']} samples against {metrics['real']} "
                      f"({metrics['split']}, {metrics['n_real']} images)")
         for key, name in QUALITY_NAMES.items():
-            if key in metrics:
+            if isinstance(metrics.get(key), (int, float)):
                 spread = metrics.get(f"{key}_std")
                 notes.append(f"  {name}: {metrics[key]:.4g}" +
-                             (f" +- {spread:.2g}" if spread is not None else ""))
+                             (f" +- {spread:.2g}" if isinstance(spread, (int, float)) else ""))
+        judge = metrics.get("judge_test_acc")
+        if isinstance(judge, (int, float)) and judge < WEAK_JUDGE:
+            notes.append(f"  warning: a judge at {judge:.1f}% test accuracy is too weak to rank "
+                         "anything: its figures say little")
     evals = [r for r in epoch_records(log_path) if isinstance(r.get("eval_samples"), int)]
     if evals:
         notes.append(f"during training (--eval_every), {evals[-1]['eval_samples']} samples "
@@ -431,10 +437,11 @@ class Report:
             metrics = None
         notes = quality_notes(metrics, os.path.join(self.run_dir, runfiles.log("gan"))) + notes
         if not notes:
-            self.missing.append("sample-quality figures (made by metrics.py, or train_gan.py "
-                                "--eval_every)")
-            notes = ["missing: sample-quality figures (made by metrics.py, or train_gan.py "
-                     "--eval_every)"]
+            command = (f"python metrics.py {self.run_dir} --metrics "
+                       + ("cfid,cacc,cconf" if self.conditional else "cfid,cconf")
+                       + " (with a classifier beside the GAN: cifar10.model)")
+            self.missing.append(f"sample-quality figures (made by {command})")
+            notes = [f"missing: sample-quality figures; make them with {command}"]
         self.page("Sample quality", notes=notes)
 
 
