@@ -10,7 +10,7 @@ DEMO ?= runs/demo
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-extras.txt requirements-dev.txt
 	"$(PYTHON)" -m venv "$(VENV)"
 	"$(BIN)/pip" install --quiet -r requirements-dev.txt
 	touch "$@"

@@ -271,6 +271,10 @@ def download_only(settings, script):
 
 def resolve_settings(values, options=None):
     """A trainer's flags (a dict) as its typed, frozen settings, shared defaults resolved."""
+    if values.get("tensorboard"):
+        from utils.extras import require
+
+        require("torch.utils.tensorboard", "--tensorboard")
     return Settings.resolve(resolve_shared(values), options)
 
 

@@ -36,6 +36,7 @@ from utils.figures.perturbation import run_perturb
 from utils.figures.report import build_report
 from utils.figures.samples import run_export, run_samples
 from utils.figures.transfer import run_transfer
+from utils.extras import require
 from utils.files import FolderLock, check_writable_folder, remove_stale_temps
 
 def add_models(p):
@@ -269,6 +270,7 @@ def preflight(ctx, figures):
     if "transfer" in figures:
         ctx.check_judges()
     if "attribute" in figures:
+        require("captum.attr", "visualize.py attribute")
         check_gradcam_layer(ctx)
     if "compare" in figures:
         for run in args.runs or []:

@@ -166,11 +166,9 @@ def load_digits(data_dir=None, cache_dir=None):
 
     A fixed split (seeded permutation): 1,500 train, 297 test images.
     """
-    try:
-        from sklearn.datasets import load_digits as sk_digits
-    except ImportError:
-        raise DataError("the digits dataset needs scikit-learn: pip install scikit-learn") from None
-    d = sk_digits()
+    from utils.extras import require
+
+    d = require("sklearn.datasets", "the digits dataset").load_digits()
     x = torch.from_numpy(d.images).float().unsqueeze(1) / 16.0  # (N, 1, 8, 8) in [0, 1]
     x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
     x = (x.clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
@@ -283,6 +281,9 @@ def load_fashion_mnist(data_dir, cache_dir=None):
 def load_svhn(data_dir, cache_dir=None):
     """SVHN's train_32x32.mat and test_32x32.mat (downloaded when missing), read directly:
     X is (32, 32, 3, N) uint8 and y (N, 1) with 10 standing for the digit 0."""
+    from utils.extras import require
+
+    require("scipy.io", "SVHN (its .mat files)")
     import scipy.io
 
     out = []

@@ -361,6 +361,11 @@ def check_request(metrics, classifier=None, weights=None, extractor=INCEPTION,
     classifier of the same classes (classes: the generator's class names, where known)."""
     if {"prc", "cprc"} <= set(metrics):
         raise UserError("prc and cprc name the same figures (precision, recall): ask for one")
+    if {"fid", "is", "kid", "prc", "cfid", "cprc"} & set(metrics):
+        from utils.extras import require
+
+        require("torch_fidelity", "fid, is, kid, prc, cfid and cprc (torch-fidelity computes "
+                                  "them)")
     if {"fid", "is", "kid", "prc"} & set(metrics):
         check_extractor(extractor)
     if {"fid", "is", "kid", "prc"} & set(metrics) and extractor == INCEPTION:
