@@ -5,6 +5,7 @@ codes are utils.errors'). The library under utils/ never sees the command line."
 import argparse
 import math
 import os
+import re
 import sys
 
 from models import ARCHITECTURES, default_width
@@ -283,8 +284,10 @@ PEER_WORDS = ("connection closed by peer", "connection reset by peer", "broken p
 
 
 def first_line(e):
+    """An error's first sentence, without gloo's source location."""
     lines = str(e).strip().splitlines()
-    return (lines[0] if lines else type(e).__name__)[:120]
+    text = re.sub(r"^\[[^\]]*\]\s*", "", lines[0] if lines else type(e).__name__)
+    return text.split(". ")[0][:120]
 
 
 def peer_lost(e):

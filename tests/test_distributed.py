@@ -1,6 +1,7 @@
 """Several processes (gloo on the CPU) and stopping on a signal."""
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -270,3 +271,35 @@ def test_a_trainer_with_a_partial_torchrun_environment_is_one_line(tmp_path, cap
                                                  "--out_dir", str(tmp_path / "run")], capsys)
     assert code == 2 and err.count("\n") == 1 and "RANK is not set" in err, err
     assert not (tmp_path / "run").exists() or not os.listdir(tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_a_peer_killed_mid_run_is_one_line_in_the_survivor(tmp_path):
+    """kill -9 of one of two processes while they train: the other says so in one line and
+    exits 4 (not gloo's traceback); the run's last checkpoint stays for --resume."""
+    from utils.errors import EXIT_PEER_LOST
+
+    port, procs = _free_port(), []
+    for rank in (0, 1):
+        env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                   WORLD_SIZE="2", LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
+        procs.append(subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "train_baseline.py"), "--dataset", "digits",
+             "--width", "4", "--epochs", "50", "--log_every", "1", "--device", "cpu",
+             "--amp", "off", "--out_dir", str(tmp_path / "run")],
+            env=env, stderr=subprocess.PIPE, text=True))
+    try:
+        for line in procs[0].stderr:  # both are training
+            if " step " in line:
+                break
+        procs[1].send_signal(signal.SIGKILL)
+        err = procs[0].stderr.read()
+        assert procs[0].wait(timeout=120) == EXIT_PEER_LOST, err[-2000:]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: another process of this torchrun job stopped"), err[-2000:]
+    assert re.search(r"Connection (closed|reset) by peer", last) and "--resume" in last
+    assert "Traceback" not in err
