@@ -185,6 +185,7 @@ def main(argv=None):
         info(judged)
     if run_dir:
         result["made_from"] = used
+    result = tidy(result)  # the same numbers in the files and on the final line
     for k, v in figures.items():
         if not isinstance(v, dict):
             info(f"{k}: {v:.4g}")
@@ -192,7 +193,7 @@ def main(argv=None):
         atomic_write_json(os.path.join(run_dir, "metrics.json"), result)
         update_json(os.path.join(run_dir, runfiles.VISUALIZATION, runfiles.SUMMARY), "metrics",
                     result)
-    print(json.dumps(tidy(result)), flush=True)
+    print(json.dumps(result), flush=True)
     return result
 
 

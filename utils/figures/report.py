@@ -437,9 +437,9 @@ class Report:
             metrics = None
         notes = quality_notes(metrics, os.path.join(self.run_dir, runfiles.log("gan"))) + notes
         if not notes:
+            judged = "cfid,cacc,cconf" if self.conditional else "cfid,cconf"
             command = (f"python metrics.py {self.run_dir} --metrics "
-                       + ("cfid,cacc,cconf" if self.conditional else "cfid,cconf")
-                       + " (with a classifier beside the GAN: cifar10.model)")
+                       + (judged if "baseline" in self.disc else "fid,is"))
             self.missing.append(f"sample-quality figures (made by {command})")
             notes = [f"missing: sample-quality figures; make them with {command}"]
         self.page("Sample quality", notes=notes)
