@@ -100,18 +100,6 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):
         args = list(sys.argv[1:] if args is None else args)
-        for i, arg in enumerate(args):  # a path or name given empty ('--out_dir ""'): refused
-            name, eq, value = arg.partition("=")
-            if arg == "--":
-                break
-            nxt = args[i + 1] if not eq and i + 1 < len(args) else None
-            empty = (eq and not value.strip()) or (nxt is not None and not nxt.strip())
-            action = self._option_string_actions.get(name.replace("-", "_").replace(
-                "__", "--", 1) if name.startswith("--") else name)
-            if name.startswith("--") and empty and action is not None and action.nargs is None \
-                    and action.type is None and action.choices is None and action.const is None:
-                self.error(f"argument {name}: an empty value: give a path or a name, or leave "
-                           "the flag out for its default")
         known = self._option_string_actions
         for i, arg in enumerate(args):
             if arg == "--":
@@ -120,7 +108,13 @@ class ArgumentParser(argparse.ArgumentParser):
             snake = name.replace("-", "_")
             if name.startswith("--") and name not in known and "--" + snake[2:] in known:
                 args[i] = "--" + snake[2:] + eq + value
-        return super().parse_known_args(args, namespace)
+        parsed, rest = super().parse_known_args(args, namespace)
+        for action in self._actions:  # a path or name given empty ('--out_dir ""'): no
+            value = getattr(parsed, action.dest, None)  # default is empty, so it was typed
+            if action.option_strings and isinstance(value, str) and not value.strip():
+                self.error(f"argument {action.option_strings[-1]}: an empty value: give a "
+                           "path or a name, or leave the flag out for its default")
+        return parsed, rest
 
 
 def with_recipe(parser, recipes, argv=None):
@@ -256,8 +250,6 @@ def runtime_settings(args):
 def download_only(settings, script):
     """--download_only: the dataset fetched and decoded as a run would read it, nothing
     trained; the final JSON line says where it is."""
-    import os
-
     from utils.console import info, print_result
     from utils.data import load_dataset
 

@@ -3,6 +3,7 @@ of this project's own classifier (its features' Frechet distance, cfid, and its 
 intended class, cacc), which need no download. metrics.py is the command; train_gan.py
 --eval_every measures through the same functions.
 """
+import functools
 import hashlib
 import os
 import re
@@ -86,6 +87,20 @@ def classifier_input(x, model):
     return x
 
 
+def judge(path):
+    """A classifier's model file, (model, ckpt), read once per version of the file: the checks
+    and figures of one evaluation all ask for it."""
+    if not os.path.isfile(path):
+        return load_model(path, "discriminator", "train_baseline.py")  # says what is missing
+    stat = os.stat(path)
+    return _judge(os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _judge(path, mtime_ns, size):
+    return load_model(path, "discriminator", "train_baseline.py")
+
+
 def classifier_extractor(path):
     """Register this project's classifier (a model file with a class head) as a torch-fidelity
     feature extractor: 'pooled' (what fc10 reads) for distances, 'logits' for the Inception
@@ -95,7 +110,7 @@ def classifier_extractor(path):
     from torch_fidelity.feature_extractor_base import FeatureExtractorBase
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-    model, _ = load_model(path, "discriminator", "train_baseline.py")
+    model, _ = judge(path)
     if not model.num_classes:
         raise UserError(f"{path} has no class head: cfid and cacc need a classifier")
     name = f"cnn-gan-classifier-{file_digest(path)}"
@@ -215,7 +230,7 @@ def fidelity(fake, real, which, extractor, *, weights=None, device=None, cache_r
 @torch.no_grad()
 def class_accuracy(images, labels, classifier, batch_size=250):
     """The share (%) of images the classifier gives the class in labels."""
-    model, _ = load_model(classifier, "discriminator", "train_baseline.py")
+    model, _ = judge(classifier)
     if len(labels) and int(labels.max()) >= model.num_classes:
         raise UserError(f"cacc: a sample is marked class {int(labels.max())}, and the classifier "
                         f"{classifier} knows {model.num_classes} classes")
@@ -232,7 +247,7 @@ def class_confidence(images, classifier, batch_size=250):
     """For samples of any generator, conditional or not: the share (%) the classifier gives a
     top probability of at least CONFIDENT, and how many classes those cover (the variety an
     unconditional generator has; a collapsed one covers few)."""
-    model, _ = load_model(classifier, "discriminator", "train_baseline.py")
+    model, _ = judge(classifier)
     sure, found = 0, set()
     for start in progress(range(0, len(images), batch_size), -(-len(images) // batch_size),
                           "cconf"):
@@ -249,7 +264,7 @@ WEAK_JUDGE = 50.0  # % test accuracy below which a classifier's figures rank not
 def judge_strength(classifier):
     """(the classifier's own test accuracy in %, or None where its file does not say; a
     sentence on what that makes of cfid, cacc and cconf)."""
-    _, ckpt = load_model(classifier, "discriminator", "train_baseline.py")
+    _, ckpt = judge(classifier)
     acc = (ckpt.get("metrics") or {}).get("test_acc")
     if not isinstance(acc, (int, float)):
         return None, (f"the judge {classifier} records no test accuracy: cfid, cacc and cconf "
@@ -336,7 +351,7 @@ def check_classifier_fits(classifier, channels, size):
     """The classifier reads images of the samples' shape: one of another dataset's shape
     would judge images it was never trained on (a grey 28-pixel classifier on colour 32-pixel
     samples), so it is refused in one line."""
-    model, _ = load_model(classifier, "discriminator", "train_baseline.py")
+    model, _ = judge(classifier)
     want = (model.arch.get("in_channels"), model.arch.get("image_size"))
     if want != (channels, size):
         raise UserError(f"the classifier {classifier} reads {want[0]}-channel {want[1]}x{want[1]}"
@@ -378,7 +393,7 @@ def check_request(metrics, classifier=None, weights=None, extractor=INCEPTION,
     if "cacc" in metrics and not conditional:
         raise UserError("cacc needs a class-conditional generator (--acgan on)")
     if "cacc" in metrics and classes:
-        theirs = list(load_model(classifier, "discriminator", "train_baseline.py")[1]["classes"])
+        theirs = list(judge(classifier)[1]["classes"])
         if theirs and list(classes) != theirs:
             raise UserError(f"cacc: the classifier {classifier} names the classes "
                             f"{', '.join(theirs[:4])}..., the generator "
