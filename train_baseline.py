@@ -8,14 +8,9 @@
     python train_baseline.py --recipe udacity-batchnorm --batch_norm off --data_dir ../shared/data \
         --out_dir runs/no_bn            # the batch-normalization lesson; then visualize.py compare
 
-The assignment's recipe (ie534, the default): Adam (lr 1e-4), batch 128, 100 epochs, the
-learning rate divided by 10 at half the epochs and by 100 at three quarters, cross-entropy on
-fc10 (87-89% CIFAR-10 test accuracy in the assignment). --recipe udacity-batchnorm is seed
-003's lesson: the same MLP with and without BatchNorm on MNIST (recipes.py).
-
-Writes to --out_dir: cifar10.model (weights and settings, which visualize.py loads),
-baseline.ckpt (every epoch, for --resume), baseline_log.jsonl, baseline_config.json and
-baseline_curves.png. The last line on stdout is JSON with the final figures.
+Writes to --out_dir: cifar10.model (which visualize.py loads), baseline.ckpt (--resume),
+baseline_log.jsonl, baseline_config.json and baseline_curves.png; the last line on stdout is
+JSON with the final figures.
 """
 import os
 from dataclasses import dataclass

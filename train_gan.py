@@ -9,20 +9,13 @@ lessons through one training loop (--recipe, or --loss, --arch and --dataset).
     python train_gan.py --dataset digits --width 32 --lr 1e-3 --batch_size 64 --epochs 20 \
         --out_dir runs/demo                             # a CPU demo in about three minutes
 
-Each iteration: a discriminator step and a generator step (every --gen_train iterations)
-through the frozen discriminator, the generator first (IE 534) or, with --d_first on, the
-discriminator first (the other lessons). The loss family (losses.py: wgan-gp, wgan, gan,
-gan-saturating, lsgan, hinge) gives both losses; a gradient penalty (--gp_weight, 10 for
-wgan-gp) and weight clipping (--clip, 0.01 for wgan) regularise the critic; with --acgan on
-(the assignment) the first num_classes of the --latent_dim noise values are the one-hot class
-c and both networks add ACGAN's cross-entropy on fc10. The assignment's recipe (ie534, the
-default): Adam lr 1e-4, betas (0.0, 0.9), with its step-overflow guard (--adam_step_cap;
-the other recipes use plain Adam).
+Each iteration is a critic step and, every --gen_train iterations, a generator step through
+the frozen critic (generator first as IE 534; critic first with --d_first on, as the other
+lessons). The losses are the loss family's (losses.py); --acgan on adds ACGAN's class term.
 
-Writes to --out_dir: output/000.png, 001.png, ... (after every epoch, the same 100 noise
-vectors; for a class-conditional generator class c in column c), gan.ckpt (every epoch, for
---resume), generator.model and discriminator.model (which visualize.py loads), gan_log.jsonl,
-gan_config.json and gan_curves.png. The last line on stdout is JSON with the final figures.
+Writes to --out_dir: output/NNN.png (the same 100 noise vectors after every epoch; class c in
+column c), gan.ckpt (--resume), generator.model and discriminator.model (for visualize.py),
+gan_log.jsonl, gan_config.json and gan_curves.png; the last line on stdout is JSON.
 """
 import os
 import time
@@ -43,7 +36,6 @@ from utils.pictures import CURVE_PANELS, gan_title, plot_curves
 from utils.sampling import fixed_noise, sample_generator
 from utils.trainer import EpochEnd, check_batch_statistics
 from utils.training import evaluate, open_run
-
 
 
 def build_parser():
@@ -303,8 +295,7 @@ class GanTrainer:
             return False
         save_model(os.path.join(self.settings.loop.out_dir, runfiles.GENERATOR_BEST_MODEL),
                    self.sampler, self.settings.flat(), {key: value, "epoch": epoch + 1},
-                   self.classes,
-                   "train_gan.py")
+                   self.classes, "train_gan.py")
         return True
 
     def plot(self, history):

@@ -7,14 +7,10 @@
         --out_dir runs/finetune50                           # fine-tuned on 500 labels
     python visualize.py neighbours --run_dir runs/simclr    # nearest images in the representation
 
-Two views of every image (SimCLR's augmentation, on whole batches on the device: a random
-resized crop, a flip, colour jitter with probability 0.8, greyscale with probability 0.2) go
-through the encoder f, the discriminator's trunk (--arch, --width; its heads unused), and a
-two-layer projection head g to 128 values; the NT-Xent loss (losses.nt_xent, temperature 0.5)
-pulls each pair together against the other 2N - 2 views of the batch (of the global batch
-under torchrun). Adam, no labels. Writes to --out_dir: simclr.model (the encoder, which
-train_baseline.py --init and visualize.py neighbours read), simclr.ckpt (for --resume),
-simclr_log.jsonl, simclr_config.json and simclr_curves.png. The last line on stdout is JSON.
+Two augmented views of every image go through the encoder (the discriminator's trunk) and a
+projection head; NT-Xent pulls each pair together against the other views of the global
+batch. Writes simclr.model (the encoder: train_baseline.py --init reads it), simclr.ckpt,
+simclr_log.jsonl, simclr_config.json and simclr_curves.png; the last line on stdout is JSON.
 """
 import os
 from dataclasses import dataclass

@@ -96,6 +96,113 @@ def killed_and_resumed(script, argv, tmp_path, capsys, monkeypatch):
     return a, b
 
 
+def pdf_text(pdf):
+    """The text matplotlib wrote into a PDF (its content streams, one string per TJ array)."""
+    import re
+    import zlib
+
+    out = []
+    for stream in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", pdf, re.S):
+        try:
+            content = zlib.decompress(stream)
+        except zlib.error:
+            continue  # images and fonts
+        for array in re.findall(rb"\[(.*?)\]\s*TJ", content, re.S):
+            parts = re.findall(rb"\(((?:\\.|[^\\)])*)\)", array, re.S)  # (...), \) inside
+            out.append(re.sub(rb"\\(.)", rb"\1", b"".join(parts)).decode("latin-1"))
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------- refusals
+# A command refused before any work: exit 2, one line on stderr, nothing written.
+
+# A width-4 run of one epoch on the digits in fp32: what each refusal is tried on.
+TINY_DIGITS = ["--dataset", "digits", "--width", "4", "--epochs", "1", "--amp", "off"]
+
+
+def one_line(code, err):
+    """A refusal: exit 2 and stderr exactly one line, no traceback; stderr."""
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, (code, err)
+    return err
+
+
+def last_line(code, err, expected_code=2):
+    """A command that ended with expected_code and no traceback: the last line it said."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == expected_code and lines and "Traceback" not in err, (code, err)
+    return lines[-1]
+
+
+def folder_of_pngs(folder, n, channels=3, size=32):
+    """n random PNGs (00000.png, ...) in a new folder: fakes for metrics.py."""
+    from PIL import Image
+
+    folder.mkdir()
+    g = torch.Generator().manual_seed(0)
+    for i in range(n):
+        a = torch.randint(0, 256, (size, size, channels), generator=g, dtype=torch.uint8)
+        Image.fromarray(a.numpy()[..., 0] if channels == 1 else a.numpy()).save(
+            folder / f"{i:05d}.png")
+    return str(folder)
+
+
+def classifier(path, channels, size):
+    """An untrained 10-class classifier file for images of that shape: a judge to refuse."""
+    from models import discriminator
+    from utils.checkpoints import save_model
+
+    save_model(str(path), discriminator("mlp", 4, 10, channels, size), {"dataset": "x"}, {},
+               [str(i) for i in range(10)], "train_baseline.py")
+    return str(path)
+
+
+# ----------------------------------------------------------------------------- a folder dataset
+# A small image folder (DIR/train/<class>/*.png, DIR/test/<class>/*.png) and a width-4
+# classifier trained on it: the faults a user's own files, disk and terminals can bring.
+
+FOLDER_RUN = ["--dataset", "folder", "--width", "4", "--batch_size", "8", "--log_every", "1000",
+              "--lr", "1e-3"]
+
+
+def make_folder(root, classes=("a", "b"), train=8, test=4, seed=0):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", train), ("test", test)):
+        for c in classes:
+            os.makedirs(os.path.join(root, split, c), exist_ok=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+                    os.path.join(root, split, c, f"{i}.png"))
+    return str(root)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return make_folder(tmp_path / "data")
+
+
+def train(data_dir, out, capsys, *extra, cache=None):
+    """train_baseline.py on the folder dataset data_dir into out: (exit code, stdout, stderr)."""
+    import train_baseline
+
+    cache = cache or os.path.join(os.path.dirname(str(out)), "cache")
+    return run_cli(train_baseline.main, FOLDER_RUN + ["--data_dir", str(data_dir), "--out_dir",
+                                                      str(out), "--cache_dir", cache, *extra],
+                   capsys)
+
+
+def stopped_after_one_step(folder, out, capsys, *extra):
+    """A run of two epochs with its --stop_file there from the start (exit 75): its stderr."""
+    stop = os.path.join(os.path.dirname(str(out)), "STOP")
+    open(stop, "w").close()
+    code, _, err = train(folder, out, capsys, "--epochs", "2", "--stop_file", stop, *extra)
+    os.remove(stop)
+    assert code == 75, err
+    return err
+
+
 @pytest.fixture(scope="session")
 def digits_baseline(tmp_path_factory):
     """A small classifier trained on real digits: (model file path, final figures)."""

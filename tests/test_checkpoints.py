@@ -1,9 +1,13 @@
-"""Atomic checkpoints and the checks on every file loaded."""
+"""Atomic checkpoints and the checks on every file loaded: a resume on other data, flipped
+bytes inside a checkpoint."""
 import os
 import pickle
+import shutil
+import zipfile
 
 import pytest
 import torch
+from conftest import last_line, make_folder, stopped_after_one_step, train
 
 from utils.checkpoints import atomic_save, load_checkpoint
 from utils.errors import UserError
@@ -182,3 +186,30 @@ def test_resume_takes_the_run_folder_for_its_checkpoint(tmp_path):
         str(tmp_path / "run"), "baseline.ckpt")
     with pytest.raises(UserError, match="no checkpoint at .*other.*baseline.ckpt"):
         resolve_resume(str(tmp_path / "other"), False, run)
+
+
+# ---------------------------------------------------- resuming on the same data, from a whole file
+
+def test_a_resume_continues_on_the_same_data(folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    stopped_after_one_step(folder, out, capsys)
+    other = make_folder(tmp_path / "other", seed=1)  # the same classes and sizes, other images
+    code, _, err = train(other, out, capsys, "--epochs", "2", "--resume")
+    assert "trained on other data" in last_line(code, err)
+    shutil.copytree(folder, tmp_path / "copy")  # the same images elsewhere: fine
+    code, _, err = train(tmp_path / "copy", out, capsys, "--epochs", "2", "--resume")
+    assert code == 0, err
+
+
+def test_flipped_bytes_inside_a_checkpoint_are_refused(folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    stopped_after_one_step(folder, out, capsys)
+    path = out / "baseline.ckpt"
+    with zipfile.ZipFile(path) as z:  # the largest tensor's bytes, stored uncompressed
+        info = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    raw = bytearray(path.read_bytes())
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    raw[start + info.file_size // 2] ^= 0x40
+    path.write_bytes(bytes(raw))
+    code, _, err = train(folder, out, capsys, "--epochs", "2", "--resume")
+    assert "damaged" in last_line(code, err), err

@@ -1,7 +1,12 @@
-"""The shared command line: flags, one-line errors."""
+"""The shared command line: flags, one-line errors (a seed out of range, an empty path)."""
 import pytest
+from conftest import TINY_DIGITS, one_line, run_cli
 
 import flags as cli
+import metrics
+import train_baseline
+import train_gan
+import visualize
 from flags import ArgumentParser
 
 
@@ -89,3 +94,24 @@ def test_color_jitter_flag(capsys):
             p.parse_args(["--color_jitter", bad])
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "--color_jitter" in err
+
+
+# ----------------------------------------------------------------------------- every command
+
+@pytest.mark.parametrize("seed", ["-1", str(2**63), str(2**70)])
+def test_a_seed_outside_every_generators_range(seed, tmp_path, capsys):
+    for main, argv in ((train_baseline.main, TINY_DIGITS + ["--out_dir", str(tmp_path)]),
+                       (visualize.main, ["perturb", "--run_dir", str(tmp_path)]),
+                       (metrics.main, [str(tmp_path)])):
+        err = one_line(*run_cli(main, argv + ["--seed", seed], capsys)[::2])
+        assert "--seed" in err and "2**63 - 1" in err
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("flag", ["--out_dir", "--data_dir", "--cache_dir", "--stop_file"])
+def test_an_empty_path_is_refused(flag, tmp_path, capsys):
+    for argv in (TINY_DIGITS + [flag, ""], TINY_DIGITS + [f"{flag}="]):
+        err = one_line(*run_cli(train_gan.main, argv, capsys)[::2])
+        assert flag in err and "empty" in err
+    err = one_line(*run_cli(visualize.main, ["all", "--run_dir", ""], capsys)[::2])
+    assert "--run_dir" in err

@@ -1,3 +1,4 @@
+import json
 import os
 from urllib.error import URLError
 
@@ -6,8 +7,10 @@ import pytest
 import torch
 import torchvision.transforms.v2 as T
 import torchvision.transforms.v2.functional as TF
+from conftest import run_cli
 from PIL import Image
 
+import train_gan
 from utils.augment import Augment, adjust_hue, color_jitter, jitter_strengths, resized_crop
 from utils.data import Batches, DataError, load_dataset, load_folder, make_generator
 
@@ -277,3 +280,63 @@ def test_grey_images_get_brightness_and_contrast_only():
     crop = Augment((0.1, 0.1, 0.1, 0.1), flip=False, size=28)
     out = crop(x, torch.Generator().manual_seed(0))
     assert out.shape == (4, 1, 28, 28) and out.min() >= 0 and out.max() <= 1
+
+
+# ------------------------------------------------------------------------- the decoded image cache
+
+CACHE_DAMAGE = {
+    "random bytes": lambda p: open(p, "wb").write(os.urandom(300)),
+    "truncated": lambda p: open(p, "r+b").truncate(os.path.getsize(p) // 2),
+    "empty": lambda p: open(p, "wb").close(),
+    "arrays missing": lambda p: np.savez(p[:-4], train_x=np.zeros(3)),
+    "wrong dtype": lambda p: np.savez(p[:-4], train_x=np.zeros((2, 3, 32, 32)),
+                                      train_y=np.zeros(2), test_x=np.zeros((1, 3, 32, 32)),
+                                      test_y=np.zeros(1), classes=np.array(["a"])),
+}
+
+
+@pytest.mark.parametrize("damage", list(CACHE_DAMAGE))
+def test_a_damaged_decoded_image_cache_is_rebuilt(damage, folder, tmp_path):
+    cache = str(tmp_path / "cache")
+    first = load_folder(folder, cache)
+    (name,) = os.listdir(cache)
+    CACHE_DAMAGE[damage](os.path.join(cache, name))
+    again = load_folder(folder, cache)
+    assert torch.equal(again.train_x, first.train_x) and again.classes == first.classes
+    assert torch.equal(load_folder(folder, cache).test_x, first.test_x)  # and cached again
+
+
+def test_a_link_to_the_folder_shares_its_cache(folder, tmp_path, monkeypatch):
+    cache = str(tmp_path / "cache")
+    load_folder(folder, cache)
+    os.symlink(folder, tmp_path / "link")
+    from utils import images
+    monkeypatch.setattr(images, "decode_split", lambda *a, **k: pytest.fail("decoded again"))
+    load_folder(str(tmp_path / "link"), cache)
+
+
+# ----------------------------------------------------------------------------- messages
+
+def test_data_messages_say_what_is_wrong(mnist_dir, tmp_path):
+    d = tmp_path / "m"
+    (d / "MNIST" / "raw").mkdir(parents=True)
+    for f in os.listdir(os.path.join(mnist_dir, "MNIST", "raw")):
+        os.symlink(os.path.join(mnist_dir, "MNIST", "raw", f), d / "MNIST" / "raw" / f)
+    target = d / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    target.unlink()
+    target.write_bytes(open(os.path.join(mnist_dir, "MNIST", "raw", target.name), "rb")
+                       .read(1000))  # truncated
+    with pytest.raises(DataError, match="damaged or incomplete"):
+        load_dataset("mnist", str(d))
+    (tmp_path / "a_file").write_text("x")
+    for name in ("mnist", "folder", "cifar10"):
+        with pytest.raises(DataError, match="is a file, not a folder"):
+            load_dataset(name, str(tmp_path / "a_file"))
+
+
+def test_download_only_fetches_and_trains_nothing(tmp_path, capsys):
+    code, out, err = run_cli(train_gan.main, ["--dataset", "digits", "--download_only",
+                                              "--out_dir", str(tmp_path / "run")], capsys)
+    assert code == 0, err
+    assert json.loads(out.splitlines()[-1])["train"] == 1500 and "nothing trained" in err
+    assert not (tmp_path / "run").exists()

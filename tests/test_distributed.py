@@ -1,4 +1,5 @@
-"""Several processes (gloo on the CPU) and stopping on a signal."""
+"""Several processes (gloo on the CPU), a lost torchrun peer, and stopping on a signal or a
+stop file."""
 import json
 import os
 import re
@@ -11,7 +12,7 @@ import time
 import pytest
 import torch
 import torch.multiprocessing as mp
-from conftest import ROOT, run_cli
+from conftest import ROOT, last_line, run_cli, stopped_after_one_step, train
 
 import train_baseline
 import train_gan
@@ -303,3 +304,32 @@ def test_a_peer_killed_mid_run_is_one_line_in_the_survivor(tmp_path):
     assert last.startswith("error: another process of this torchrun job stopped"), err[-2000:]
     assert re.search(r"Connection (closed|reset) by peer", last) and "--resume" in last
     assert "Traceback" not in err
+
+
+def test_stop_files_say_what_was_found(folder, tmp_path, capsys):
+    err = stopped_after_one_step(folder, tmp_path / "run", capsys)
+    assert err.count("before training started") == 1 and "stopping after this step" not in err
+    (tmp_path / "a_folder").mkdir()
+    code, _, err = train(folder, tmp_path / "run2", capsys, "--epochs", "1", "--stop_file",
+                         str(tmp_path / "a_folder"))
+    assert "is a folder" in last_line(code, err)
+
+
+def test_a_dead_torchrun_peer_is_one_line(monkeypatch, capsys):
+    """What gloo raises in the survivors when a peer of the job dies."""
+    from flags import run_main
+    from utils.errors import EXIT_PEER_LOST
+
+    def main(argv):
+        raise RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection "
+                           "closed by peer [127.0.0.1]:29500\nmore lines of the traceback")
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit) as e:
+        run_main(main, [])
+    err = capsys.readouterr().err
+    assert e.value.code == EXIT_PEER_LOST and err.count("\n") == 1
+    assert "another process of this torchrun job stopped" in err and "--resume" in err
+    monkeypatch.setenv("WORLD_SIZE", "1")  # alone, the same error is no peer's: raised
+    with pytest.raises(RuntimeError):
+        run_main(main, [])

@@ -1,14 +1,16 @@
 """An export is whole or says it is not: the earlier export stays complete until the new one
 is written whole, an export cut short at any instant never reads as complete (metrics.py
-refuses it), the next export finishes the job, and killed writers' leftovers go."""
+refuses it), the next export finishes the job, killed writers' leftovers go, and nothing it
+did not write is ever deleted."""
 import json
 import os
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import last_line, run_cli
 
 import metrics
+import visualize
 from models import generator
 from utils.figures import samples
 from utils.figures.samples import EXPORT_MARK, STAGING, export_complete, export_samples
@@ -122,3 +124,23 @@ def test_visualize_removes_killed_writers_leftovers_in_its_folder(tmp_path, caps
                                             "--batch_size", "8", "--device", "cpu"], capsys)
     assert code == 0, err
     assert not (vis / ".summary.json.999999.tmp").exists() and (vis / "mine.txt").exists()
+
+
+@pytest.mark.slow
+def test_export_never_deletes_what_it_did_not_write(digits_gan, tmp_path, capsys):
+    run, _ = digits_gan
+    mine = tmp_path / "user"
+    mine.mkdir()
+    (mine / "00001.png").write_bytes(b"the user's own picture")
+    code, _, err = run_cli(visualize.main, ["export", "--run_dir", str(run), "--n", "5",
+                                            "--out_dir", str(mine)], capsys)
+    assert "did not write" in last_line(code, err)
+    assert (mine / "00001.png").read_bytes() == b"the user's own picture"
+    out = tmp_path / "export"
+    for n in (12, 4):  # a second export into its own folder replaces its own files only
+        assert run_cli(visualize.main, ["export", "--run_dir", str(run), "--n", str(n),
+                                        "--out_dir", str(out)], capsys)[0] == 0
+        (out / "notes.txt").write_text("the user's note")
+    pngs = sorted(f for f in os.listdir(out) if f.endswith(".png"))
+    assert pngs == [f"{i:05d}_c{i}.png" for i in range(4)]
+    assert (out / "notes.txt").exists()

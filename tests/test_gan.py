@@ -1,3 +1,4 @@
+import copy
 import json
 import os
 
@@ -6,17 +7,23 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from conftest import killed_and_resumed, run_cli
+from conftest import (DIGITS_JITTER, TINY_DIGITS, classifier, killed_and_resumed, one_line,
+                      run_cli)
 from PIL import Image
 
 import train_gan
+import visualize
 from losses import gradient_penalty, interpolate
 from models import Discriminator, Generator
+from recipes import recipe_values
 from utils import gan
 from utils.checkpoints import load_model
 from utils.errors import EXIT_DIVERGED
-from utils.gan import GanNets, discriminator_step, generator_step, save_samples
+from utils.gan import (GanNets, GanSpec, build_gan, discriminator_step, ema_update, gan_iteration,
+                       generator_step, save_samples)
+from utils.runtime import Runtime
 from utils.sampling import fixed_noise, sample_noise
+from utils.settings import Settings
 
 TINY = ["--dataset", "digits", "--width", "8", "--batch_size", "32", "--lr", "2e-3",
         "--log_every", "1000"]
@@ -291,3 +298,198 @@ def test_the_penalty_interpolates_each_sample_at_its_own_draw_in_the_real_iterat
     x_hat = interpolate(r, f, alpha)
     for i in range(8):  # sample i lies alpha_i of the way from its fake to its real image
         assert torch.allclose(x_hat[i], alpha[i] * r[i] + (1 - alpha[i]) * f[i], atol=1e-6)
+
+
+# --------------------------------------------------- which network steps first, and the Adam guard
+
+def _tiny_gan(recipe, **overrides):
+    """A recipe's networks at width 4 on 8x8 grey images, its optimizers and step spec."""
+    a = Settings.resolve(recipe_values(recipe, width=4, **overrides))
+    nets, opt_g, opt_d = build_gan(a, 0, Runtime(torch.device("cpu")), channels=1, image_size=8)
+    return nets, opt_g, opt_d, GanSpec.of(a)
+
+
+def _train(recipe, steps, **overrides):
+    nets, opt_g, opt_d, spec = _tiny_gan(recipe, **overrides)
+    real = torch.rand(4, 1, 8, 8) * 2 - 1
+    gen = torch.Generator().manual_seed(0)
+    for i in range(steps):
+        gan_iteration(nets, opt_g, opt_d, real, None, i, spec, Runtime(torch.device("cpu")), gen)
+    return nets, opt_g, opt_d
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe,steps", [("ie534", 1030), ("cs231n-gan", 1030)])
+def test_the_adam_guard_acts_on_both_optimizers_only_in_the_assignments_recipe(recipe, steps):
+    """In a real run of gan_iteration past step 1,024: the assignment's guard sets both
+    networks' Adam step back to 1,000 at 1,024, so 1,030 updates leave 1,006; CS231n's plain
+    Adam counts all 1,030."""
+    nets, opt_g, opt_d = _train(recipe, steps, arch="mlp")  # the recipe's optimizers, fast nets
+    expected = 1006 if recipe == "ie534" else 1030
+    for opt in (opt_g, opt_d):
+        assert {int(s["step"]) for s in opt.state.values()} == {expected}, recipe
+
+
+@pytest.mark.parametrize("d_first, gen_train, expected", [
+    ("off", 1, "GD GD GD GD"),  # IE 534: the generator, then the critic
+    ("off", 2, "GD D GD D"),
+    ("on", 1, "DG DG DG DG"),  # CS231n and Udacity: the discriminator first
+    ("on", 2, "D DG D DG"),  # WGAN: n_critic critic steps, then the generator
+])
+def test_which_network_steps_first(d_first, gen_train, expected):
+    nets, opt_g, opt_d, spec = _tiny_gan("cs231n-gan", d_first=d_first, gen_train=gen_train)
+    order = []
+    opt_g.register_step_post_hook(lambda *a: order.append("G"))
+    opt_d.register_step_post_hook(lambda *a: order.append("D"))
+    real, gen = torch.rand(4, 1, 8, 8) * 2 - 1, torch.Generator().manual_seed(0)
+    for i in range(4):
+        gan_iteration(nets, opt_g, opt_d, real, None, i, spec, Runtime(torch.device("cpu")), gen)
+        order.append(" ")
+    assert "".join(order).split() == expected.split()
+
+
+def test_the_generator_step_sees_the_critic_of_its_own_iteration():
+    """With the discriminator first, the generator's loss is computed through the critic this
+    iteration updated: the critic's weights after the iteration give the same loss."""
+    nets, opt_g, opt_d, spec = _tiny_gan("cs231n-gan")
+    seen = []
+    nets.D.register_forward_hook(lambda m, inp, out: seen.append(
+        [p.detach().clone() for p in m.parameters()]) if not torch.is_grad_enabled() or
+        not next(m.parameters()).requires_grad else None)
+    real = torch.rand(4, 1, 8, 8) * 2 - 1
+    gan_iteration(nets, opt_g, opt_d, real, None, 0, spec, Runtime(torch.device("cpu")),
+                  torch.Generator().manual_seed(0))
+    assert seen and all(torch.equal(a, b) for a, b in zip(seen[-1], nets.D.parameters()))
+
+
+@pytest.mark.slow
+def test_a_gan_trains_the_last_partial_batch_when_asked(tmp_path, capsys):
+    argv = ["--dataset", "digits", "--width", "8", "--batch_size", "64", "--subset", "200",
+            "--epochs", "1", "--log_every", "1000", "--out_dir", str(tmp_path)]
+    code, _, err = run_cli(train_gan.main, argv + ["--drop_last", "off"], capsys)
+    assert code == 0, err
+    assert "4 steps per epoch" in err  # 64 + 64 + 64 + 8
+    code, _, err = run_cli(train_gan.main, argv + ["--overwrite"], capsys)
+    assert code == 0 and "3 steps per epoch" in err
+
+
+# -------------------------- the modern tools: EMA, DiffAugment, spectral norm, the best checkpoint
+
+TINY_FP32 = TINY + ["--amp", "off", *DIGITS_JITTER]  # fp32: bf16 is slower at width 8
+
+
+MODERN = ["--ema", "0.9", "--diffaugment", "color,translation,cutout", "--spectral_norm", "on"]
+
+
+def test_ema_follows_its_closed_form():
+    """After updates to weights w_1..w_N, ema = beta^N w_0 + (1 - beta) sum beta^(N-t) w_t;
+    buffers are the model's own."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    ema, beta = copy.deepcopy(model), 0.9
+    w0, ws = model[0].weight.detach().clone(), []
+    for _ in range(7):
+        with torch.no_grad():
+            model[0].weight.add_(torch.randn(4, 3))
+        model.train()(torch.randn(5, 3))  # moves BatchNorm's running statistics
+        ws.append(model[0].weight.detach().clone())
+        ema_update(ema, model, beta)
+    n = len(ws)
+    expected = beta ** n * w0 + sum((1 - beta) * beta ** (n - t) * w for t, w in enumerate(ws, 1))
+    assert torch.allclose(ema[0].weight, expected, atol=1e-6)
+    assert torch.equal(ema[1].running_mean, model[1].running_mean)
+
+
+def _nets_state(path):
+    ckpt = torch.load(path, weights_only=True)
+    return {k: ckpt[k] for k in ("generator", "generator_ema", "discriminator")}
+
+
+@pytest.mark.slow
+def test_resume_with_ema_diffaugment_and_spectral_norm_is_bit_equal(tmp_path, capsys):
+    argv = TINY_FP32 + MODERN + ["--subset", "128", "--epochs", "2"]
+    a, b, stop = str(tmp_path / "a"), str(tmp_path / "b"), tmp_path / "STOP"
+    assert run_cli(train_gan.main, argv + ["--out_dir", a], capsys)[0] == 0
+    stop.touch()
+    assert run_cli(train_gan.main, argv + ["--out_dir", b, "--stop_file", str(stop)],
+                   capsys)[0] == 75
+    stop.unlink()
+    assert run_cli(train_gan.main, argv + ["--out_dir", b, "--resume"], capsys)[0] == 0
+    sa, sb = _nets_state(os.path.join(a, "gan.ckpt")), _nets_state(os.path.join(b, "gan.ckpt"))
+    for part in sa:
+        assert all(torch.equal(sa[part][k], sb[part][k]) for k in sa[part]), part
+    assert any("_u" in k for k in sa["discriminator"])  # the power iteration's state resumed
+    assert not torch.equal(sa["generator"]["fc1.weight"], sa["generator_ema"]["fc1.weight"])
+    # the moving average is what the figures sample
+    code, _, err = run_cli(visualize.main, ["samples", "--run_dir", b, "--out_dir",
+                                            str(tmp_path / "vis")], capsys)
+    assert code == 0, err
+    summary = json.load(open(tmp_path / "vis" / "summary.json"))
+    assert summary["samples"]["made_from"]["generator"]["file"] == "generator_ema.model"
+
+
+@pytest.mark.slow
+def test_the_moving_average_is_warmed_up_and_follows_a_short_run(tmp_path, capsys):
+    """At 0.999 from the first step, 300 steps would leave 74% of the random initial weights
+    in the average (the ablation's 10-epoch run: cfid 500, 10.6% of fakes their class). Warmed
+    up as TensorFlow's num_updates, min(beta, (1 + t) / (10 + t)), it stays near the trained
+    generator."""
+    from models import generator
+    from utils.gan import ema_beta
+    from utils.runtime import seed_everything
+
+    assert ema_beta(0.999, 0) == pytest.approx(0.1)
+    assert ema_beta(0.999, 90) == pytest.approx(0.91)
+    assert ema_beta(0.999, 10**6) == 0.999 and ema_beta(0.5, 100) == 0.5
+    out = tmp_path / "run"
+    argv = TINY_FP32 + ["--arch", "mlp", "--ema", "0.999",  # the fully connected pair: fast
+                        "--subset", "960", "--epochs", "10", "--seed", "0", "--out_dir", str(out)]
+    assert run_cli(train_gan.main, argv, capsys)[0] == 0  # 300 iterations
+    ckpt = torch.load(os.path.join(out, "gan.ckpt"), weights_only=True)
+    g, ema, settings = ckpt["generator"], ckpt["generator_ema"], ckpt["settings"]
+    seed_everything(settings["seed"])  # the initial generator, as build_gan makes it
+    init = generator(settings["arch"], settings["latent_dim"], settings["width"], 3, 32)
+    init = init.state_dict()
+    weights = [k for k in g if g[k].is_floating_point() and g[k].dim() > 1]
+    to_trained = sum((ema[k] - g[k]).norm() ** 2 for k in weights) ** 0.5
+    trained_moved = sum((g[k] - init[k]).norm() ** 2 for k in weights) ** 0.5
+    assert to_trained < 0.5 * trained_moved, (to_trained, trained_moved)
+
+
+def _scripted_quality(values):
+    def make(args, data, runtime, classes):
+        it = iter(values)
+        return lambda G: {"cfid": next(it)}
+    return make
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("values, best_epoch", [([5.0, 7.0], 1), ([7.0, 5.0], 2)])
+def test_keep_best_keeps_the_better_evaluation(values, best_epoch, digits_baseline, tmp_path,
+                                               capsys, monkeypatch):
+    argv = TINY_FP32 + ["--subset", "96", "--eval_every", "1", "--eval_metrics", "cfid",
+                        "--eval_classifier", digits_baseline[0], "--keep_best", "cfid"]
+    reference = str(tmp_path / f"epochs{best_epoch}")
+    assert run_cli(train_gan.main, TINY_FP32 + ["--subset", "96", "--epochs", str(best_epoch),
+                                                "--out_dir", reference], capsys)[0] == 0
+    monkeypatch.setattr(train_gan, "sample_quality", _scripted_quality(values))
+    out = tmp_path / "run"
+    code, _, err = run_cli(train_gan.main, argv + ["--epochs", "2", "--out_dir", str(out)], capsys)
+    assert code == 0, err
+    best, ckpt = load_model(str(out / "generator_best.model"), "generator", "")
+    assert ckpt["metrics"] == {"cfid": min(values), "epoch": best_epoch}
+    same, _ = load_model(os.path.join(reference, "generator.model"), "generator", "")
+    assert all(torch.equal(a, b) for a, b in zip(best.state_dict().values(),
+                                                 same.state_dict().values()))
+    code, _, err = run_cli(train_gan.main, TINY_FP32 + ["--keep_best", "fid", "--out_dir",
+                                                        str(tmp_path / "x")], capsys)
+    assert code == 2 and "--eval_every" in err
+
+
+def test_the_gan_checks_its_evaluations_sample_count_at_the_start(tmp_path, capsys):
+    judge = classifier(tmp_path / "c.model", 3, 32)
+    out = tmp_path / "run"
+    err = one_line(*run_cli(train_gan.main, TINY_DIGITS + [
+        "--eval_every", "1", "--eval_metrics", "cfid", "--eval_classifier", judge,
+        "--eval_samples", "3", "--out_dir", str(out)], capsys)[::2])
+    assert "--eval_samples" in err and not out.exists()

@@ -1,6 +1,8 @@
 """Sample-quality metrics: distances that order what they should, figures recomputed
 independently, the Inception path wired through torch-fidelity's own extension point, offline
-errors, the cache and the measurements during training."""
+errors, the cache and the measurements during training, precision and recall, and the inputs
+refused in one line (too few images, an unknown extractor, a judge of other classes or another
+shape, Inception weights that do not fit) with the judge's own strength shown."""
 import json
 import os
 
@@ -9,12 +11,15 @@ import pytest
 import scipy.linalg
 import torch
 import torch.nn.functional as F
-from conftest import run_cli
+from conftest import (TINY_DIGITS, classifier, folder_of_pngs, last_line, one_line, run_cli,
+                      train)
 from PIL import Image
 
 import metrics
 import train_gan
+from models import discriminator
 from utils import quality
+from utils.checkpoints import save_model
 from utils.data import Batches, load_dataset
 from utils.training import evaluate
 
@@ -234,3 +239,99 @@ def test_a_datasets_images_are_a_seeded_draw_not_its_first_ones(digits_baseline,
     assert len(x) == 30 and len(set(labels.tolist())) >= 8
     assert torch.equal(quality.read_folder(str(folder), 30, seed=0)[1], labels)
     assert torch.equal(quality.read_folder(str(folder))[1], torch.arange(100) // 10)
+
+
+# ---------------------------------------------------------------------------- precision and recall
+
+@pytest.mark.slow
+def test_precision_and_recall_point_the_right_way(mnist_judge, mnist_dir):
+    """Fakes that are all one class: precision high (each is a real-looking digit), recall low
+    (most real digits have no fake near them)."""
+    from utils.data import load_dataset
+
+    data = load_dataset("mnist", mnist_dir)
+    real = data.test_x[:2000]
+    ones = data.train_x[data.train_y == 1][:500]
+    got = quality.evaluate(ones, None, real, None, ["cprc"], classifier=mnist_judge[1])
+    assert got["precision"] > 0.8 and got["recall"] < 0.3, got
+    every = quality.evaluate(data.train_x[:2000], None, real, None, ["cprc"],
+                             classifier=mnist_judge[1])
+    assert every["precision"] > 0.8 and every["recall"] > 0.8, every
+    assert 0 < got["f_score"] < every["f_score"]
+
+
+# ----------------------------------------------------------------------------- refused in one line
+
+def test_metrics_refuse_an_unknown_extractor_and_too_few_images(tmp_path, capsys):
+    fakes = folder_of_pngs(tmp_path / "fakes", 12)
+    err = one_line(*run_cli(metrics.main, [fakes, "--real", fakes, "--metrics", "kid",
+                                           "--feature_extractor", "nope"], capsys)[::2])
+    assert "--feature_extractor nope" in err and "inception-v3-compat" in err
+    judge = classifier(tmp_path / "c.model", 3, 32)
+    err = one_line(*run_cli(metrics.main, [fakes, "--real", fakes, "--metrics", "cfid",
+                                           "--classifier", judge, "--n_samples", "5"],
+                            capsys)[::2])
+    assert "at least 10" in err and "--n_samples" in err
+
+
+def test_metrics_with_too_few_images_says_so(digits_baseline, tmp_path, capsys):
+    fakes = tmp_path / "fakes"
+    fakes.mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(fakes / "00000.png")
+    code, _, err = run_cli(metrics.main, [str(fakes), "--real", "digits", "--metrics", "cfid",
+                                          "--classifier", digits_baseline[0]], capsys)
+    assert "at least 10" in last_line(code, err)
+
+
+@pytest.mark.slow
+def test_cacc_with_a_classifier_of_other_classes_is_refused(digits_gan, folder, tmp_path, capsys):
+    clf = tmp_path / "clf"
+    assert train(folder, clf, capsys, "--epochs", "1")[0] == 0  # classes a, b
+    run, _ = digits_gan
+    code, _, err = run_cli(metrics.main, [str(run), "--metrics", "cacc", "--classifier",
+                                          str(clf / "cifar10.model"), "--n_samples", "20"],
+                           capsys)
+    assert "names the classes" in last_line(code, err)
+
+
+def test_a_classifier_of_another_shape_is_refused(tmp_path, capsys):
+    fakes = folder_of_pngs(tmp_path / "fakes", 12)
+    grey = classifier(tmp_path / "grey.model", 1, 28)
+    err = one_line(*run_cli(metrics.main, [fakes, "--real", fakes, "--metrics", "cconf",
+                                           "--classifier", grey], capsys)[::2])
+    assert "1-channel 28x28" in err and "3-channel 32x32" in err
+    err = one_line(*run_cli(train_gan.main, TINY_DIGITS + [
+        "--eval_every", "1", "--eval_metrics", "cconf", "--eval_classifier", grey,
+        "--acgan", "off", "--subset", "64", "--batch_size", "32", "--out_dir",
+        str(tmp_path / "run")], capsys)[::2])
+    assert "1-channel 28x28" in err
+
+
+def test_inception_weights_of_other_shapes_are_refused(tmp_path, capsys):
+    bad = tmp_path / "weights.pth"
+    torch.save({"fc.weight": torch.zeros(3, 3)}, bad)
+    fakes = folder_of_pngs(tmp_path / "fakes", 12)
+    err = one_line(*run_cli(metrics.main, [fakes, "--real", fakes, "--metrics", "fid",
+                                           "--inception_weights", str(bad)], capsys)[::2])
+    assert str(bad) in err and "does not fit" in err
+
+
+def test_the_judges_strength_is_shown_and_a_weak_judge_is_warned_of(tmp_path, capsys):
+    """cfid, cacc and cconf are only as good as their classifier: its own test accuracy goes
+    with them, and one too weak to rank anything is said to be."""
+    import json
+
+    fakes = folder_of_pngs(tmp_path / "fakes", 12)
+    weak = tmp_path / "weak.model"
+    save_model(str(weak), discriminator("mlp", 4, 10, 3, 32), {"dataset": "x"},
+               {"test_acc": 15.0}, [str(i) for i in range(10)], "train_baseline.py")
+    code, out, err = run_cli(metrics.main, [fakes, "--real", fakes, "--metrics", "cconf",
+                                            "--classifier", str(weak)], capsys)
+    assert code == 0, err
+    assert json.loads(out.splitlines()[-1])["judge_test_acc"] == 15.0
+    assert "warning: the judge" in err and "15.0% test accuracy: too weak to rank" in err
+    from utils.figures.report import quality_notes
+
+    notes = quality_notes(dict(n_fake=12, real="x", split="train", n_real=12, cconf=50.0,
+                               judge_test_acc=15.0), str(tmp_path / "no_log.jsonl"))
+    assert any("too weak to rank" in n for n in notes) and any("15" in n for n in notes)

@@ -2,7 +2,9 @@ import pytest
 import torch
 import torch.nn as nn
 
+import train_gan
 from models import Discriminator, Generator
+from utils.data import Batches
 
 
 @pytest.mark.parametrize("width", [196, 16])
@@ -180,3 +182,100 @@ def test_ie534_generator_crops_to_28():
     z = torch.randn(2, 100)
     h = torch.relu(g.bn0(g.fc1(z).view(-1, 8, 4, 4)))
     assert torch.equal(g(z), torch.tanh(full(h))[..., 2:30, 2:30])  # made at 32, centre kept
+
+
+# ----------------------------------------------------------------------------- initialisation
+
+def _bound_ratio(weight, bound):
+    return weight.abs().max().item() / bound
+
+
+def test_cs231n_initialisation_is_xavier_for_linear_and_transposed_convolutions():
+    torch.manual_seed(0)
+    D = discriminator("infogan", 32, 0, 1, 28)
+    G = generator("infogan", 96, 32, 1, 28)
+    conv = D.blocks[0][0]  # PyTorch's default: uniform with bound 1 / sqrt(fan_in), not Xavier
+    fan_in, fan_out = 1 * 25, 32 * 25
+    assert 0.9 < _bound_ratio(conv.weight, 1 / fan_in ** 0.5) <= 1
+    assert _bound_ratio(conv.weight, (6 / (fan_in + fan_out)) ** 0.5) > 1.5
+    for m in [m for m in list(D.modules()) + list(G.modules())
+              if isinstance(m, (nn.Linear, nn.ConvTranspose2d))]:
+        fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(m.weight)
+        assert 0.9 < _bound_ratio(m.weight, (6 / (fan_in + fan_out)) ** 0.5) <= 1, m
+
+
+@pytest.mark.parametrize("family", ["mlp", "ie534", "dcgan"])
+def test_the_other_families_start_at_pytorchs_defaults(family):
+    """CS231n's notebook applies initialize_weights to its DCGAN alone: the vanilla GAN and
+    LSGAN (mlp) keep PyTorch's default, uniform with bound 1 / sqrt(fan_in) (well inside
+    Xavier's sqrt(6 / (fan_in + fan_out)) for these layers); so do IE 534's and Udacity's,
+    whose code sets nothing."""
+    torch.manual_seed(0)
+    channels, size = (1, 28) if family == "mlp" else (3, 32)
+    width = {"mlp": 256, "ie534": 32, "dcgan": 32}[family]
+    nets = (discriminator(family, width, 0, channels, size),
+            generator(family, 96, width * (4 if family == "mlp" else 1), channels, size))
+    checked = 0
+    for m in [m for net in nets for m in net.modules()
+              if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))]:
+        fan_in, _ = nn.init._calculate_fan_in_and_fan_out(m.weight)
+        assert 0.9 < _bound_ratio(m.weight, 1 / fan_in ** 0.5) <= 1.0001, (family, m)
+        checked += 1
+    assert checked >= 5
+
+
+# ------------------------------------------------------------ biases, batch norm and spectral norm
+
+def test_udacitys_dcgan_convolutions_have_no_bias_and_its_recipe_keeps_the_last_batch():
+    D, G = discriminator("dcgan", 32, 0, 3, 32), generator("dcgan", 100, 32, 3, 32)
+    convs = [m for m in list(D.modules()) + list(G.modules())
+             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    assert len(convs) == 6 and all(m.bias is None for m in convs)
+    assert D.fc1.bias is not None and G.fc.bias is not None  # the linear layers keep theirs
+    a = train_gan.parse_args(["--recipe", "udacity-dcgan-svhn"])
+    assert (a.epochs, a.drop_last, a.batch_size, a.lr, a.noise) == (50, "off", 128, 2e-4,
+                                                                     "uniform")
+    images = torch.zeros(73257, 3, 2, 2, dtype=torch.uint8)  # SVHN's training set size
+    b = Batches(images, torch.zeros(73257, dtype=torch.long), 128, drop_last=False, min_last=2)
+    assert len(b) == 573 and b.epoch_images == 73257
+    sizes = [len(y) for _, y in b.epoch(0, start=571)]
+    assert sizes == [128, 41]
+    one_left = Batches(images[:129], torch.zeros(129, dtype=torch.long), 128, drop_last=False,
+                       min_last=2)
+    assert len(one_left) == 1  # a last batch of one image cannot train a BatchNorm
+
+
+def test_the_lessons_mlp_is_layer_batch_norm_activation_without_bias_before_batch_norm():
+    with_bn = discriminator("udacity-mlp", 256, 10, 1, 28, batch_norm=True)
+    plain = discriminator("udacity-mlp", 256, 10, 1, 28, batch_norm=False)
+    kinds = [[type(m).__name__ for m in block] for block in with_bn.blocks]
+    assert kinds == [["Flatten", "Linear", "BatchNorm1d", "ReLU"], ["Linear", "BatchNorm1d",
+                                                                      "ReLU"]]
+    sizes = [(m.in_features, m.out_features) for m in with_bn.modules()
+             if isinstance(m, nn.Linear)]
+    assert sizes == [(784, 512), (512, 256), (256, 1), (256, 10)]
+    assert all(block[-3].bias is None for block in with_bn.blocks)
+    assert [type(m).__name__ for m in plain.blocks[1]] == ["Linear", "ReLU"]
+    assert all(block[-2].bias is not None for block in plain.blocks)
+    assert ARCHITECTURES["udacity-mlp"].generator is None  # a classifier, no generator
+    # eval mode uses the population statistics: a single image is classified as in a batch
+    x = torch.randn(32, 1, 28, 28)
+    with_bn.train()
+    with_bn(x)
+    with_bn.eval()
+    with torch.no_grad():
+        assert torch.allclose(with_bn(x[:1])[1], with_bn(x)[1][:1], atol=1e-6)
+
+
+def test_spectral_norm_bounds_every_layer_of_every_family():
+    for family, channels, size in (("ie534", 3, 32), ("dcgan", 3, 32), ("mlp", 1, 28),
+                                   ("infogan", 1, 28)):
+        torch.manual_seed(0)
+        d = discriminator(family, 8, 10, channels, size, spectral_norm=True).train()
+        for _ in range(30):  # power iterations, one per forward pass in training
+            d(torch.randn(4, channels, size, size))
+        layers = [m for m in d.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        assert layers and all(hasattr(m, "parametrizations") for m in layers), family
+        for m in layers:
+            sigma = torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2)
+            assert 0.9 < sigma < 1.1, (family, m, sigma)

@@ -1,4 +1,4 @@
-"""Image grids."""
+"""Image grids, and training curves that leave out what never moved."""
 import torch
 
 from utils.pictures import save_grid
@@ -21,3 +21,11 @@ def test_save_grid_lays_out_nrow_columns_row_major(tmp_path):
         assert abs(int(img[y, x, 0]) - round(float(shades[i, 0, 0, 0]) * 255)) <= 1, i
     assert (img[:4, :, :] == 255).all()  # the gap above the first row is white
 
+
+def test_curves_leave_out_a_figure_that_never_left_zero():
+    from utils.pictures import curves_figure
+
+    records = [dict(epoch=e, d_loss=1.0 / e, gp=0.0, w_dist="damaged") for e in (1, 2, 3)]
+    fig = curves_figure(records, [("losses", ["d_loss"]), ("penalty", ["gp"]),
+                                  ("distance", ["w_dist"])], "t")
+    assert [ax.get_title() for ax in fig.axes if ax.lines] == ["losses"]

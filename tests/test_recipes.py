@@ -12,9 +12,12 @@ import torch
 from conftest import run_cli
 from PIL import Image
 
+import train_baseline
 import train_gan
+import train_simclr
 import visualize
-from recipes import RECIPES
+from recipes import RECIPES, recipe_values
+from utils.gan import GanSpec
 
 
 def resolved(argv):
@@ -157,7 +160,7 @@ def unconditional_run(mnist_dir, tmp_path_factory):
 
 @pytest.mark.slow
 def test_export_names_and_counts(unconditional_run, digits_gan, tmp_path, capsys):
-    out = tmp_path / "plain"  # a new folder (test_faults: never over files it did not write)
+    out = tmp_path / "plain"  # a new folder (test_export: never over files it did not write)
     code, stdout, err = run_cli(visualize.main, ["export", "--run_dir", str(unconditional_run),
                                                  "--n", "23", "--out_dir", str(out)], capsys)
     assert code == 0, err
@@ -246,3 +249,35 @@ def test_the_classifiers_and_simclrs_optimizers_in_every_setting():
     opt = rt.adam(params, lr=o.lr, weight_decay=o.weight_decay)
     assert {k: opt.param_groups[0][k] for k in ("lr", "betas", "eps", "weight_decay")} == dict(
         lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-6)
+
+
+# ------------------------------------------------------------------ what each lesson's recipe sets
+
+LESSONS = {"ie534": (1024, "off"), "cs231n-gan": (0, "on"), "cs231n-lsgan": (0, "on"),
+           "cs231n-dcgan": (0, "on"), "udacity-dcgan-svhn": (0, "on"), "wgan-clip": (0, "on"),
+           "cnn-gan-modern": (0, "on")}  # the project's own: plain Adam, the critic first
+
+
+def test_each_recipe_resolves_its_lessons_optimizer_and_order():
+    assert set(LESSONS) == set(RECIPES)
+    for recipe, (cap, d_first) in LESSONS.items():
+        a = train_gan.resolve(["--recipe", recipe])
+        assert (a.optim.adam_step_cap, a.gan.d_first) == (cap, d_first), recipe
+        spec = GanSpec.of(a)
+        assert (spec.step_cap, spec.d_first) == (cap, d_first == "on"), recipe
+        assert (recipe_values(recipe)["adam_step_cap"], recipe_values(recipe)["d_first"]) == (
+            cap, d_first)
+    assert train_gan.parse_args(["--recipe", "cs231n-gan", "--adam_step_cap", "1024",
+                                 "--d_first", "off"]).adam_step_cap == 1024  # flags still win
+    assert train_baseline.parse_args([]).adam_step_cap == 1024  # the assignment's classifier
+    assert train_simclr.parse_args([]).adam_step_cap == 0  # SimCLR: plain Adam
+    assert train_baseline.parse_args(["--recipe", "udacity-batchnorm"]).optimizer == "sgd"
+
+
+def test_the_modern_recipe_combines_them():
+    a = SimpleNamespace(**train_gan.resolve(["--recipe", "cnn-gan-modern"]).flat())
+    assert (a.arch, a.loss, a.spectral_norm, a.ema, a.diffaugment, a.acgan, a.gp_weight) == \
+        ("ie534", "hinge", "on", 0.999, "color,translation,cutout", "on", 0.0)
+    for name, recipe in RECIPES.items():  # the lessons' recipes leave every tool off
+        if name != "cnn-gan-modern":
+            assert not {"ema", "diffaugment", "spectral_norm"} & set(recipe.defaults), name

@@ -11,9 +11,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import DIGITS_JITTER, ROOT, run_cli
+from conftest import DIGITS_JITTER, ROOT, pdf_text, run_cli
 from PIL import Image
-from test_visualize import pdf_text
 
 import metrics
 import train_baseline
@@ -297,8 +296,6 @@ def test_the_report_names_a_damaged_file_and_the_command_that_remakes_it(run_cop
     """A valid summary.json of the wrong shape, a record of the wrong shape, a picture cut
     short: each said in a line naming the file and the command that remakes it, never a
     traceback or a page silently missing its figure."""
-    from test_visualize import pdf_text
-
     run, vis = run_copy, run_copy / "visualization"
     assert run_cli(visualize.main, ["perturb", "--run_dir", str(run), "--max_gain", "2"],
                    capsys)[0] == 0
@@ -326,8 +323,6 @@ def test_the_report_names_a_damaged_file_and_the_command_that_remakes_it(run_cop
 @pytest.mark.slow
 def test_page_one_states_the_runs_scale_and_fits_an_unconditional_gan(digits_gan, tmp_path,
                                                                      capsys):
-    from test_visualize import pdf_text
-
     run = tmp_path / "run"
     argv = TINY + ["--acgan", "off", "--subset", "128", "--epochs", "1", "--out_dir", str(run)]
     assert run_cli(train_gan.main, argv, capsys)[0] == 0

@@ -1,5 +1,6 @@
 """SimCLR: the NT-Xent loss against seed 004's formula, pre-training that makes a linear probe
-better, the few-labels selection, exact resume, the negatives of every process, bad flags."""
+better, the few-labels selection, exact resume, the negatives of every process, bad flags,
+and seed 004's projection head and optimizer."""
 import json
 import math
 import os
@@ -8,6 +9,7 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
+import torch.nn as nn
 from conftest import run_cli
 from PIL import Image
 
@@ -16,6 +18,7 @@ import train_simclr
 import visualize
 from losses import nt_xent
 from utils.data import DataError, load_dataset
+from utils.runtime import Runtime
 
 
 def loop_nt_xent(z_left, z_right, t):
@@ -196,3 +199,22 @@ def test_negatives_come_from_every_process(tmp_path):
         share = slice(rank * 4, (rank + 1) * 4)
         assert torch.allclose(r["left"], 2 * left.grad[share], atol=1e-6)
         assert torch.allclose(r["right"], 2 * right.grad[share], atol=1e-6)
+
+
+def test_simclrs_head_and_optimizer_are_seed_004s():
+    """g: a linear layer without bias, BatchNorm, ReLU, then the output layer with bias;
+    Adam with weight decay 1e-6 (seed 004's code)."""
+    from models import ProjectionHead
+
+    head = ProjectionHead(64, 64, 128)
+    kinds = [type(m) for m in head.net]
+    assert kinds == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear]
+    assert head.net[0].bias is None and head.net[3].bias is not None
+    assert (head.net[0].in_features, head.net[1].num_features, head.net[3].out_features) == \
+        (64, 64, 128)
+    args = train_simclr.parse_args([])
+    assert (args.lr, args.weight_decay, args.adam_step_cap) == (1e-3, 1e-6, 0)
+    opt = Runtime(torch.device("cpu")).adam(head.parameters(), args.lr,
+                                            weight_decay=args.weight_decay)
+    assert opt.param_groups[0]["weight_decay"] == 1e-6
+    assert opt.param_groups[0]["betas"] == (0.9, 0.999)

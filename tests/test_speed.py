@@ -1,4 +1,5 @@
-"""The fast path computes what the plain path computes (checked on the CPU here)."""
+"""The fast path computes what the plain path computes (checked on the CPU here), and which
+speed-ups each command takes by default (Part 2 in fp32 on every device)."""
 import json
 import os
 import re
@@ -10,6 +11,9 @@ from conftest import run_cli
 
 import bench
 import train_baseline
+import train_gan
+import visualize
+from flags import runtime_settings
 from models import Discriminator
 from train_gan import resolve
 from utils.classifier import train_step
@@ -201,3 +205,16 @@ def test_sync_bn_is_for_several_cuda_processes(capsys):
     code, _, err = run_cli(main, ["--dataset", "digits", "--device", "cpu", "--sync_bn", "on"],
                            capsys)
     assert code == 2 and err.count("\n") == 1 and "--sync_bn off" in err
+
+
+def test_part_2_runs_in_fp32_by_default_on_every_device():
+    args = runtime_settings(visualize.build_parser().parse_args(["all"]))
+    assert args.amp == "off"
+    assert speedups(args, on_gpu=True)["amp"] is False  # even on CUDA
+    assert speedups(args, on_gpu=True)["channels_last"] is True
+    on = runtime_settings(visualize.build_parser().parse_args(["all", "--amp", "on"]))
+    assert speedups(on, on_gpu=False, bf16_units=False)["amp"] is True  # still, when asked
+    trainer = train_gan.resolve([]).runtime
+    assert speedups(trainer, on_gpu=True)["amp"]
+    assert not speedups(trainer, on_gpu=False, bf16_units=False)["amp"]
+    assert speedups(trainer, on_gpu=False, bf16_units=True)["amp"]  # a CPU with bf16 units

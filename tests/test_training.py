@@ -1,8 +1,21 @@
-"""The Adam step guard."""
+"""The epoch loop's machinery (utils/training.py, utils/trainer.py): the Adam step guard, the
+evaluation (in training mode too, and per class), a batch of one through BatchNorm, a finished
+run resumed, and a signal while starting."""
+import json
+import os
+import signal
+
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
+from conftest import TINY_DIGITS, last_line, one_line, run_cli, train
 
+import train_baseline
+import train_gan
+from models import discriminator
+from utils import data as data_module
+from utils.data import Batches
 from utils.training import adam_step_guard
 
 
@@ -69,3 +82,98 @@ def test_the_guard_makes_late_updates_about_0_8_of_standard_adams():
         opt.step()
         updates[step] = (p.detach() - before).abs().mean().item()
     assert 0.79 < updates[1000] / updates[100000] < 0.81
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def test_evaluating_in_training_mode_uses_each_batchs_statistics_and_changes_nothing():
+    torch.manual_seed(0)
+    model = discriminator("udacity-mlp", 32, 10, 1, 28, batch_norm=True)
+    for _ in range(3):  # running statistics away from their start
+        model.train()(torch.randn(64, 1, 28, 28) * 2 + 1)
+    model.eval()
+    x = torch.randint(0, 256, (96, 1, 28, 28), dtype=torch.uint8)
+    y = torch.randint(0, 10, (96,))
+    batches = Batches(x, y, 32)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    from utils.training import evaluate
+
+    acc_eval, _ = evaluate(model, batches)
+    acc_train, loss_train = evaluate(model, batches, batch_statistics=True)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not model.training
+    import copy
+
+    twin = copy.deepcopy(model).train()
+    with torch.no_grad():
+        logits = torch.cat([twin(xb)[1] for xb, _ in batches.epoch(0)])
+    assert acc_train == pytest.approx(100 * (logits.argmax(1) == y).float().mean().item())
+    assert loss_train == pytest.approx(nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
+    assert acc_eval != acc_train or evaluate(model, batches)[1] != loss_train
+    # a last batch of one image is left out in training mode (BatchNorm needs two)
+    one_over = Batches(x[:65], y[:65], 32).rebatched(32, 2)
+    assert len(one_over) == 2 and len(Batches(x[:65], y[:65], 32)) == 3
+    evaluate(model, one_over, batch_statistics=True)
+
+
+def test_per_class_accuracy_counts_each_class_apart():
+    class Fixed(nn.Module):
+        num_classes = 3
+
+        def forward(self, x):  # the prediction is the image's first pixel (0, 1 or 2)
+            pred = ((x[:, 0, 0, 0] + 1) * 127.5).round().long()
+            return x[:, 0, 0, 0], nn.functional.one_hot(pred, 3).float()
+
+    preds = torch.tensor([0, 1, 1, 2, 0, 2, 1])
+    labels = torch.tensor([0, 0, 1, 2, 2, 2, 1])
+    x = preds.to(torch.uint8)[:, None, None, None].expand(7, 1, 2, 2).contiguous()
+    from utils.training import evaluate
+
+    acc, _, by_class = evaluate(Fixed(), Batches(x, labels, 3), per_class=True)
+    assert acc == pytest.approx(500 / 7)
+    assert by_class == [50.0, 100.0, 66.67]
+    _, _, by_class = evaluate(Fixed(), Batches(x[:4], labels[:4], 3), per_class=True)
+    assert by_class[2] == 100.0 and by_class[0] == 50.0
+
+
+# --------------------------------------------------------------- a batch of one (utils/trainer.py)
+
+@pytest.mark.parametrize("script,argv", [
+    (train_gan, ["--batch_size", "1", "--subset", "8"]),  # the generator's BatchNorm
+    (train_baseline, ["--arch", "udacity-mlp", "--batch_norm", "on", "--batch_size", "1",
+                      "--subset", "8"]),
+])
+def test_a_batch_of_one_through_batchnorm(script, argv, tmp_path, capsys):
+    err = one_line(*run_cli(script.main, TINY_DIGITS + argv + ["--out_dir",
+                                                               str(tmp_path / "r")], capsys)[::2])
+    assert "BatchNorm" in err and "--batch_size" in err
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+
+
+def test_a_batch_of_one_without_batchnorm_trains(tmp_path, capsys):
+    code, _, err = run_cli(train_baseline.main, TINY_DIGITS + ["--batch_size", "1", "--subset",
+                                                               "4", "--out_dir", str(tmp_path)],
+                           capsys)
+    assert code == 0, err  # ie534's LayerNorm normalises each image alone
+
+
+# -------------------------------------------------------------------------- starting and finishing
+
+def test_a_finished_run_resumed_says_it_is_finished(folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train(folder, out, capsys, "--epochs", "1")[0] == 0
+    code, out_text, err = train(folder, out, capsys, "--epochs", "1", "--resume", "auto")
+    assert code == 0 and "is finished (1 of 1 epochs)" in err and "at epoch 2" not in err
+    assert json.loads(out_text.splitlines()[-1])["epochs"] == 1
+
+
+def test_a_signal_while_starting_is_said(folder, tmp_path, capsys, monkeypatch):
+    real = data_module.load_dataset
+
+    def signalled(*a, **k):  # SIGTERM arrives while the data loads
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(*a, **k)
+    monkeypatch.setattr(data_module, "load_dataset", signalled)
+    code, _, err = train(folder, tmp_path / "run", capsys, "--epochs", "1")
+    assert "received SIGTERM while starting" in last_line(code, err, 75)
+    assert not os.path.exists(tmp_path / "run")

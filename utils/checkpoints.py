@@ -14,9 +14,8 @@ from utils.files import atomic_path, bytes_digest, write_failure
 
 
 def content_digest(obj):
-    """A checksum of a checkpoint's content: every tensor's dtype, shape and bytes and every
-    plain value, in a fixed order (blake2b). Stored in the file, checked on load: flipped bytes
-    inside a tensor, which torch.load does not notice, are refused."""
+    """A checksum of a checkpoint's content (every tensor's dtype, shape and bytes, every plain
+    value): flipped bytes inside a tensor, which torch.load does not notice, are refused."""
     h = hashlib.blake2b(digest_size=16)
 
     def visit(v):
@@ -89,12 +88,8 @@ MODEL_FIELDS = {"arch": TEXT, "role": TEXT, "arch_args": DICT, "model": WEIGHTS,
 
 
 def load_checkpoint(path, kind=None, fields=None, data=None):
-    """torch.load with weights_only=True, then every entry of `fields` checked; data: the
-    file's bytes, already read (so that what is loaded is what was hashed).
-
-    A missing, unreadable, foreign or damaged file is a UserError naming the file and what
-    is wrong, so no script meets a KeyError or a wrong type later.
-    """
+    """torch.load with weights_only=True, every entry of `fields` checked (data: the bytes,
+    already read); a bad file is a UserError naming it and what is wrong."""
     if data is None and not os.path.isfile(path):
         raise UserError(f"no checkpoint at {path}")
     try:
@@ -133,11 +128,8 @@ def load_state(module, state, path, what="model"):
 
 
 def resolve_resume(mode, overwrite, folder):
-    """The checkpoint to resume from (mode: --resume's 'no', 'yes', 'auto' or a path, a run
-    folder standing for its checkpoint), or None for a fresh start. A fresh start, 'auto'
-    without a checkpoint included, refuses a folder holding an earlier run's checkpoint or
-    model files unless `overwrite` (what a run that never reached its first checkpoint left
-    is replaced without asking)."""
+    """The checkpoint --resume (mode) names, or None for a fresh start, which refuses a
+    folder holding an earlier run's results unless `overwrite`."""
     ckpt_path = folder.ckpt
     fresh = mode in ("no", None) or (mode == "auto" and not os.path.exists(ckpt_path))
     if fresh:
@@ -171,9 +163,8 @@ def run_id_of(path):
 
 
 def data_identity(data):
-    """What a run trains on, cheaply: the dataset's name, classes, sizes, image shape and a
-    fingerprint of its labels and of a spread of its images. A resume on other data (another
-    --data_dir holding other images) is refused by it; the same data moved elsewhere is not."""
+    """What a run trains on, cheaply (name, classes, sizes, shape, a fingerprint of the labels
+    and of a spread of images): other data is refused on resume, the same data moved is not."""
     h = hashlib.blake2b(digest_size=12)
     for x, y in ((data.train_x, data.train_y), (data.test_x, data.test_y)):
         h.update(y.numpy().tobytes())
@@ -202,17 +193,14 @@ def check_same_data(saved, current, path):
 # what it trains; and --epochs, to train longer (never fewer than those done).
 RESUMABLE_CHANGES = {"epochs", "tensorboard", "keep_best", "device", "data_dir", "cache_dir",
                      "resume", "overwrite", "out_dir", "log_every", "amp", "compile",
-                     "channels_last", "fused_adam", "download_only",
-                     "data_on_device", "stop_file", "time_limit", "deterministic",
-                     "eval_every", "eval_metrics", "eval_samples", "eval_classifier",
-                     "inception_weights"}
-
+                     "channels_last", "fused_adam", "download_only", "data_on_device",
+                     "stop_file", "time_limit", "deterministic", "eval_every", "eval_metrics",
+                     "eval_samples", "eval_classifier", "inception_weights"}
 
 # Settings added after runs were saved without them, with the value those runs had.
 ADDED_SETTINGS = {"shuffle": "on", "drop_last": "on", "d_first": "off", "ema": 0.0,
                   "diffaugment": "off", "spectral_norm": "off", "real_label": 1.0,
-                  "weight_decay": 0.0,
-                  "eval_bn": "eval"}
+                  "weight_decay": 0.0, "eval_bn": "eval"}
 
 
 def check_same_settings(saved, current, path):
@@ -228,9 +216,8 @@ def check_same_settings(saved, current, path):
 # ----------------------------------------------------------------------------- model files
 
 def save_model(path, model, settings_dict, metrics=None, classes=None, made_by=None):
-    """A model file: weights, the network's family, role and constructor arguments, the run's
-    settings, its final figures, the class names of its dataset and the script that trained
-    it."""
+    """A model file: weights, family, role, constructor arguments, settings, final figures,
+    class names and the script that trained it."""
     atomic_save({"kind": "model", "arch": model.family, "role": model.role,
                  "arch_args": dict(model.arch),
                  "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -239,10 +226,8 @@ def save_model(path, model, settings_dict, metrics=None, classes=None, made_by=N
 
 
 def load_model(path, role, made_by, identity=False):
-    """Rebuild a network saved by save_model: role is 'discriminator' or 'generator';
-    `made_by` names the script that writes such files, for the error message. identity:
-    also return the content hash of the very bytes loaded (model, ckpt, digest), what a
-    figure made from the model records: a file replaced later does not pass for it."""
+    """Rebuild a network saved by save_model (`made_by`: the script that writes such files,
+    for the error). identity: also the hash of the very bytes loaded, what a figure records."""
     from models import ARCHITECTURES, build
 
     if not os.path.isfile(path):

@@ -14,10 +14,8 @@ from utils.errors import UserError
 @dataclass
 class Dist:
     """Where this process stands among those torchrun started (one process: rank 0 of 1).
-
-    cpu_group is a gloo group for small flags kept on the CPU (the stop request), so agreeing
-    on them never waits for a GPU; None means the default group, which is gloo already.
-    """
+    cpu_group: a gloo group for small flags on the CPU (the stop request), so that agreeing on
+    them never waits for a GPU; None when the default group is gloo already."""
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -48,8 +46,7 @@ class Dist:
             return module
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        ids = [device.index] if device.type == "cuda" else None
-        return DDP(module, device_ids=ids)
+        return DDP(module, device_ids=[device.index] if device.type == "cuda" else None)
 
     def per_rank_batch(self, batch_size):
         if batch_size % self.world_size:
@@ -60,11 +57,10 @@ class Dist:
 
 def torchrun_env(environ=None):
     """(rank, world size, local rank) from torchrun's variables, each checked before anything
-    starts: a missing, partial or malformed set is one line that names the variable (torch
-    would fail later with a traceback, one of them only at the final result line). Without
-    torchrun (no WORLD_SIZE, or 1): (0, 1, 0)."""
+    starts (torch would fail later with a traceback): a bad one is one line that names it.
+    Without torchrun (no WORLD_SIZE, or 1): (0, 1, 0)."""
     env = os.environ if environ is None else environ
-    fix = ("launch with torchrun, which sets them all, or unset them for a single process")
+    fix = "launch with torchrun, which sets them all, or unset them for a single process"
 
     def whole(name, low, high=None, default=None):
         text = env.get(name)
@@ -104,25 +100,20 @@ def init_distributed(device_arg):
         torch.cuda.set_device(local)
     if not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
-    cpu_group = None
-    if torch.distributed.get_backend() != "gloo":
-        cpu_group = torch.distributed.new_group(backend="gloo")
-    return Dist(rank, world, local, cpu_group)
+    gloo = torch.distributed.get_backend() == "gloo"
+    return Dist(rank, world, local, None if gloo else torch.distributed.new_group(backend="gloo"))
 
 
 class StopSignal:
     """Asks a trainer to stop cleanly: SIGTERM or SIGUSR1 (what SLURM sends before the
-    walltime with --signal), a stop file appearing (what the job scripts create when the
-    scheduler warns them; it reaches every node of a multi-node job), or a time limit.
+    walltime with --signal), a stop file appearing (what the job scripts create; it reaches
+    every node of a multi-node job), or a time limit.
 
-    The trainers ask after every step, and it costs next to nothing: the signal is a flag
-    set by the handler and the time limit a clock read; the file is looked for at most every
-    `poll_seconds` (a stat on a shared file system is not free). With several processes the
-    ranks must stop after the same step: each step starts an asynchronous all-reduce of this
-    rank's answer over a CPU (gloo) group and reads the one started a step earlier, so all
-    ranks stop together one step after any of them was asked, never waiting on the network
-    or the GPU. At an epoch's end `settle()` agrees synchronously.
-    """
+    Asked after every step, it must cost next to nothing: the file is looked for at most every
+    poll_seconds (a stat on a shared file system is not free). The ranks must stop after the
+    same step: each step starts an asynchronous all-reduce of this rank's answer over a CPU
+    (gloo) group and reads the one started a step earlier, so all stop together one step after
+    any was asked, never waiting on the network or the GPU. settle() agrees synchronously."""
 
     SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")
 
@@ -140,10 +131,8 @@ class StopSignal:
         self._next_poll = 0.0  # the first call looks for the file at once
         self._pending = None  # (work, flag) of the all-reduce started after the last step
         self._previous = {}
-        for name in self.SIGNALS:
-            if hasattr(signal, name):
-                sig = getattr(signal, name)
-                self._previous[sig] = signal.signal(sig, self._handle)
+        for sig in [getattr(signal, name) for name in self.SIGNALS if hasattr(signal, name)]:
+            self._previous[sig] = signal.signal(sig, self._handle)
 
     def attach(self, dist):
         """The process group, once joined (signals are caught from the start, before it)."""
@@ -180,7 +169,7 @@ class StopSignal:
         if self.reason is None:
             now = time.monotonic()
             if self.received is not None:
-                self.reason = f"received {signal.Signals(self.received).name}"
+                self.reason = f"received {self.received_name()}"
             elif self.deadline is not None and now >= self.deadline:
                 self.reason = "--time_limit reached"
             elif self.stop_file and now >= self._next_poll:
@@ -232,3 +221,16 @@ class StopSignal:
     def restore(self):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def leave_group(dist, stop, together=True):
+    """Leave the process group. When all ranks got here together, first finish the stop
+    agreement still under way and wait for every rank: a rank that tears gloo down while
+    another still talks to it (or whose TCP store has gone) aborts the process."""
+    if together:
+        stop.finish()
+    stop.restore()
+    if dist.enabled and torch.distributed.is_initialized():
+        if together:
+            torch.distributed.barrier(group=dist.cpu_group)
+        torch.distributed.destroy_process_group()

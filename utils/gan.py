@@ -1,9 +1,6 @@
-"""A GAN's training steps, whatever the networks: the generator step through the frozen
-critic, the critic step with its loss family, regularisers and ACGAN's class term, one full
-iteration, the networks and optimizers built from the flags, and the grid of fixed noise.
-
-train_gan.py runs these through the shared epoch loop; bench.py times them.
-"""
+"""A GAN's training steps, whatever the networks (the generator's through the frozen
+critic, the critic's with its loss family, regularisers and ACGAN's class term), the networks
+and optimizers built from the settings, and the grid of fixed noise."""
 import copy
 from dataclasses import dataclass
 
@@ -27,9 +24,7 @@ CLASS_STATS = ("real_class", "fake_class", "real_acc")  # only with a class head
 
 @dataclass(frozen=True)
 class GanSpec:
-    """What a GAN step does, whatever the networks: the loss family, its regularisers, how
-    often the generator trains and whether before or after the critic, the noise and the
-    Adam step guard (IE 534's: 1024; 0 for plain Adam)."""
+    """What a GAN step does, whatever the networks."""
     loss: str = "wgan-gp"
     gp_weight: float = 10.0
     clip: float = 0.0
@@ -72,13 +67,9 @@ ASSIGNMENT = GanSpec()  # ACGAN + WGAN-GP as the assignment has it
 
 @dataclass
 class GanNets:
-    """The two networks and the callables the training steps run them through.
-
-    G and D are the plain modules (saved, evaluated, and used for the gradient penalty, whose
-    double backward cannot go through torch.compile). G_train and D_train are what the steps
-    train through (compiled and/or wrapped for several processes); D_frozen is the critic the
-    generator step looks through, and G_fake makes the critic's fakes without a graph.
-    """
+    """The two networks and what the steps run them through: G and D plain (saved, evaluated,
+    and the penalty's double backward, which torch.compile cannot take); G_train and D_train
+    compiled and/or DDP-wrapped; D_frozen for the generator step; G_fake for the fakes."""
     G: torch.nn.Module
     D: torch.nn.Module
     G_train: object = None
@@ -95,10 +86,9 @@ class GanNets:
 
 
 def ema_beta(beta, iteration):
-    """--ema's beta at a global iteration, warmed up as TensorFlow's moving average with
-    num_updates: min(beta, (1 + t) / (10 + t)). At 0.999 from the start, the average of a
-    1,000-step run would still be 37% its random initial weights; warmed up, it follows the
-    last few hundred steps early on and reaches beta after 9,000 iterations."""
+    """--ema's beta at global iteration t, warmed up as TensorFlow's moving average with
+    num_updates (min(beta, (1 + t) / (10 + t))): without it a short run's average would still
+    be mostly its random initial weights."""
     return min(beta, (1.0 + iteration) / (10.0 + iteration))
 
 
@@ -190,14 +180,9 @@ def discriminator_step(nets, opt_d, real, real_labels, z, fake_labels, alpha, sp
 
 def gan_iteration(nets, opt_g, opt_d, real, real_labels, step, spec, runtime, gen,
                   iteration=None):
-    """A full iteration: the critic step and, when spec.trains_generator(step), a generator
-    step on fresh noise, before the critic's (IE 534) or after it (spec.d_first: CS231n,
-    Udacity, WGAN).
-
-    All draws (the noise, the classes, the interpolation weights) come from `gen`, in the same
-    order whichever network goes first. `iteration` (global, from 0) warms up the moving
-    average (ema_beta). Returns (generator loss or 0, critic loss, critic stats).
-    """
+    """The critic step and, when spec.trains_generator(step), a generator step before it
+    (IE 534) or after it (spec.d_first). All draws come from `gen` in the same order either
+    way; `iteration` warms up the moving average. Returns (g loss or 0, d loss, d stats)."""
     dev, n, classes = real.device, len(real), nets.D.num_classes
     z_d, fake_labels = sample_noise(n, spec.latent_dim, classes, gen, spec.noise)
     alpha = torch.rand(n, generator=gen, device=dev)
@@ -226,15 +211,9 @@ def save_samples(G, z, path, nrow=10):
 
 
 def build_gan(settings, num_classes, runtime, dist=None, channels=3, image_size=32):
-    """The networks (initialised from the seed), their training callables and optimizers,
-    as a run's Settings say (its seed, model, optim and gan groups).
-
-    num_classes is the class head's size (0 for --acgan off: an unconditional pair). With
-    several processes G_train and D_train are wrapped in DistributedDataParallel, so each
-    backward averages the gradients of all processes; the generator step looks through the
-    plain critic (frozen, nothing to average) and the penalty's double backward goes through
-    the plain module into the same single backward of the critic's loss.
-    """
+    """The networks (initialised from the seed), their training callables and optimizers as
+    the Settings say; num_classes: the class head's size (0: unconditional). Under DDP only
+    G_train and D_train are wrapped: the frozen critic has nothing to average."""
     arch, width, g, optim = (settings.model.arch, settings.model.width, settings.gan,
                              settings.optim)
     if ARCHITECTURES[arch].generator is None:

@@ -1,13 +1,9 @@
-"""A trainer's run folder (--out_dir): held by one run at a time, its files known by name, and
-at every instant either the earlier run or the new one, whole.
+"""A trainer's run folder (--out_dir), held by one run at a time and at every instant either
+the earlier run or the new one, whole, and its logs.
 
-A fresh run in a folder that holds an earlier run of the same trainer (--overwrite, or what a
-run that never reached its first checkpoint left) writes its settings and log under staged
-names first; just before its first output (a checkpoint, a grid, the curves) it replaces the
-earlier run's files by its own. That replacement is written down first (a journal), so a crash
-in its middle is finished by the next start; a crash before it leaves the earlier run as it
-was, and the staged files are removed by the next start.
-"""
+A fresh run over an earlier one writes its settings and log under staged names; just before
+its first output it replaces the earlier run's files by its own, from a journal written
+first, so the next start finishes a replacement a crash interrupted."""
 import contextlib
 import json
 import os
@@ -21,13 +17,8 @@ from utils.files import (FolderLock, atomic_write_json, atomic_write_text, check
 
 
 class RunFolder:
-    """The files of one trainer's run in a folder.
-
-    kind names them (KIND.ckpt, KIND_log.jsonl, KIND_config.json, KIND_curves.png); products
-    are the files a finished run leaves (model files: their presence means a run worth
-    keeping); patterns are regular expressions of more of its files, relative to the folder
-    (the GAN's grids, output/000.png ...).
-    """
+    """The files of one trainer's run in a folder: kind names them (utils.runfiles);
+    products are a finished run's (model files); patterns, regular expressions of more."""
 
     def __init__(self, folder, kind, products=(), patterns=()):
         self.folder, self.kind = folder, kind
@@ -207,14 +198,9 @@ def _logged_by(record, position):
 
 
 class TensorBoardLog:
-    """The JSON log's scalars, the grids and the evaluations as TensorBoard event files under
-    RUN/tensorboard/KIND/ (rank 0; the JSON log stays the record), every record against the
-    global step (an epoch's at its last step).
-
-    A run that replaces an earlier one holds its records back until the replacement (the
-    earlier run's event files go with its other files, RunFolder.names); a resumed run tells
-    TensorBoard to hide what was logged after its checkpoint (purge_step), as the JSON log
-    drops it."""
+    """The JSON log's figures and the grids as TensorBoard events under RUN/tensorboard/KIND/,
+    against the global step; held back until a replacement is done, and a resumed run hides
+    what was logged after its checkpoint (purge_step), as the JSON log drops it."""
 
     def __init__(self, folder, kind, steps_per_epoch, resume_at=None):
         self.folder = os.path.join(folder, "tensorboard", kind)
@@ -270,10 +256,8 @@ class TensorBoardLog:
 
 
 class JsonLog:
-    """The run's JSON-lines log, one object per line. A fresh run starts an empty one. A
-    resumed run keeps the records up to where its checkpoint stands (what was logged after it,
-    and a line a crash cut short, are dropped) and marks the resumption, so that a reader or a
-    plot never counts a step twice."""
+    """The run's JSON-lines log. A resumed run keeps only the records up to its checkpoint
+    and marks the resumption, so that nothing is counted twice."""
 
     def __init__(self, folder, name, resume_at=None, tensorboard=None):
         """tensorboard: a TensorBoardLog that gets every record's figures too, or None."""

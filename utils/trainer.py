@@ -45,7 +45,7 @@ class Trainer(Protocol):
         the epochs before (resumptions included)."""
 
     def plot(self, history):
-        """On rank 0: the curves, redrawn at most every utils.training.PLOT_SECONDS (drawing
+        """On rank 0: the curves, redrawn at most every utils.recorder.PLOT_SECONDS (drawing
         them costs about a second on a CPU, more than a small epoch), after the last epoch and
         before a stop."""
 

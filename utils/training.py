@@ -1,12 +1,7 @@
-"""What the trainers share: the run (processes joined, checkpoint found, log opened), the one
-epoch loop (steps, progress, logs, the NaN guard, stops, checkpoints), the batches, evaluation
-and the Adam step guard. A trainer is what utils.trainer.Trainer declares (train_baseline.py,
-train_gan.py, train_simclr.py); open_run checks it.
-"""
+"""The one epoch loop every trainer (utils.trainer.Trainer) runs through, the run it lives
+in, the batches, evaluation and IE 534's Adam step guard."""
 import contextlib
 import copy
-import json
-import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -14,29 +9,22 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from utils import runfiles
-from utils.checkpoints import (PROGRESS_FIELDS, atomic_save, check_same_data, check_same_settings,
+from utils.checkpoints import (PROGRESS_FIELDS, check_same_data, check_same_settings,
                                data_identity, load_checkpoint, resolve_resume, run_id_of)
 from utils.console import info, progress
-from utils.errors import Diverged, Stopped, UserError
-from utils.distributed import Dist, StopSignal, init_distributed
-from utils.errors import EXIT_INTERRUPTED, EXIT_STOPPED
-from utils.rundir import JsonLog, RunFolder, TensorBoardLog, check_resume_target
+from utils.distributed import Dist, StopSignal, init_distributed, leave_group
+from utils.errors import EXIT_INTERRUPTED, EXIT_STOPPED, Diverged, Stopped, UserError
+from utils.recorder import Recorder
+from utils.rundir import RunFolder, check_resume_target
 from utils.runtime import Runtime, peak_memory_mib, reset_peak_memory
 from utils.settings import Settings
 from utils.trainer import check_trainer
 
-PLOT_SECONDS = 60.0
-
 
 def adam_step_guard(optimizer, cap=1024, reset=None):
-    """The assignment's guard against Adam's step count growing without bound.
-
-    Any parameter whose step has reached `cap` is set back to `reset` (default cap - 24, the
-    assignment's 1024 -> 1000; at least 1). Current PyTorch keeps the step as a tensor (on the
-    CPU, or on the GPU for fused/capturable Adam); it is changed in place, with no host-device
-    sync.
-    """
+    """The assignment's guard against Adam's step count growing without bound: a step that
+    reached `cap` is set back to `reset` (default cap - 24: 1024 -> 1000), in place on a
+    tensor step (no host-device sync)."""
     if not cap or not isinstance(optimizer, torch.optim.Adam):
         return
     reset = max(1, cap - 24) if reset is None else reset
@@ -52,8 +40,7 @@ def adam_step_guard(optimizer, cap=1024, reset=None):
 
 
 class DivergenceGuard:
-    """Notes on the device the first step whose loss is NaN or infinite; read back only
-    when checked (every --log_every steps, at an epoch's end, before stopping)."""
+    """The first step whose loss is NaN or infinite, kept on the device until checked."""
 
     def __init__(self, device):
         self.first_bad = torch.full((), -1.0, device=device)
@@ -73,79 +60,25 @@ class DivergenceGuard:
 
 @dataclass
 class Run:
-    """What a training script sets up before it touches data or models, and the epoch loop."""
+    """A training script's run: its processes, device, stop signal, checkpoint to resume and
+    Recorder, set up before any data or model; load_data, begin, then fit (the epoch loop)."""
     settings: Settings
     dist: Dist
     runtime: Runtime
-    config: dict
-    kind: str  # the trainer's: its files are KIND.ckpt, KIND_log.jsonl and KIND_config.json
-    ckpt_path: str
+    stop: StopSignal
+    records: Recorder
     resume_from: str = None
     ckpt: dict = None
-    folder: RunFolder = None  # the run folder (rank 0 holds its lock)
-    tensorboard: object = None  # rank 0's TensorBoardLog with --tensorboard
-    steps_per_epoch: int = 0
-    run_id: str = None  # the same through every resumption of a run
     data_id: dict = None  # what the data is (name, classes, sizes, fingerprint)
+    steps_per_epoch: int = 0
+    jitter: tuple = None  # the training augmentation's colour jitter strengths
     begun: bool = False
-    started: float = field(default_factory=time.monotonic)
-    log: object = None  # the JSON-lines log; None on every rank but 0
-    stop: object = None
     history: list = field(default_factory=list)  # one record per completed epoch
     seconds: float = 0.0  # training time so far, over every resumption
-    saved_at: tuple = None  # (epoch, step) of the last checkpoint on disk
-    jitter: tuple = None  # the training augmentation's colour jitter strengths
-    plotted: tuple = (0, float("-inf"))  # (epochs in the curves, when they were drawn)
 
-    def begin(self):
-        """Once the data and models are ready: print and save the settings, open the log.
-        Nothing is written before this (a fresh run over an earlier one writes staged files
-        until its first output: utils/rundir.py)."""
-        if self.stop.received is not None:  # a signal came while the run was starting
-            raise Stopped(f"received {self.stop.received_name()} while starting, before any "
-                          "training: nothing to save; run the same command again",
-                          EXIT_INTERRUPTED if self.stop.interrupted else EXIT_STOPPED)
-        if self.dist.is_main:
-            info("settings: " + json.dumps(self.config))
-            info("runtime: " + json.dumps(dict(self.runtime.describe(),
-                                                processes=self.dist.world_size)))
-            if self.jitter is not None:
-                names = ("brightness", "contrast", "saturation", "hue")
-                info(f"colour jitter ({self.settings.data.color_jitter}): " + ", ".join(
-                    f"{n} {s:.3f}" if s else f"{n} off" for n, s in zip(names, self.jitter)))
-            if not self.ckpt:
-                self.folder.begin_fresh()
-            self.folder.settings_file(self.config)
-            position = (self.ckpt["epoch"], self.ckpt["step"]) if self.ckpt else None
-            if self.settings.loop.tensorboard:
-                self.tensorboard = TensorBoardLog(self.settings.loop.out_dir, self.kind,
-                                                  self.steps_per_epoch, resume_at=position)
-                info(f"TensorBoard events: {self.tensorboard.folder} (tensorboard --logdir "
-                     f"{os.path.join(self.settings.loop.out_dir, 'tensorboard')})")
-                if not self.folder.staging:  # else once the earlier run's files are gone
-                    self.tensorboard.open()
-            self.log = JsonLog(self.folder, runfiles.log(self.kind), resume_at=position,
-                               tensorboard=self.tensorboard)
-        self.begun = True
-        if self.ckpt:
-            epochs = self.settings.loop.epochs
-            self.history, self.seconds = self.ckpt["history"], self.ckpt["seconds"]
-            self.saved_at = (self.ckpt["epoch"], self.ckpt["step"])
-            if self.ckpt["epoch"] >= epochs:
-                self.say(f"{self.resume_from} is finished ({self.ckpt['epoch']} of "
-                         f"{epochs} epochs): nothing left to train (a larger --epochs "
-                         "trains on)")
-            else:
-                before = self.ckpt["settings"].get("epochs", epochs)
-                longer = (f", training longer: --epochs {before} -> {epochs}"
-                          if epochs != before else "")
-                self.say(f"resuming {self.resume_from} at epoch {self.ckpt['epoch'] + 1}, "
-                         f"step {self.ckpt['step']}{longer}")
-        self.stop.announce()
-
-    def say(self, message):
-        if self.dist.is_main:
-            info(message)
+    @property
+    def config(self):
+        return self.records.config
 
     def load_data(self):
         """The dataset the flags name and its (training, test) batches for this process."""
@@ -163,46 +96,54 @@ class Run:
             self.jitter = train.augment.strengths
         return data, train, test
 
+    def begin(self):
+        """Once the data and models are ready: print and save the settings, open the logs.
+        Nothing is written before this (a fresh run over an earlier one writes staged files
+        until its first output: utils/rundir.py)."""
+        if self.stop.received is not None:  # a signal came while the run was starting
+            raise Stopped(f"received {self.stop.received_name()} while starting, before any "
+                          "training: nothing to save; run the same command again",
+                          EXIT_INTERRUPTED if self.stop.interrupted else EXIT_STOPPED)
+        position = (self.ckpt["epoch"], self.ckpt["step"]) if self.ckpt else None
+        if self.dist.is_main:
+            self.records.settings_line(dict(self.runtime.describe(),
+                                            processes=self.dist.world_size))
+            if self.jitter is not None:
+                names = ("brightness", "contrast", "saturation", "hue")
+                info(f"colour jitter ({self.settings.data.color_jitter}): " + ", ".join(
+                    f"{n} {s:.3f}" if s else f"{n} off" for n, s in zip(names, self.jitter)))
+        self.records.open(self.settings.loop.tensorboard, self.steps_per_epoch, position)
+        self.begun = True
+        if self.ckpt:
+            self.history, self.seconds = self.ckpt["history"], self.ckpt["seconds"]
+            self.say(self.resuming())
+        self.stop.announce()
+
+    def resuming(self):
+        epochs, done = self.settings.loop.epochs, self.ckpt["epoch"]
+        if done >= epochs:
+            return (f"{self.resume_from} is finished ({done} of {epochs} epochs): nothing left "
+                    "to train (a larger --epochs trains on)")
+        before = self.ckpt["settings"].get("epochs", epochs)
+        longer = f", training longer: --epochs {before} -> {epochs}" if epochs != before else ""
+        return (f"resuming {self.resume_from} at epoch {done + 1}, step {self.ckpt['step']}"
+                f"{longer}")
+
+    def say(self, message):
+        if self.dist.is_main:
+            info(message)
+
     def save(self, trainer, epoch, step=0, sums=None):
-        """The checkpoint (rank 0): where training stands, the settings, the history and the
-        trainer's state dicts, written atomically."""
-        if not self.dist.is_main:
-            return
-        self.outputs_begin()
-        try:
-            atomic_save({"kind": trainer.kind, "epoch": epoch, "step": step,
-                         "partial": None if sums is None else sums.detach().cpu(),
-                         "settings": self.config, "history": self.history,
-                         "seconds": self.seconds, "run_id": self.run_id, "data": self.data_id,
-                         **trainer.state()}, self.ckpt_path)
-        except UserError as e:  # a full disk: the last checkpoint is still whole
-            raise UserError(f"{e}; {self.kept()}: free some space, then resume with "
-                            "--resume") from None
-        self.saved_at = (epoch, step)
-
-    def outputs_begin(self):
-        """Before the run's first output (rank 0): a fresh run replaces the earlier run's
-        files now (utils/rundir.py)."""
-        self.folder.replace_earlier()
-        if self.tensorboard is not None:
-            self.tensorboard.open()
-
-    def kept(self):
-        """Which checkpoint a failed run leaves behind, in words."""
-        if self.saved_at is None:
-            return "no checkpoint had been written yet"
-        epoch, step = self.saved_at
-        where = f"after epoch {epoch}" if not step else f"epoch {epoch + 1}, step {step}"
-        return f"the last good checkpoint ({where}) is kept at {self.ckpt_path}"
+        """The checkpoint: where training stands, the history and the trainer's state."""
+        self.records.checkpoint({"kind": trainer.kind, "history": self.history,
+                                 "partial": None if sums is None else sums.detach().cpu(),
+                                 "seconds": self.seconds, "data": self.data_id,
+                                 **trainer.state()}, epoch, step)
 
     def fit(self, trainer, train):
-        """The epoch loop of every trainer: from where the checkpoint stands to --epochs.
-
-        Stops with a checkpoint (Stopped, exit 75) mid-epoch on a stop request, or after an
-        epoch that a request arrived at the end of; stops on a NaN or infinite loss
-        (Diverged, exit 3) keeping the last good checkpoint.
-        """
-        epochs = self.settings.loop.epochs
+        """The epoch loop: from where the checkpoint stands to --epochs. A stop request stops
+        it with a checkpoint (Stopped); a NaN loss stops it keeping the last one (Diverged)."""
+        epochs, rec = self.settings.loop.epochs, self.records
         start_epoch, start_step, partial = 0, 0, None
         if self.ckpt:
             start_epoch, start_step = self.ckpt["epoch"], self.ckpt["step"]
@@ -214,80 +155,65 @@ class Run:
             try:
                 step, sums = self.train_epoch(trainer, train, epoch, start_step, partial)
             except Diverged as e:
-                if self.log is not None:
-                    self.log.write(event="diverged", message=str(e))
-                raise Diverged(f"{e}; training stopped and {self.kept()}") from None
+                rec.write(event="diverged", message=str(e))
+                raise Diverged(f"{e}; training stopped and {rec.kept()}") from None
             self.seconds += time.time() - t0
             start_step, partial = 0, None
             if step < len(train):  # asked to stop mid-epoch
                 self.save(trainer, epoch, step, sums)
-                self.plot(trainer, now=True)
-                raise Stopped(f"stopped at epoch {epoch + 1}, step {step}; resume with "
-                              f"--resume (checkpoint {self.ckpt_path})", self.stop_code())
+                self.stopped(trainer, f"stopped at epoch {epoch + 1}, step {step}")
             means = trainer.means(self.dist.all_sum(sums))
             if self.dist.is_main:
-                self.outputs_begin()
-                try:
-                    record, text, pictures = trainer.end_epoch(epoch, means, time.time() - t0,
-                                                                self.history)
-                except UserError as e:  # a grid could not be written: a full disk
-                    raise UserError(f"{e}; {self.kept()}: free some space, then resume with "
-                                    "--resume") from None
-                # the epoch's peak memory: growth from epoch to epoch would be a leak
-                peak = peak_memory_mib(self.runtime.device)
-                record = dict(epoch=epoch + 1, **record, seconds=round(time.time() - t0, 2),
-                              peak_mib=round(peak, 1) if peak == peak else None)
-                self.history.append(record)
-                info(f"epoch {epoch + 1}/{epochs} {text} ({record['seconds']:.1f}s, "
-                     f"peak {peak:.0f} MiB)")
-                if self.tensorboard is not None:
-                    for tag, (images, nrow) in pictures.items():
-                        self.tensorboard.image(tag, images, epoch + 1, nrow=nrow)
-                self.save(trainer, epoch + 1)  # first the checkpoint, then the log: the log
-                self.log.write(event="epoch", **record)  # never holds an unsaved epoch
-                self.plot(trainer, now=epoch + 1 == epochs)
+                self.end_epoch(trainer, epoch, means, t0)
             if epoch + 1 < epochs and self.stop.settle():
-                self.plot(trainer, now=True)
-                raise Stopped(f"stopped after epoch {epoch + 1}; resume with --resume "
-                              f"(checkpoint {self.ckpt_path})", self.stop_code())
+                self.stopped(trainer, f"stopped after epoch {epoch + 1}")
         return self.history[-1] if self.history else {}
 
-    def stop_code(self):
-        return EXIT_INTERRUPTED if self.stop.interrupted else EXIT_STOPPED
+    def end_epoch(self, trainer, epoch, means, t0):
+        """Rank 0 after an epoch: the trainer's evaluation, then the checkpoint, then the log
+        (the log never holds an unsaved epoch), then maybe the curves."""
+        rec = self.records
+        rec.outputs_begin()
+        try:
+            record, text, pictures = trainer.end_epoch(epoch, means, time.time() - t0,
+                                                        self.history)
+        except UserError as e:  # a grid could not be written: a full disk
+            raise rec.failed(e) from None
+        # the epoch's peak memory: growth from epoch to epoch would be a leak
+        peak = peak_memory_mib(self.runtime.device)
+        record = dict(epoch=epoch + 1, **record, seconds=round(time.time() - t0, 2),
+                      peak_mib=round(peak, 1) if peak == peak else None)
+        self.history.append(record)
+        info(f"epoch {epoch + 1}/{self.settings.loop.epochs} {text} "
+             f"({record['seconds']:.1f}s, peak {peak:.0f} MiB)")
+        rec.pictures(pictures, epoch + 1)
+        self.save(trainer, epoch + 1)
+        rec.write(event="epoch", **record)
+        rec.plot(trainer, self.history, now=epoch + 1 == self.settings.loop.epochs)
 
-    def plot(self, trainer, now=False):
-        """Redraw the curves (rank 0) when they lack epochs and, unless `now`, were last
-        drawn PLOT_SECONDS ago."""
-        done, when = self.plotted
-        if (self.dist.is_main and len(self.history) > done
-                and (now or time.monotonic() - when >= PLOT_SECONDS)):
-            try:
-                trainer.plot(self.history)
-            except UserError as e:  # the curves are redrawn next time; training goes on
-                info(f"warning: the curves were not drawn ({e})")
-            self.plotted = (len(self.history), time.monotonic())
+    def stopped(self, trainer, where):
+        self.records.plot(trainer, self.history, now=True)
+        raise Stopped(f"{where}; resume with --resume (checkpoint {self.records.ckpt_path})",
+                      EXIT_INTERRUPTED if self.stop.interrupted else EXIT_STOPPED)
 
     def train_epoch(self, trainer, batches, epoch, start=0, sums=None):
-        """Train from batch `start` of the epoch to its end, or until a stop request.
-
-        sums carries the running sums of the batches before `start` (a run resumed mid-epoch);
-        they stay on the device, read only every --log_every steps. Returns (next batch index,
-        sums): the epoch is complete when the index equals len(batches).
-        """
+        """Train from batch `start` to the epoch's end or a stop request; returns (next batch
+        index, sums). sums (on the device, read every --log_every steps) carries the batches
+        before `start` of a run resumed mid-epoch."""
         dev, steps, every = batches.device, len(batches), self.settings.loop.log_every
         sums = torch.zeros(trainer.sums_width, device=dev) if sums is None else sums.to(dev)
         guard = DivergenceGuard(dev)
         for i, (x, y) in enumerate(progress(batches.epoch(epoch, start), steps - start,
                                             f"epoch {epoch + 1}"), start):
             guard.watch(trainer.step(i, x, y, sums), i)
-            stopping = i + 1 < steps and self.stop is not None and self.stop()
+            stopping = i + 1 < steps and self.stop()
             if (i + 1) % every == 0 or i + 1 == steps or stopping:
                 guard.check(self.dist, epoch)
-                if self.log is not None and (i + 1) % every == 0:
+                if self.dist.is_main and (i + 1) % every == 0:
                     means = trainer.means(sums)
                     info(f"epoch {epoch + 1} step {i + 1}/{steps} " +
                          " ".join(f"{k} {v:.4g}" for k, v in means.items()))
-                    self.log.write(event="step", epoch=epoch + 1, step=i + 1, **means)
+                    self.records.write(event="step", epoch=epoch + 1, step=i + 1, **means)
             if stopping:
                 return i + 1, sums
         return steps, sums
@@ -299,40 +225,20 @@ class Run:
         # Every rank reaches the end, a stop or a divergence together; any other error may be
         # one rank's alone, and waiting for the others there would hang.
         try:
-            if self.tensorboard is not None:
-                self.tensorboard.close()
-            self.close(together=exc_type is None or issubclass(exc_type, (Stopped, Diverged)))
+            self.records.close()
+            leave_group(self.dist, self.stop,
+                        together=exc_type is None or issubclass(exc_type, (Stopped, Diverged)))
         finally:
-            if self.folder is not None:
-                self.folder.release(failed_early=exc_type is not None and not self.begun)
-
-    def close(self, together=True):
-        """Leave the process group. When all ranks got here together, first finish the stop
-        agreement still under way and wait for every rank: a rank that tears gloo down while
-        another still talks to it (or whose TCP store has gone) aborts the process."""
-        if self.stop is not None:
-            if together:
-                self.stop.finish()
-            self.stop.restore()
-        if self.dist.enabled and torch.distributed.is_initialized():
-            if together:
-                torch.distributed.barrier(group=self.dist.cpu_group)
-            torch.distributed.destroy_process_group()
+            self.records.folder.release(failed_early=exc_type is not None and not self.begun)
 
 
 def open_run(settings, trainer):
-    """Join the processes, pick the device and the checkpoint to resume (settings: the
-    command's resolved Settings).
-
-    trainer (a class) names the files (its kind) and the checkpoint's entries beyond where
-    training stands, which are checked before anything is used. Nothing is written here:
-    Run.begin() does that once the data and models are ready too, so bad input leaves old
-    files alone.
-    """
+    """Join the processes, pick the device and the checkpoint to resume; nothing is written
+    until Run.begin(), so bad input leaves old files alone."""
     check_trainer(trainer)
-    started = time.monotonic()
     loop = settings.loop
-    stop = StopSignal(stop_file=loop.stop_file, time_limit=loop.time_limit, started=started)
+    stop = StopSignal(stop_file=loop.stop_file, time_limit=loop.time_limit,
+                      started=time.monotonic())
     folder = RunFolder(loop.out_dir, trainer.kind, trainer.products, trainer.patterns)
     try:
         dist = init_distributed(settings.runtime.device)
@@ -341,39 +247,39 @@ def open_run(settings, trainer):
         config = settings.flat()
         folder.take(main=dist.is_main)
         resume_from = resolve_resume(loop.resume, loop.overwrite, folder)
-        ckpt = None
+        ckpt = resume_from and load_resumable(resume_from, trainer, config, loop.epochs)
         if resume_from:
-            ckpt = load_checkpoint(resume_from, trainer.kind,
-                                   {**PROGRESS_FIELDS, **trainer.fields})
-            partial = ckpt["partial"]
-            if ckpt["step"] and (partial is None or partial.numel() != trainer.sums_width):
-                raise UserError(f"{resume_from} is damaged: a checkpoint written mid-epoch "
-                                f"needs {trainer.sums_width} running sums, it holds "
-                                f"{0 if partial is None else partial.numel()}")
-            check_same_settings(ckpt["settings"], config, resume_from)
-            if loop.epochs < ckpt["epoch"]:
-                raise UserError(f"--epochs {loop.epochs}: {resume_from} has trained "
-                                f"{ckpt['epoch']} epochs already; pass --epochs "
-                                f"{ckpt['epoch']} or more")
             check_resume_target(folder, resume_from, run_id_of)
     except BaseException:
         stop.restore()
         folder.release(failed_early=True)
         raise
     run_id = (ckpt or {}).get("run_id") or uuid.uuid4().hex
-    return Run(settings, dist, runtime, config, trainer.kind, folder.ckpt, resume_from, ckpt,
-               folder=folder, run_id=run_id, started=started, stop=stop)
+    records = Recorder(folder, trainer.kind, config, run_id, main=dist.is_main)
+    return Run(settings, dist, runtime, stop, records, resume_from or None, ckpt or None)
+
+
+def load_resumable(path, trainer, config, epochs):
+    """The checkpoint at path, checked against the trainer, the settings and --epochs."""
+    ckpt = load_checkpoint(path, trainer.kind, {**PROGRESS_FIELDS, **trainer.fields})
+    partial = ckpt["partial"]
+    if ckpt["step"] and (partial is None or partial.numel() != trainer.sums_width):
+        raise UserError(f"{path} is damaged: a checkpoint written mid-epoch needs "
+                        f"{trainer.sums_width} running sums, it holds "
+                        f"{0 if partial is None else partial.numel()}")
+    check_same_settings(ckpt["settings"], config, path)
+    if epochs < ckpt["epoch"]:
+        raise UserError(f"--epochs {epochs}: {path} has trained {ckpt['epoch']} epochs "
+                        f"already; pass --epochs {ckpt['epoch']} or more")
+    return ckpt
 
 
 # ----------------------------------------------------------------------------- data, evaluation
 
 def make_loaders(options, seed, data, runtime, dist=None):
-    """The training batches (augmented; shuffled and the last partial batch dropped unless
-    the DataSettings `options` say otherwise) and test batches of the ImageData `data`.
-
-    --batch_size is the global batch: with N processes each takes batch_size / N images of
-    its own share of the data, so the steps per epoch and the learning rate stay as they are.
-    """
+    """The training batches (augmented, shuffled, the last partial one dropped, as the
+    DataSettings `options` say) and test batches of `data`; each of N processes takes
+    batch_size / N images of its own share."""
     from utils.augment import Augment, jitter_strengths
     from utils.data import Batches
 
@@ -401,13 +307,9 @@ def make_loaders(options, seed, data, runtime, dist=None):
 
 @torch.inference_mode()
 def evaluate(model, batches, runtime=None, per_class=False, batch_statistics=False):
-    """Accuracy (%) and mean cross-entropy of the class logits over every batch of the loader;
-    with per_class also each class's accuracy (%, in class order; None for a class with no
-    test image).
-
-    batch_statistics: BatchNorm normalises each test batch by that batch's own statistics
-    (the network in training mode: the batch-normalization lesson's counter-example), on a
-    copy, so the model's running statistics stay as they were."""
+    """Accuracy (%) and mean cross-entropy over the batches; per_class adds each class's
+    accuracy (None for a class without images). batch_statistics: BatchNorm in training mode
+    (the batch-normalization lesson's counter-example), on a copy of the model."""
     if batch_statistics:
         model = copy.deepcopy(model).train()
     was_training = model.training
