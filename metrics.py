@@ -12,34 +12,8 @@ metrics that need no download, from this project's own classifier.
     python metrics.py mnist --metrics cfid --classifier runs/judge/cifar10.model --real mnist \
         --split test --n_samples 10000             # the floor: real training images instead
 
-FAKE is a run folder (its generator.model is sampled, class-balanced when it is conditional),
-a folder of PNG files (what `visualize.py export` writes, or any other program; a name
-ending in _cK marks class K), or a dataset name, whose training images stand in for the fakes
-(the floor a distance can reach; --n_samples of them drawn with --seed, not the first ones,
-which are one or two classes where a split is stored class by class). REAL is a dataset name
-(default the run's dataset; its training split, --split; --n_real images drawn with --seed) or
-a folder of PNG files.
-
-    fid, is, kid   Frechet Inception Distance, Inception Score (--splits 10) and Kernel Inception
-                   Distance, computed by torch-fidelity on its TensorFlow-compatible InceptionV3
-                   (or any extractor it has registered: --feature_extractor)
-    prc            improved precision and recall (Kynkaanniemi et al. 2019) on Inception
-                   features: precision, the share of fakes inside the real images' manifold;
-                   recall, the share of real images inside the fakes'; and their f_score
-    cfid           the Frechet distance of the classifier's pooled features (the inputs of its
-                   fc10), computed by torch-fidelity with that classifier as its extractor
-    cprc           precision and recall on the classifier's features (no download)
-    cacc           the share of class-conditional samples the classifier gives their class
-    cconf          the share of samples (conditional or not) the classifier gives a top
-                   probability of at least 0.5, and how many classes those cover
-    --intra        each distance also per class (intra-FID), and the mean over the classes
-
-The Inception weights are downloaded once (about 100 MB) into torch's hub cache; on a machine
-without internet, fetch the file on one that has it and pass --inception_weights. The real
-images' features are cached by torch-fidelity per dataset, split, count and extractor
-(--cache_dir), so a second evaluation reads them in seconds. The last line on stdout is JSON
-with every figure; for a run folder the figures also go to RUN/metrics.json and to
-RUN/visualization/summary.json, which the report quotes.
+FAKE is a run folder, a folder of PNG files (_cK marks class K) or a dataset name; REAL a
+dataset name or a folder. The metrics, the cache and offline use: docs/metrics.md.
 """
 import json
 import os
@@ -54,7 +28,8 @@ from utils.data import DATASETS, default_cache_dir, load_dataset
 from utils.figures.samples import export_complete
 from utils.files import atomic_write_json, file_digest, update_json
 from utils.quality import (INCEPTION, METRICS, check_classifier_fits, check_counts, check_request,
-                           evaluate, judge_strength, parse_metrics, read_folder, real_cache_name, seeded_share)
+                           evaluate, judge_strength, parse_metrics, read_folder, real_cache_name,
+                           seeded_share)
 from utils.runtime import resolve_device
 from utils.sampling import conditioning, sample_generator
 
@@ -120,12 +95,11 @@ def main(argv=None):
         settings = ckpt["settings"]
         num_classes, kind = conditioning(ckpt)
         check_request(metrics, conditional=num_classes > 0, classes=ckpt["classes"], **check)
-        if runfiles.needs_classifier(metrics):
-            check_classifier_fits(classifier, G.arch["out_channels"], G.arch["image_size"])
         # what the figures are made from, as loaded now (the report checks it)
         used = {generator_file: runfiles.made_from(os.path.join(run_dir, generator_file),
                                                    run_dir, g_digest)}
         if runfiles.needs_classifier(metrics):
+            check_classifier_fits(classifier, G.arch["out_channels"], G.arch["image_size"])
             used[os.path.basename(classifier)] = runfiles.made_from(
                 classifier, run_dir, file_digest(classifier))
         fake, fake_labels = sample_generator(G, args.n_samples, num_classes, args.seed, device,
@@ -164,8 +138,7 @@ def main(argv=None):
         raise UserError(f"--real {real_arg}: not a folder, nor one of {', '.join(DATASETS)}")
     if runfiles.needs_classifier(metrics):  # the judge reads images of the fakes' shape
         check_classifier_fits(classifier, fake.shape[1], fake.shape[-1])
-    check_counts(metrics, fake_labels, real_labels, len(fake), len(real), args.splits,
-                 args.intra)
+    check_counts(metrics, fake_labels, real_labels, len(fake), len(real), args.splits, args.intra)
     if fake.shape[1:] != real.shape[1:] and {"fid", "kid", "cfid"} & set(metrics):
         info(f"note: fake images {tuple(fake.shape[1:])} and real {tuple(real.shape[1:])} "
              "differ in shape; the extractor resizes both")

@@ -1,11 +1,6 @@
-"""Augmentation on whole batches on the training device, each sample with its own random
-parameters, equal to torchvision's transforms for the same draws.
-
-    Augment             the assignment's: RandomResizedCrop, ColorJitter, RandomHorizontalFlip
-    ContrastiveAugment  SimCLR's views: a random resized crop of any shape, a flip, colour jitter
-                        with probability 0.8 and greyscale with probability 0.2
-
-Images are float in [0, 1] of shape (B, C, H, W); all draws come from the generator passed in.
+"""Augmentation of whole batches on the training device, each sample with its own draws (all
+from the generator passed in), equal to torchvision's transforms for the same draws: Augment
+(the assignment's) and ContrastiveAugment (SimCLR's). Images are float [0, 1] (B, C, H, W).
 """
 import math
 from dataclasses import dataclass
@@ -16,14 +11,9 @@ from utils.data import make_generator
 
 
 def jitter_strengths(seed, choice="assignment"):
-    """ColorJitter strengths (brightness, contrast, saturation, hue), drawn once per run.
-
-    The assignment passes 0.1*randn(1) for each. Its torchvision (0.2) applied a jitter only
-    when its strength was greater than 0, so a negative draw turned that jitter off: each of
-    the four is on in a run with probability 1/2, with strength |0.1 N(0, 1)| when on. The
-    same here: a negative draw becomes 0, which is "off" for Augment and for torchvision.
-    choice 'off' or 'B,C,S,H' (the --color_jitter flag) sets them instead.
-    """
+    """ColorJitter strengths (brightness, contrast, saturation, hue), drawn once per run as the
+    assignment's 0.1*randn(1); a negative draw becomes 0, "off", as the assignment's torchvision
+    (0.2) read it (docs/differences.md). choice 'off' or 'B,C,S,H' (--color_jitter) sets them."""
     if choice == "off":
         return 0.0, 0.0, 0.0, 0.0
     if choice != "assignment":
@@ -31,6 +21,14 @@ def jitter_strengths(seed, choice="assignment"):
     g = make_generator("cpu", seed, "color_jitter")
     b, c, s, h = (0.1 * torch.randn(4, generator=g)).clamp(min=0).tolist()
     return b, c, s, min(h, 0.5)
+
+
+def jitter_draws(strengths, n, u, device):
+    """ColorJitter's per-sample factors (n, 4) and order (n, 4), from u(*shape) uniform draws."""
+    b, c, s, h = strengths
+    lo = torch.tensor([max(0.0, 1 - b), max(0.0, 1 - c), max(0.0, 1 - s), -h], device=device)
+    hi = torch.tensor([1 + b, 1 + c, 1 + s, h], device=device)
+    return lo + u(n, 4) * (hi - lo), u(n, 4).argsort(dim=1)
 
 
 @dataclass
@@ -45,12 +43,8 @@ class AugmentParams:
 
 
 class Augment:
-    """The assignment's training transforms on a batch, each sample with its own draw.
-
-    RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(1, 1)) -> ColorJitter(b, c, s, h) ->
-    RandomHorizontalFlip() with the same distributions as torchvision's, applied to float
-    images in [0, 1] of shape (B, C, H, W) on any device. crop=False leaves the crop out.
-    """
+    """The assignment's RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(1, 1)) (crop=False
+    leaves it out) -> ColorJitter(b, c, s, h) -> RandomHorizontalFlip() on a batch."""
 
     def __init__(self, strengths, flip=True, scale=(0.7, 1.0), size=32, crop=True):
         self.strengths, self.use_flip, self.scale, self.size = strengths, flip, scale, size
@@ -64,11 +58,7 @@ class Augment:
         side = torch.sqrt(area * height * width).round().long().clamp(1, min(height, width))
         top = (u(n) * (height - side + 1)).floor().long()
         left = (u(n) * (width - side + 1)).floor().long()
-        b, c, s, h = self.strengths
-        lo = torch.tensor([max(0.0, 1 - b), max(0.0, 1 - c), max(0.0, 1 - s), -h], device=dev)
-        hi = torch.tensor([1 + b, 1 + c, 1 + s, h], device=dev)
-        factors = lo + u(n, 4) * (hi - lo)
-        order = u(n, 4).argsort(dim=1)
+        factors, order = jitter_draws(self.strengths, n, u, dev)
         flip = (u(n) < 0.5) if self.use_flip else torch.zeros(n, dtype=torch.bool, device=dev)
         return AugmentParams(top, left, side, factors, order, flip)
 
@@ -93,12 +83,8 @@ def _source_index(out_size, crop, crop_start):
 
 
 def resized_crop(x, top, left, side, out_size, width=None):
-    """Crop (top, left, side rows, width columns; width defaults to side: a square) from each
-    image and resize it bilinearly to out_size x out_size.
-
-    Equals torch.nn.functional.interpolate(bilinear, align_corners=False) of each crop.
-    x: (B, C, H, W) float -> (B, C, out_size, out_size).
-    """
+    """Crop (top, left, side rows, width columns, default side) from each image and resize it
+    as interpolate(bilinear, align_corners=False): (B, C, H, W) -> (B, C, out_size, out_size)."""
     B, C, H, W = x.shape
     c0, c1, wc = _source_index(out_size, side if width is None else width, left)  # (B, out)
     r0, r1, wr = _source_index(out_size, side, top)
@@ -110,10 +96,8 @@ def resized_crop(x, top, left, side, out_size, width=None):
         + torch.gather(cols, 2, idx(r1)) * wr[:, None, :, None]  # (B, C, out, out)
 
 
-def _gray(x):
-    if x.shape[1] == 1:
-        return x
-    return (0.2989 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])  # (B, 1, H, W)
+def _gray(x):  # (B, 1, H, W)
+    return x if x.shape[1] == 1 else 0.2989 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
 
 
 def _blend(x, other, f):
@@ -147,12 +131,9 @@ def adjust_hue(x, shift):
 
 
 def color_jitter(x, factors, order, active=(True, True, True, True)):
-    """Brightness, contrast, saturation and hue, in a per-sample random order.
-
-    x: (B, C, H, W) in [0, 1]; factors: (B, 4); order: (B, 4) permutations of 0..3. An
-    operation that is not active (its strength is 0) is skipped, as torchvision skips it;
-    saturation and hue leave a grey image (C = 1) alone, as torchvision's do.
-    """
+    """Brightness, contrast, saturation and hue in a per-sample order (B, 4) with factors (B, 4).
+    As torchvision's, an inactive one (strength 0) is skipped, and saturation and hue leave a
+    grey image (C = 1) alone."""
     if x.shape[1] == 1:
         active = (active[0], active[1], False, False)
     f = factors[:, :, None, None, None]  # (B, 4, 1, 1, 1)
@@ -162,12 +143,11 @@ def color_jitter(x, factors, order, active=(True, True, True, True)):
         lambda x: _blend(x, _gray(x), f[:, 2]),
         lambda x: adjust_hue(x, factors[:, 3]),
     )
-    ops = [op for op, on in zip(ops, active) if on]
-    keys = [k for k, on in enumerate(active) if on]
+    ops = [(k, op) for k, (op, on) in enumerate(zip(ops, active)) if on]
     for stage in range(4):
         which = order[:, stage][:, None, None, None]
         out = x
-        for k, op in zip(keys, ops):
+        for k, op in ops:
             out = torch.where(which == k, op(x), out)
         x = out
     return x
@@ -179,19 +159,15 @@ def grayscale(x):
 
 
 class ContrastiveAugment:
-    """SimCLR's two views (Chen et al. 2020, appendix A; seed 004), on a batch, each sample its
-    own draw: a random resized crop (area 8-100% of the image, aspect ratio 3/4 to 4/3,
-    torchvision's 10 tries, else the whole image), a horizontal flip with probability 1/2
-    (where the dataset allows it), colour jitter (brightness, contrast, saturation 0.4, hue 0.1:
-    strength 0.5, SimCLR's for CIFAR-10) in a random order with probability 0.8, and greyscale
-    with probability 0.2.
-    """
+    """SimCLR's views (Chen et al. 2020, appendix A) on a batch: a random resized crop, a flip
+    (where the dataset allows it), colour jitter (strength 0.5, SimCLR's for CIFAR-10) with
+    probability 0.8 and greyscale with probability 0.2."""
 
     def __init__(self, size, flip=True, jitter=(0.4, 0.4, 0.4, 0.1), p_jitter=0.8, p_gray=0.2,
                  scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), tries=10):
         self.size, self.flip, self.jitter = size, flip, jitter
-        self.p_jitter, self.p_gray, self.scale, self.ratio, self.tries = (p_jitter, p_gray,
-                                                                          scale, ratio, tries)
+        self.p_jitter, self.p_gray = p_jitter, p_gray
+        self.scale, self.ratio, self.tries = scale, ratio, tries
 
     def crops(self, n, generator, height, width):
         """(top, left, crop height, crop width), each (n,): torchvision's RandomResizedCrop."""
@@ -220,10 +196,7 @@ class ContrastiveAugment:
         u = lambda *shape: torch.rand(*shape, generator=generator, device=dev)  # noqa: E731
         if self.flip:
             x = torch.where((u(n) < 0.5)[:, None, None, None], x.flip(3), x)
-        b, c, s, hue = self.jitter
-        lo = torch.tensor([max(0.0, 1 - b), max(0.0, 1 - c), max(0.0, 1 - s), -hue], device=dev)
-        hi = torch.tensor([1 + b, 1 + c, 1 + s, hue], device=dev)
-        factors, order = lo + u(n, 4) * (hi - lo), u(n, 4).argsort(dim=1)
+        factors, order = jitter_draws(self.jitter, n, u, dev)
         jittered = color_jitter(x, factors, order, active=[v > 0 for v in self.jitter])
         x = torch.where((u(n) < self.p_jitter)[:, None, None, None], jittered, x)
         return torch.where((u(n) < self.p_gray)[:, None, None, None], grayscale(x), x)

@@ -1,17 +1,6 @@
-"""Datasets chosen by name, held in memory as uint8, and the seeded batches cut from them.
-
-Every dataset is decoded once into uint8 tensors of shape (N, C, S, S); batches are cut
-from them and moved to the training device, where utils/augment.py augments a whole batch at
-a time with per-sample random parameters. All randomness of the data comes from generators seeded by
-(seed, epoch, batch, rank), so any batch of any epoch can be rebuilt exactly: this is what
-makes a resumed run equal an uninterrupted one.
-
-    cifar10        torchvision's CIFAR10 (downloaded when missing), or a folder as below
-    folder         DIR/train/<class>/*.png and DIR/test/<class>/*.png, 32x32; decoded once, cached
-    digits         scikit-learn's 8x8 handwritten digits upsampled to 32x32 RGB: small, offline
-    mnist          torchvision's MNIST, 28x28 grey (DATA_DIR/MNIST/raw), downloaded when missing
-    fashion_mnist  torchvision's FashionMNIST, 28x28 grey (DATA_DIR/FashionMNIST/raw)
-    svhn           the Street View House Numbers, 32x32 RGB (DATA_DIR/{train,test}_32x32.mat)
+"""Datasets chosen by name (docs/data.md), held in memory as uint8 (N, C, S, S), and the seeded
+batches cut from them. All randomness of the data comes from generators seeded by (seed, epoch,
+batch, rank), so any batch can be rebuilt exactly: a resumed run equals an uninterrupted one.
 """
 import contextlib
 import copy
@@ -28,8 +17,9 @@ from utils.errors import DataError, UserError
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck")
-
-
+FASHION_CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
+                   "sneaker", "bag", "ankle-boot")
+DIGITS = tuple(str(i) for i in range(10))
 
 
 @dataclass
@@ -93,8 +83,7 @@ def default_cache_dir():
 
 
 def _read_cache(cache, name):
-    """The decoded folder from its cache, or None when the cache is missing or damaged in any
-    way (it is then rebuilt)."""
+    """The decoded folder from its cache, or None when it is damaged in any way (rebuilt)."""
     try:
         with np.load(cache, allow_pickle=False) as z:
             arrays = {k: torch.from_numpy(z[k].copy()) for k in
@@ -110,8 +99,8 @@ def _read_cache(cache, name):
 
 
 def load_folder(root, cache_dir=None, name="folder"):
-    """An image folder with train/<class>/ and test/<class>/ (the layout utils/images.py
-    states), decoded once and cached as .npz."""
+    """An image folder, train/<class>/ and test/<class>/ (utils/images.py), decoded once and
+    cached as .npz."""
     from utils.files import atomic_path, remove_stale_temps
     from utils.images import decode_split
 
@@ -132,15 +121,14 @@ def load_folder(root, cache_dir=None, name="folder"):
           f"cached in {cache_dir}", file=sys.stderr)
     train_x, train_y, classes = decode_split(os.path.join(root, "train"))
     test_x, test_y, _ = decode_split(os.path.join(root, "test"), classes)
-    to_nchw = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).contiguous()  # noqa: E731
-    data = ImageData(name, to_nchw(train_x), torch.from_numpy(train_y), to_nchw(test_x),
-                     torch.from_numpy(test_y), classes, flip=True)
+    nchw = lambda a: np.ascontiguousarray(a.transpose(0, 3, 1, 2))  # noqa: E731  NHWC -> NCHW
+    arrays = dict(train_x=nchw(train_x), train_y=train_y, test_x=nchw(test_x), test_y=test_y)
+    data = ImageData(name, classes=classes, flip=True,
+                     **{k: torch.from_numpy(v) for k, v in arrays.items()})
     try:
         remove_stale_temps(cache_dir)
         with atomic_path(cache, suffix=".npz") as tmp:
-            np.savez(tmp, train_x=train_x.transpose(0, 3, 1, 2), train_y=train_y,
-                     test_x=test_x.transpose(0, 3, 1, 2), test_y=test_y,
-                     classes=np.array(classes))
+            np.savez(tmp, **arrays, classes=np.array(classes))
     except UserError as e:  # a read-only home or a full disk is no reason to stop
         print(f"warning: the decoded images were not cached ({e})", file=sys.stderr)
     return data
@@ -149,7 +137,7 @@ def load_folder(root, cache_dir=None, name="folder"):
 def load_cifar10(data_dir, cache_dir=None):
     """CIFAR-10 from torchvision's files in data_dir (downloaded when missing) or a PNG folder."""
     for root in (data_dir, os.path.join(data_dir, "cifar10")):
-        if os.path.isdir(os.path.join(root, "train")) and os.path.isdir(os.path.join(root, "test")):
+        if all(os.path.isdir(os.path.join(root, split)) for split in ("train", "test")):
             data = load_folder(root, cache_dir, name="cifar10")
             if data.classes != CIFAR10_CLASSES:
                 raise DataError(f"{root} holds classes {list(data.classes)}, not CIFAR-10's; "
@@ -162,10 +150,7 @@ def load_cifar10(data_dir, cache_dir=None):
 
 
 def load_digits(data_dir=None, cache_dir=None):
-    """scikit-learn's 1,797 8x8 digits (values 0..16), upsampled to 32x32 RGB uint8.
-
-    A fixed split (seeded permutation): 1,500 train, 297 test images.
-    """
+    """scikit-learn's 8x8 digits (values 0..16) as 32x32 RGB uint8, split 1,500 / 297 (fixed)."""
     from utils.extras import require
 
     d = require("sklearn.datasets", "the digits dataset").load_digits()
@@ -175,38 +160,23 @@ def load_digits(data_dir=None, cache_dir=None):
     y = torch.from_numpy(d.target).long()
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
     tr, te = perm[:1500], perm[1500:]
-    return ImageData("digits", x[tr], y[tr], x[te], y[te], tuple(str(i) for i in range(10)),
-                     flip=False)
+    return ImageData("digits", x[tr], y[tr], x[te], y[te], DIGITS, flip=False)
 
 
 CIFAR10_FILES = tuple(f"cifar-10-batches-py/{f}" for f in
                       ("batches.meta", "test_batch", *(f"data_batch_{i}" for i in range(1, 6))))
 
 
-def _mnist_files(folder):
-    return tuple(f"{folder}/raw/{f}" for f in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                                               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"))
-
-
 def _torchvision(dataset, data_dir, files, **kw):
-    """A torchvision dataset read from data_dir, which must hold `files` (paths relative to it).
-
-    Missing files are downloaded into a temporary folder and moved into data_dir only once
-    complete, so a failed download (no network) creates nothing where the user's data lives.
-    Files that are there but unreadable are reported as damaged, never replaced. torchvision's
-    progress goes to stderr: stdout is kept for the final JSON line.
-    """
+    """A torchvision dataset read from data_dir, which must hold `files` (paths relative to it;
+    missing ones are downloaded, _download_only). Unreadable files are reported as damaged,
+    never replaced. torchvision's prints go to stderr: stdout is kept for the final JSON line."""
     import torchvision
 
-    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
-        raise DataError(f"--data_dir {data_dir} is a file, not a folder")
-    cls = getattr(torchvision.datasets, dataset)
-    missing = [f for f in files if not os.path.isfile(os.path.join(data_dir, f))]
-    if missing:
-        _download(cls, dataset, data_dir, files, missing, **kw)
+    _download_only(dataset, data_dir, files, **kw)
     try:
         with contextlib.redirect_stdout(sys.stderr):
-            return cls(data_dir, download=False, **kw)
+            return getattr(torchvision.datasets, dataset)(data_dir, download=False, **kw)
     except Exception as e:  # torchvision's checks, numpy's reshape, EOF: the files are bad
         top = os.path.join(data_dir, files[0].split("/")[0])
         raise DataError(f"{dataset}'s files in {data_dir} are damaged or incomplete "
@@ -214,24 +184,31 @@ def _torchvision(dataset, data_dir, files, **kw):
                         "so that they are downloaded again") from None
 
 
-def _download(cls, dataset, data_dir, files, missing, **kw):
-    """Download into a temporary folder, then move what data_dir lacks into it."""
+def _download_only(dataset, data_dir, files, **kw):
+    """Fetch a dataset's missing files into data_dir, without loading it: through a temporary
+    folder, so a failed download (no network) creates nothing where the user's data lives."""
     import shutil
     import tempfile
 
+    import torchvision
+
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise DataError(f"--data_dir {data_dir} is a file, not a folder")
+    missing = [f for f in files if not os.path.isfile(os.path.join(data_dir, f))]
+    if not missing:
+        return
     tmp = tempfile.mkdtemp(prefix="cnn_gan-download-")
     try:
         try:
             with contextlib.redirect_stdout(sys.stderr):
-                cls(tmp, download=True, **kw)
+                getattr(torchvision.datasets, dataset)(tmp, download=True, **kw)
         except Exception as e:  # URLError, timeouts, HTTP errors, checksum failures
             looked = ", ".join(os.path.join(data_dir, f) for f in missing[:2])
             more = f" and {len(missing) - 2} more" if len(missing) > 2 else ""
             top = files[0].split("/")[0]
-            hint = ""
-            if os.path.basename(os.path.normpath(data_dir)) in (top, "raw"):
-                hint = (f"; {data_dir} looks like the dataset's own folder: --data_dir names "
-                        "the folder that holds it")
+            own = os.path.basename(os.path.normpath(data_dir)) in (top, "raw")
+            hint = (f"; {data_dir} looks like the dataset's own folder: --data_dir names the "
+                    "folder that holds it") if own else ""
             raise DataError(f"{dataset} not found: looked for {looked}{more}, and the download "
                             f"failed ({type(e).__name__}){hint}. Point --data_dir at the folder "
                             f"holding {top if '/' in files[0] else ', '.join(files)}") from None
@@ -247,35 +224,19 @@ def _download(cls, dataset, data_dir, files, missing, **kw):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _download_only(dataset, data_dir, files, **kw):
-    """Fetch a dataset's missing files into data_dir (as _torchvision), without loading it."""
-    import torchvision
-
-    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
-        raise DataError(f"--data_dir {data_dir} is a file, not a folder")
-    missing = [f for f in files if not os.path.isfile(os.path.join(data_dir, f))]
-    if missing:
-        _download(getattr(torchvision.datasets, dataset), dataset, data_dir, files, missing, **kw)
-
-
-def _load_mnist_like(dataset, data_dir, classes, flip):
-    """MNIST or FashionMNIST in torchvision's layout: uint8 (N, 1, 28, 28)."""
-    sets = [_torchvision(dataset, data_dir, _mnist_files(dataset), train=t) for t in (True, False)]
+def load_mnist(data_dir, cache_dir=None, dataset="MNIST", classes=DIGITS, flip=False):
+    """MNIST, or FashionMNIST (load_fashion_mnist), in torchvision's layout: (N, 1, 28, 28)."""
+    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+             "t10k-labels-idx1-ubyte")
+    files = tuple(f"{dataset}/raw/{f}" for f in names)
+    sets = [_torchvision(dataset, data_dir, files, train=t) for t in (True, False)]
     (tx, ty), (vx, vy) = [(s.data.unsqueeze(1).contiguous(), s.targets.long()) for s in sets]
     name = "mnist" if dataset == "MNIST" else "fashion_mnist"
     return ImageData(name, tx, ty, vx, vy, classes, flip=flip)
 
 
-def load_mnist(data_dir, cache_dir=None):
-    return _load_mnist_like("MNIST", data_dir, tuple(str(i) for i in range(10)), flip=False)
-
-
-FASHION_CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
-                   "sneaker", "bag", "ankle-boot")
-
-
 def load_fashion_mnist(data_dir, cache_dir=None):
-    return _load_mnist_like("FashionMNIST", data_dir, FASHION_CLASSES, flip=True)
+    return load_mnist(data_dir, cache_dir, "FashionMNIST", FASHION_CLASSES, flip=True)
 
 
 def load_svhn(data_dir, cache_dir=None):
@@ -302,17 +263,11 @@ def load_svhn(data_dir, cache_dir=None):
             raise DataError(f"{path} is not an SVHN file: X must be 32x32x3xN uint8 and y the "
                             "N labels 1..10")
         out += [x, torch.where(y == 10, 0, y)]  # the label 10 marks the digit 0
-    return ImageData("svhn", *out, tuple(str(i) for i in range(10)), flip=False)
+    return ImageData("svhn", *out, DIGITS, flip=False)
 
 
-DATASETS = {
-    "cifar10": load_cifar10,
-    "folder": load_folder,
-    "digits": load_digits,
-    "mnist": load_mnist,
-    "fashion_mnist": load_fashion_mnist,
-    "svhn": load_svhn,
-}
+DATASETS = {"cifar10": load_cifar10, "folder": load_folder, "digits": load_digits,
+            "mnist": load_mnist, "fashion_mnist": load_fashion_mnist, "svhn": load_svhn}
 
 
 def load_dataset(name, data_dir, cache_dir=None, subset=None, seed=0, labels_per_class=None):
@@ -321,13 +276,8 @@ def load_dataset(name, data_dir, cache_dir=None, subset=None, seed=0, labels_per
     a semi-supervised comparison)."""
     if name not in DATASETS:
         raise DataError(f"unknown dataset '{name}'; choose one of {', '.join(DATASETS)}")
-    if name == "folder":
-        if not os.path.exists(data_dir):
-            raise DataError(f"data directory {data_dir} does not exist")
-        if not os.path.isdir(data_dir):
-            raise DataError(f"--data_dir {data_dir} is a file, not a folder")
-        if not os.listdir(data_dir):
-            raise DataError(f"data directory {data_dir} is empty")
+    if name == "folder" and os.path.isdir(data_dir) and not os.listdir(data_dir):
+        raise DataError(f"data directory {data_dir} is empty")  # load_folder checks the rest
     data = DATASETS[name](data_dir, cache_dir)
     if subset is not None:
         if subset > len(data.train_y):
@@ -359,26 +309,21 @@ def to_float(x_uint8):
 
 
 class Batches:
-    """Batches of a uint8 dataset as float tensors in [-1, 1] on a device.
-
-    epoch(e, start) yields (x, y) for batch indices start.. of epoch e; the shuffle and the
-    augmentation of every batch depend only on (seed, e, batch index, rank). Under several
-    processes, each rank takes every world_size-th image of the shuffled order.
-    """
+    """Batches of a uint8 dataset as float tensors in [-1, 1] on a device: epoch(e, start)
+    yields (x, y) from batch start of epoch e, shuffled and augmented by (seed, e, batch, rank);
+    under several processes each rank takes every world_size-th image of the order."""
 
     def __init__(self, images, labels, batch_size, device="cpu", *, seed=0, shuffle=False,
                  drop_last=False, min_last=1, augment=None, rank=0, world_size=1,
                  on_device=False, memory_format=torch.contiguous_format):
         self.device = torch.device(device)
-        # On the GPU fast path the whole uint8 dataset lives on the device (CIFAR-10: 150 MB),
-        # so a batch is an index into it, with no host-to-device copy in the step loop.
+        # on_device: the whole uint8 dataset on the GPU, a batch an index into it (no host copy)
         where = self.device if on_device else "cpu"
         self.images, self.labels = images.to(where), labels.to(where)
         self.batch_size, self.seed = batch_size, seed
         self.shuffle, self.drop_last, self.augment = shuffle, drop_last, augment
         self.min_last = min_last  # a smaller last batch is kept when it has this many images
-        self.rank, self.world_size = rank, world_size
-        self.memory_format = memory_format
+        self.rank, self.world_size, self.memory_format = rank, world_size, memory_format
         self.per_rank = len(labels) // world_size  # equal shares: ranks step in lockstep
 
     def rebatched(self, batch_size, min_last=1):
@@ -411,8 +356,7 @@ class Batches:
             x, y = self.images[sel], self.labels[sel]
             if pin:  # an asynchronous copy needs page-locked memory
                 x, y = x.pin_memory(), y.pin_memory()
-            x = x.to(self.device, non_blocking=True)
-            y = y.to(self.device, non_blocking=True)
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             if self.augment is None:
                 x = to_float(x)
             else:  # the transforms work in [0, 1], as torchvision's do before Normalize

@@ -1,16 +1,10 @@
-"""Differentiable augmentation for the discriminator (DiffAugment, Zhao et al. 2020): the same
-random transforms on every image the discriminator sees, real and fake, in both steps, so
-that a discriminator trained on few images cannot simply memorise them, while the generator's
-gradient still flows through the transforms to its images.
-
-    color        brightness + U(-0.5, 0.5), saturation x U(0, 2), contrast x U(0.5, 1.5)
-    translation  a shift of up to 1/8 of the image each way, zero (grey) filled
-    cutout       a square of half the image's side set to zero (grey)
-
-Images are in [-1, 1], (B, C, H, W). Every draw is per sample and comes from the generator
-passed in (the run's seeded one), so a resumed run draws what an uninterrupted run would;
-sample() and apply() are apart so that the same draws can be applied again.
+"""DiffAugment (Zhao et al. 2020): random transforms on every image the discriminator sees,
+real and fake, so that it cannot memorise few images, while the generator's gradient flows
+through them (docs/beyond.md). Images in [-1, 1] (B, C, H, W); per-sample draws from the run's
+seeded generator; sample() and apply() are apart so that the same draws can be applied again.
 """
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -42,19 +36,17 @@ class DiffAugment:
         """The draws of n images: a dict of per-sample tensors."""
         dev = generator.device
         u = lambda *shape: torch.rand(*shape, generator=generator, device=dev)  # noqa: E731
+        randint = functools.partial(torch.randint, size=(n,), generator=generator, device=dev)
         p = {}
         if "color" in self.policy:
             p["brightness"], p["saturation"], p["contrast"] = u(n) - 0.5, u(n) * 2, u(n) + 0.5
         if "translation" in self.policy:
             sy, sx = int(height * self.translation + 0.5), int(width * self.translation + 0.5)
-            p["shift_y"] = torch.randint(-sy, sy + 1, (n,), generator=generator, device=dev)
-            p["shift_x"] = torch.randint(-sx, sx + 1, (n,), generator=generator, device=dev)
+            p["shift_y"], p["shift_x"] = randint(-sy, sy + 1), randint(-sx, sx + 1)
         if "cutout" in self.policy:
             ch, cw = int(height * self.cutout + 0.5), int(width * self.cutout + 0.5)
-            p["cut_y"] = torch.randint(0, height + (1 - ch % 2), (n,), generator=generator,
-                                       device=dev)
-            p["cut_x"] = torch.randint(0, width + (1 - cw % 2), (n,), generator=generator,
-                                       device=dev)
+            p["cut_y"] = randint(0, height + 1 - ch % 2)
+            p["cut_x"] = randint(0, width + 1 - cw % 2)
         return p
 
     def apply(self, x, p):

@@ -1,15 +1,7 @@
-"""Image files read faithfully or refused by name: every mode Pillow opens that holds 8- or
-16-bit grey or colour is converted to uint8 correctly (a 16-bit image is scaled, not clipped),
-anything else is one line naming the file, and so is a file that is not a regular file (a
-FIFO, a broken or looping link), an empty or truncated one, or one too large to be an image of
-the dataset (a decompression bomb is refused before it is decoded).
-
-The layout of an image folder (DIR/train/<class>/*.png, DIR/test/<class>/*.png):
-  - a class is a folder directly in train/; test/ must hold the same class folders;
-  - images lie directly in their class folder: a folder inside a class folder is an error;
-  - a class folder without images is an error;
-  - files that are not images (by extension: .png, .jpg, .jpeg, .bmp) and hidden files (a
-    name starting with '.') are ignored.
+"""Image files read faithfully (8- or 16-bit grey or colour as uint8, 16 bits scaled, not
+clipped) or refused in one line naming the file: other modes, files that are not regular,
+empty, truncated, or decompression bombs. Image folders (DIR/train/<class>/*.png and
+DIR/test/<class>/*.png) are read by the layout rules in docs/data.md.
 """
 import os
 import stat
@@ -88,16 +80,18 @@ def read_image(path, size=None, channels=None):
     return a
 
 
-def _visible(names):
-    return sorted(n for n in names if not n.startswith("."))
+def _entries(folder):
+    """(name, path) of a folder's entries, sorted by name, hidden ones (.name) left out."""
+    for name in sorted(n for n in os.listdir(folder) if not n.startswith(".")):
+        path = os.path.join(folder, name)
+        _check_name(path)
+        yield name, path
 
 
 def class_folders(split_dir):
     """The class folders of train/ (sorted by name); a file standing there is an error."""
     classes = []
-    for name in _visible(os.listdir(split_dir)):
-        path = os.path.join(split_dir, name)
-        _check_name(path)
+    for name, path in _entries(split_dir):
         if os.path.isdir(path):
             classes.append(name)
         elif name.lower().endswith(IMAGE_EXTENSIONS):
@@ -112,9 +106,7 @@ def class_folders(split_dir):
 def image_files(class_dir):
     """The image files of a class folder (sorted by name), by the layout's rules."""
     files = []
-    for name in _visible(os.listdir(class_dir)):
-        path = os.path.join(class_dir, name)
-        _check_name(path)
+    for name, path in _entries(class_dir):
         if os.path.isdir(path):
             raise DataError(f"{shown(path)} is a folder inside a class folder: images must lie "
                             "directly in <split>/<class>/ (move them up, or remove it)")
@@ -139,8 +131,7 @@ def decode_split(split_dir, classes=None, size=32):
 
     files = [(label, path) for label, name in enumerate(found)
              for path in image_files(os.path.join(split_dir, name))]
-    images, labels = [], []
-    for label, path in progress(files, len(files), f"decoding {os.path.basename(split_dir)}/"):
-        images.append(read_image(path, size=size, channels=3))
-        labels.append(label)
-    return np.stack(images), np.array(labels, dtype=np.int64), tuple(found)
+    images = [read_image(path, size=size, channels=3) for _, path in
+              progress(files, len(files), f"decoding {os.path.basename(split_dir)}/")]
+    labels = np.array([label for label, _ in files], dtype=np.int64)
+    return np.stack(images), labels, tuple(found)

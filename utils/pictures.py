@@ -17,26 +17,21 @@ def as_uint8(images):
 
 
 def save_grid(images, path, nrow=10, scale=2, labels=None, mark_column=None):
-    """Save images (B, C, H, W) in [0, 1] as one PNG grid, nrow per row, row-major.
-
-    Two-pixel white gaps as in the assignment's plot; each pixel drawn scale x scale. labels:
-    one text per column, written under it (class names); mark_column: a column framed in red
-    (the query of a row).
-    """
+    """Save images (B, C, H, W) in [0, 1] as one PNG grid, nrow per row, with the assignment's
+    white gaps, each pixel scale x scale. labels: a text under each column (class names);
+    mark_column: a column framed in red (the query of a row)."""
     from PIL import Image, ImageDraw
     from torchvision.utils import make_grid
 
-    grid = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=2,
-                     pad_value=1.0)
+    grid = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=2, pad_value=1)
     array = (grid * 255).round().byte().permute(1, 2, 0).numpy()  # (H, W, 3)
     img = Image.fromarray(array)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     cell_h, cell_w = (images.shape[-2] + 2) * scale, (images.shape[-1] + 2) * scale
-    rows = -(-len(images) // nrow)
     if mark_column is not None:
         draw = ImageDraw.Draw(img)
-        for r in range(rows):
+        for r in range(-(-len(images) // nrow)):  # rows
             x, y = mark_column * cell_w, r * cell_h
             draw.rectangle([x, y, x + cell_w + 2 * scale - 1, y + cell_h + 2 * scale - 1],
                            outline=(220, 30, 30), width=2 * scale)
@@ -83,8 +78,8 @@ def _number(v):
 
 
 def curves_figure(records, panels, title, xkey="epoch", ncols=3, figsize=None):
-    """A matplotlib figure of curves from log records: panels is a list of (panel title,
-    [keys]), one line per key; None when no panel has data."""
+    """A matplotlib figure of curves from log records, a line per key of panels [(title, [keys])];
+    None when no panel has data."""
     import matplotlib
 
     matplotlib.use("Agg")

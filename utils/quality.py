@@ -1,7 +1,5 @@
-"""Sample quality: FID, Inception Score and KID through torch-fidelity, and the two metrics
-of this project's own classifier (its features' Frechet distance, cfid, and its accuracy on the
-intended class, cacc), which need no download. metrics.py is the command; train_gan.py
---eval_every measures through the same functions.
+"""Sample quality: torch-fidelity's FID, IS, KID and precision/recall, and the figures of this
+project's own classifier (cfid, cprc, cacc, cconf), for metrics.py and train_gan.py --eval_every.
 """
 import functools
 import hashlib
@@ -21,16 +19,17 @@ from utils.runfiles import needs_classifier
 METRICS = ("fid", "is", "kid", "prc", "cfid", "cprc", "cacc", "cconf")
 CONFIDENT = 0.5  # cconf: a top probability of at least this (five times chance of 10 classes)
 INCEPTION = "inception-v3-compat"
+WEAK_JUDGE = 50.0  # % test accuracy below which a classifier's figures rank nothing
+MIN_DISTANCE_IMAGES = 10  # fewer give a covariance too degenerate for a Frechet distance
 PNG_NAME = re.compile(r"(\d+)(?:_c(\d+))?\.png$")
 
 
 # ----------------------------------------------------------------------------- images
 
 def read_folder(folder, n=None, seed=0):
-    """The PNG files of a folder (names sorted; hidden files and anything else skipped; n of
-    them drawn with seed where it holds more, seeded_pick) as uint8 (N, C, S, S), with
-    their classes where every name carries one (_cK), else None. Every file must be a
-    readable image of the first one's size and channels."""
+    """A folder's PNG files (n of them drawn with seed, seeded_pick) as uint8 (N, C, S, S), and
+    their classes where every name carries one (_cK), else None. All must match the first's
+    size and channels."""
     import numpy as np
 
     from utils.images import read_image, shown
@@ -38,8 +37,7 @@ def read_folder(folder, n=None, seed=0):
     names = sorted(f for f in os.listdir(folder)
                    if f.lower().endswith(".png") and not f.startswith("."))
     picked = seeded_pick(len(names), n, seed)  # names in class order are common
-    if picked is not None:
-        names = [names[i] for i in picked.tolist()]
+    names = names if picked is None else [names[i] for i in picked.tolist()]
     if not names:
         raise UserError(f"{folder} holds no PNG files")
     first = read_image(os.path.join(folder, names[0]))
@@ -102,10 +100,8 @@ def _judge(path, mtime_ns, size):
 
 
 def classifier_extractor(path):
-    """Register this project's classifier (a model file with a class head) as a torch-fidelity
-    feature extractor: 'pooled' (what fc10 reads) for distances, 'logits' for the Inception
-    Score's place. Returns its registered name, which names the file's content, so cached
-    features of one classifier are never read for another."""
+    """Register a classifier file as a torch-fidelity feature extractor ('pooled', what fc10
+    reads; 'logits' for isc); its name holds the file's digest, so no cache is read for another."""
     import torch_fidelity
     from torch_fidelity.feature_extractor_base import FeatureExtractorBase
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
@@ -134,11 +130,9 @@ def classifier_extractor(path):
         def can_be_compiled():
             return False
 
-        def forward(self, x):  # (B, 3, S, S) uint8
-            m = self.model
-            x = classifier_input(x, m)  # a grey image repeated to RGB averages back to itself
-            pooled = m.embed(x)  # (B, features)
-            out = {"pooled": pooled, "logits": m.fc10(pooled)}
+        def forward(self, x):  # (B, 3, S, S) uint8; a grey image repeated averages back to itself
+            pooled = self.model.embed(classifier_input(x, self.model))  # (B, features)
+            out = {"pooled": pooled, "logits": self.model.fc10(pooled)}
             return tuple(out[k] for k in self.features_list)
 
     torch_fidelity.register_feature_extractor(name, ClassifierFeatures)
@@ -172,11 +166,10 @@ def check_inception(weights):
     try:
         torch.hub.load_state_dict_from_url(URL_INCEPTION_V3, progress=False)
     except Exception as e:  # URLError, timeouts, HTTP errors: no network, or no access
-        raise UserError(
-            f"the Inception weights are not on this machine and could not be downloaded "
-            f"({type(e).__name__}); fetch {URL_INCEPTION_V3} once where there is internet and "
-            "pass --inception_weights FILE (or put it in "
-            f"{os.path.dirname(cached)}), or use --metrics cfid,cacc") from None
+        raise UserError(f"the Inception weights are not on this machine and could not be "
+                        f"downloaded ({type(e).__name__}); fetch {URL_INCEPTION_V3} once where "
+                        "there is internet and pass --inception_weights FILE (or put it in "
+                        f"{os.path.dirname(cached)}), or use --metrics cfid,cacc") from None
 
 
 def load_checkpoint_plain(path):
@@ -196,26 +189,22 @@ def load_checkpoint_plain(path):
 
 def fidelity(fake, real, which, extractor, *, weights=None, device=None, cache_root=None,
              real_cache=None, splits=10, batch_size=250):
-    """torch-fidelity's figures for uint8 fake and real images: which from {'fid', 'is',
-    'kid'}; returns {'fid': ..., 'is': ..., 'is_std': ..., 'kid': ..., 'kid_std': ...}."""
+    """torch-fidelity's figures (which: of fid, is, kid, prc) for uint8 fake and real images, as
+    {'fid', 'is', 'is_std', 'kid', 'kid_std', 'precision', 'recall', 'f_score'}: float}."""
     import torch_fidelity
 
     binary = bool({"fid", "kid", "prc"} & set(which))
-    kwargs = dict(input1=Images(fake), input2=Images(real) if binary else None,
-                  cuda=device is not None and device.type == "cuda", batch_size=batch_size,
-                  isc="is" in which, fid="fid" in which, kid="kid" in which,
-                  prc="prc" in which,
-                  feature_extractor=extractor, isc_splits=splits,
-                  verbose=sys.stderr.isatty(),  # its progress bars, on a terminal
-                  save_cpu_ram=True,  # the images are in memory already: no loader workers
-                  cache=real_cache is not None, cache_root=cache_root,
-                  input2_cache_name=real_cache if binary else None)
-    if weights:
-        kwargs["feature_extractor_weights_path"] = weights
-    if "kid" in which:
-        kwargs["kid_subset_size"] = min(1000, len(fake), len(real))
     try:
-        out = torch_fidelity.calculate_metrics(**kwargs)
+        out = torch_fidelity.calculate_metrics(
+            input1=Images(fake), input2=Images(real) if binary else None,
+            cuda=device is not None and device.type == "cuda", batch_size=batch_size,
+            isc="is" in which, fid="fid" in which, kid="kid" in which, prc="prc" in which,
+            feature_extractor=extractor, feature_extractor_weights_path=weights or None,
+            isc_splits=splits, kid_subset_size=min(1000, len(fake), len(real)),
+            verbose=sys.stderr.isatty(),  # its progress bars, on a terminal
+            save_cpu_ram=True,  # the images are in memory already: no loader workers
+            cache=real_cache is not None, cache_root=cache_root,
+            input2_cache_name=real_cache if binary else None)
     except ValueError as e:  # e.g. a covariance's square root with an imaginary part
         raise UserError(f"{', '.join(which)}: torch-fidelity could not compute it from "
                         f"{len(fake)} fake and {len(real)} real images ({str(e)[:100]}): use "
@@ -227,6 +216,12 @@ def fidelity(fake, real, which, extractor, *, weights=None, device=None, cache_r
     return {names[k]: float(v) for k, v in out.items() if k in names}
 
 
+def class_logits(images, model, batch_size, label):
+    """(start, the model's class logits (B, classes)) for each batch of uint8 images."""
+    for start in progress(range(0, len(images), batch_size), -(-len(images) // batch_size), label):
+        yield start, model(classifier_input(images[start:start + batch_size], model))[1]
+
+
 @torch.no_grad()
 def class_accuracy(images, labels, classifier, batch_size=250):
     """The share (%) of images the classifier gives the class in labels."""
@@ -234,31 +229,22 @@ def class_accuracy(images, labels, classifier, batch_size=250):
     if len(labels) and int(labels.max()) >= model.num_classes:
         raise UserError(f"cacc: a sample is marked class {int(labels.max())}, and the classifier "
                         f"{classifier} knows {model.num_classes} classes")
-    hits = 0
-    for start in progress(range(0, len(images), batch_size), -(-len(images) // batch_size),
-                          "cacc"):
-        x = classifier_input(images[start:start + batch_size], model)
-        hits += (model(x)[1].argmax(1) == labels[start:start + batch_size]).sum().item()
+    hits = sum((logits.argmax(1) == labels[start:start + batch_size]).sum().item()
+               for start, logits in class_logits(images, model, batch_size, "cacc"))
     return 100.0 * hits / len(images)
 
 
 @torch.no_grad()
 def class_confidence(images, classifier, batch_size=250):
-    """For samples of any generator, conditional or not: the share (%) the classifier gives a
-    top probability of at least CONFIDENT, and how many classes those cover (the variety an
-    unconditional generator has; a collapsed one covers few)."""
+    """The share (%) of samples the classifier gives a top probability of at least CONFIDENT,
+    and how many classes those cover (a collapsed generator covers few)."""
     model, _ = judge(classifier)
     sure, found = 0, set()
-    for start in progress(range(0, len(images), batch_size), -(-len(images) // batch_size),
-                          "cconf"):
-        p = model(classifier_input(images[start:start + batch_size], model))[1].softmax(1)
-        confidence, predicted = p.max(1)
+    for _, logits in class_logits(images, model, batch_size, "cconf"):
+        confidence, predicted = logits.softmax(1).max(1)
         sure += int((confidence >= CONFIDENT).sum())
         found |= set(predicted[confidence >= CONFIDENT].tolist())
     return 100.0 * sure / len(images), len(found)
-
-
-WEAK_JUDGE = 50.0  # % test accuracy below which a classifier's figures rank nothing
 
 
 def judge_strength(classifier):
@@ -324,9 +310,8 @@ def evaluate(fake, fake_labels, real, real_labels, metrics, *, classifier=None, 
 
 
 def seeded_pick(count, n, seed):
-    """The indices (ascending) of n of count items drawn with `seed`, or None when n is None or
-    not smaller than count (take them all). Not the first n: a split or folder stored class by
-    class (CIFAR-10's PNG folders) would give a few classes only."""
+    """The indices (ascending) of n of count items drawn with `seed`, or None to take them all.
+    Not the first n: a folder stored class by class would give a few classes only."""
     if n is None or n >= count:
         return None
     return torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:n].sort().values
@@ -348,9 +333,8 @@ def real_cache_name(dataset, data_dir, split, n, subset_seed=None):
 
 
 def check_classifier_fits(classifier, channels, size):
-    """The classifier reads images of the samples' shape: one of another dataset's shape
-    would judge images it was never trained on (a grey 28-pixel classifier on colour 32-pixel
-    samples), so it is refused in one line."""
+    """The classifier reads images of the samples' shape (else it judges images of a kind it
+    was never trained on), or one line."""
     model, _ = judge(classifier)
     want = (model.arch.get("in_channels"), model.arch.get("image_size"))
     if want != (channels, size):
@@ -359,21 +343,10 @@ def check_classifier_fits(classifier, channels, size):
                         "with a classifier trained on the samples' dataset")
 
 
-def check_extractor(extractor):
-    """A feature extractor torch-fidelity knows, or one line naming those it does."""
-    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
-
-    if extractor not in FEATURE_EXTRACTORS_REGISTRY:
-        known = sorted(k for k in FEATURE_EXTRACTORS_REGISTRY if not k.startswith("cnn-gan-"))
-        raise UserError(f"--feature_extractor {extractor}: torch-fidelity has no such feature "
-                        f"extractor; choose one of {', '.join(known)}")
-
-
 def check_request(metrics, classifier=None, weights=None, extractor=INCEPTION,
                   conditional=True, classes=None, flag="--classifier"):
-    """Everything the metrics asked for needs is there, before any work: the Inception
-    weights, a classifier with a class head, class-conditional samples for cacc, judged by a
-    classifier of the same classes (classes: the generator's class names, where known)."""
+    """Everything the metrics asked for need is there, before any work (classes: the
+    generator's class names, where known; cacc needs the classifier's to be the same)."""
     if {"prc", "cprc"} <= set(metrics):
         raise UserError("prc and cprc name the same figures (precision, recall): ask for one")
     if {"fid", "is", "kid", "prc", "cfid", "cprc"} & set(metrics):
@@ -382,9 +355,14 @@ def check_request(metrics, classifier=None, weights=None, extractor=INCEPTION,
         require("torch_fidelity", "fid, is, kid, prc, cfid and cprc (torch-fidelity computes "
                                   "them)")
     if {"fid", "is", "kid", "prc"} & set(metrics):
-        check_extractor(extractor)
-    if {"fid", "is", "kid", "prc"} & set(metrics) and extractor == INCEPTION:
-        check_inception(weights)
+        from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY as registry
+
+        if extractor not in registry:
+            known = sorted(k for k in registry if not k.startswith("cnn-gan-"))
+            raise UserError(f"--feature_extractor {extractor}: torch-fidelity has no such "
+                            f"feature extractor; choose one of {', '.join(known)}")
+        if extractor == INCEPTION:
+            check_inception(weights)
     if {"cfid", "cprc", "cacc", "cconf"} & set(metrics):
         if not (classifier and os.path.isfile(classifier)):
             raise UserError(f"cfid, cacc and cconf need a classifier: pass a model file that "
@@ -401,15 +379,11 @@ def check_request(metrics, classifier=None, weights=None, extractor=INCEPTION,
                             "the generator's dataset")
 
 
-MIN_DISTANCE_IMAGES = 10  # fewer give a covariance too degenerate for a Frechet distance
-
-
 def check_counts(metrics, fake_labels, real_labels, n_fake, n_real, splits=10, intra=False,
                  flag="--n_samples"):
     """Each metric has the images it needs (a distance MIN_DISTANCE_IMAGES, the Inception
     Score one per split), said in one line before any work."""
-    need = []
-    least = MIN_DISTANCE_IMAGES
+    need, least = [], MIN_DISTANCE_IMAGES
     if {"fid", "cfid", "kid"} & set(metrics) and min(n_fake, n_real) < least:
         need.append(f"fid, cfid and kid need at least {least} fake and {least} real images for "
                     f"a meaningful distance (here {n_fake} and {n_real}: raise {flag})")

@@ -1,9 +1,6 @@
-"""Sampling a generator: its noise, its classes and its conditioning. Training, the metrics
-and the figures all draw through these, so a generator is fed the same way everywhere.
-
-A class-conditional generator (ACGAN, --acgan on) reads noise whose first num_classes values
-are the one-hot class; an unconditional one (num_classes 0) reads plain noise. The noise is
-N(0, 1) or, for the CS231n and Udacity lessons, uniform in [-1, 1].
+"""Sampling a generator: its noise, classes and conditioning, the same in training, metrics and
+figures. A class-conditional generator (--acgan on) reads noise whose first num_classes values
+are the one-hot class; an unconditional one (num_classes 0) reads plain noise.
 """
 import torch
 
