@@ -1,19 +1,14 @@
-"""GAN losses as plain functions of the critic's scores, apart from the networks.
-
-Scores are the discriminator's raw outputs (`fc1`, no sigmoid), shape (B,). Each family is a
-pair (discriminator loss of real and fake scores, generator loss of fake scores), looked up by
-name in LOSSES. The regularisers (gradient penalty, weight clipping) and ACGAN's class term are
+"""GAN losses as plain functions of the discriminator's raw scores (`fc1`, no sigmoid), (B,).
+A family (LOSSES) pairs a discriminator loss of (real, fake) scores with a generator loss of
+fake scores; the regularisers (gradient penalty, weight clipping) and ACGAN's class term are
 separate, so any family can take them.
 
     wgan-gp         Gulrajani et al. 2017: the Wasserstein losses, with the gradient penalty
     wgan            Arjovsky et al. 2017: the same losses, with the critic's weights clipped
-    gan             Goodfellow et al. 2014, binary cross-entropy on logits; the generator's
-                    non-saturating form, maximise log D(G(z)) (seed 004, and the paper's practice)
-    gan-saturating  the same discriminator; the generator minimises log(1 - D(G(z))), the
-                    minimax game as written (its gradient vanishes when D is confident)
-    lsgan           Mao et al. 2017, equation 9 (seed 004): least squares with targets 0 and 1
-    hinge           Lim & Ye 2017, Miyato et al. 2018 (SNGAN, BigGAN): hinge for the critic,
-                    -E[D(G(z))] for the generator
+    gan             Goodfellow et al. 2014; the generator's non-saturating form (seed 004)
+    gan-saturating  the minimax game as written (its gradient vanishes when D is confident)
+    lsgan           Mao et al. 2017, equation 9 (seed 004)
+    hinge           Lim & Ye 2017, Miyato et al. 2018 (SNGAN, BigGAN)
 """
 from dataclasses import dataclass
 from typing import Callable
@@ -33,9 +28,8 @@ def wgan_generator_loss(fake_scores):
 
 
 def bce_discriminator_loss(real_scores, fake_scores, real_label=1.0):
-    """-E[log sigmoid(D(x))] - E[log(1 - sigmoid(D(G(z))))], computed stably on logits.
-    real_label < 1 smooths the real images' target (Udacity's lesson: 0.9): binary
-    cross-entropy against it, -l log sigmoid(D(x)) - (1 - l) log(1 - sigmoid(D(x)))."""
+    """-E[log sigmoid(D(x))] - E[log(1 - sigmoid(D(G(z))))], computed stably on logits;
+    real_label < 1 smooths the real images' target (Udacity's lesson: 0.9)."""
     real = real_label * F.softplus(-real_scores) + (1 - real_label) * F.softplus(real_scores)
     return real.mean() + F.softplus(fake_scores).mean()
 
@@ -68,9 +62,8 @@ def hinge_discriminator_loss(real_scores, fake_scores):
 
 @dataclass(frozen=True)
 class Loss:
-    """One family: the discriminator's loss of (real, fake) scores and the generator's, and the
-    regularisers the family comes with unless a flag says otherwise (train_gan.py --gp_weight,
-    --clip)."""
+    """One family: its two losses and the regularisers it comes with unless a flag says
+    otherwise (train_gan.py --gp_weight, --clip)."""
     discriminator: Callable
     generator: Callable
     gp_weight: float = 0.0  # the gradient penalty's lambda
@@ -100,11 +93,8 @@ def interpolate(real, fake, alpha):
 
 
 def gradient_penalty(critic, real, fake, alpha, weight=10.0):
-    """WGAN-GP: weight * mean over samples of (||d critic(x_hat) / d x_hat||_2 - 1)^2.
-
-    critic maps images (B, C, H, W) to scores (B,); x_hat are the interpolates of real and fake
-    at alpha. The graph is kept (create_graph) so the penalty trains the critic's weights.
-    """
+    """WGAN-GP: weight * mean over samples of (||d critic(x_hat) / d x_hat||_2 - 1)^2, x_hat the
+    interpolates at alpha; the graph is kept so that the penalty trains the critic's weights."""
     x_hat = interpolate(real, fake, alpha).requires_grad_(True)
     scores = critic(x_hat)
     (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
@@ -123,13 +113,8 @@ def clip_weights(module, clip):
 
 def nt_xent(z_left, z_right, temperature=0.5):
     """SimCLR's NT-Xent loss (seed 004): rows k of z_left and z_right (N, D) are a positive pair.
-
-    With z = [z_left; z_right] (2N examples) and sim the cosine similarity, each example k
-    has l(k) = -log(exp(sim(z_k, z_pos(k)) / t) / sum_{j != k} exp(sim(z_k, z_j) / t)), its
-    positive being k + N or k - N; the loss is the sum of l over all 2N examples, / 2N. A
-    cross-entropy over each row of the similarity matrix (its diagonal left out) computes
-    exactly this, with the log-sum-exp that keeps small temperatures finite.
-    """
+    It is the mean over the 2N examples of a cross-entropy over their row of the similarity
+    matrix, the diagonal left out: the log-sum-exp keeps small temperatures finite."""
     n = len(z_left)
     z = F.normalize(torch.cat([z_left, z_right]).float(), dim=1)  # (2N, D), unit rows
     logits = z @ z.T / temperature  # (2N, 2N) cosine similarities / t

@@ -1,23 +1,9 @@
-"""The networks by family name (ARCHITECTURES): each family a discriminator and a generator,
-built from sizes given as constructor arguments. The networks themselves are nn.Modules in
-nets/: the assignment's in nets/ie534.py, the other lessons' in nets/lessons.py.
+"""The networks by family name (ARCHITECTURES), built from sizes given as constructor
+arguments; the nn.Modules themselves are in nets/ (ie534.py the assignment's, lessons.py the
+other lessons', simclr.py SimCLR's). docs/lessons.md describes each family.
 
     python models.py                     # the assignment's tables at width 196
     python models.py --arch infogan --image_size 28 --channels 1
-
-ie534    the assignment (seed 002): eight 3x3 convolutions with LayerNorm and LeakyReLU, a
-         max-pool and two heads (`fc1` the critic, `fc10` ACGAN's classifier); the generator
-         from a 4x4 map through convolutions and 4x4 stride-2 transposed ones to 32x32.
-dcgan    seed 003 (Udacity's DCGAN): strided 4x4 convolutions, BatchNorm on all but the first
-         discriminator layer, LeakyReLU 0.2, transposed convolutions up from 4x4, tanh; no
-         convolution has a bias (the lesson's helpers).
-udacity-mlp  seed 003's batch-normalization lesson: a classifier only, 784-512-256, ReLU, with
-         BatchNorm (batch_norm=True) or without.
-mlp      seed 004 (CS231n's vanilla GAN): 784-256-256-1, LeakyReLU 0.01; noise-1024-1024-784.
-infogan  seed 004 (CS231n's DCGAN): TensorFlow's MNIST tutorial network and the InfoGAN
-         generator (Chen et al. 2016, appendix C.1).
-Each family starts as its lesson's code does: infogan as CS231n's initialize_weights sets it
-(xavier_init), which the notebook applies to its DCGAN alone; every other at PyTorch's defaults.
 
 Every discriminator returns (score (B,), class logits (B, num_classes) or None); features(x,
 k) is its k-th block's output, max-pooled over space; spectral_norm=True (discriminator())
@@ -63,15 +49,13 @@ SIZES = {"width": 1, "latent_dim": 1, "in_channels": 1, "out_channels": 1, "num_
 
 
 def check_sizes(family, **sizes):
-    """A family known and every size a whole number at least its least (SIZES): a ValueError
-    in words otherwise, before any layer is made."""
+    """A ValueError in words unless the family is known and every size a whole number at least
+    its least (SIZES): checked before any layer is made."""
     if family not in ARCHITECTURES:
         raise ValueError(f"unknown family of networks '{family}'; choose one of "
                          f"{', '.join(ARCHITECTURES)}")
-    for name, value in sizes.items():
-        least = SIZES.get(name)
-        if least is None:
-            continue
+    for name in [n for n in sizes if n in SIZES]:
+        value, least = sizes[name], SIZES[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
 
@@ -116,9 +100,8 @@ def generator(family, latent_dim, width=None, channels=3, image_size=32):
     f = ARCHITECTURES[family]
     if f.generator is None:
         raise ValueError(f"the {family} family is a classifier: it has no generator")
-    return build(family, "generator", latent_dim=latent_dim,
-                 width=f.generator_scale * width, out_channels=channels,
-                 image_size=image_size)
+    return build(family, "generator", latent_dim=latent_dim, width=f.generator_scale * width,
+                 out_channels=channels, image_size=image_size)
 
 
 def format_table(rows):

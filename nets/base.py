@@ -1,12 +1,11 @@
-"""What every family's networks share: the discriminator's base (Critic: blocks, the feature
-vector, the two heads, features(x, layer)), LayerNorm kept in fp32, CS231n's initialisation
-and the crop of a generator's larger output."""
+"""What every family's networks share: the discriminator's base (Critic), LayerNorm in fp32,
+CS231n's initialisation and the crop of a generator's larger output."""
 import torch.nn as nn
 
 
 class FloatLayerNorm(nn.LayerNorm):
-    """LayerNorm in fp32 under autocast on any device, as CUDA's autocast does by itself (the
-    CPU's kept bf16, which moved the gradient penalty by several percent)."""
+    """LayerNorm in fp32 under autocast on any device, as CUDA's autocast does by itself (in
+    bf16 on the CPU it moved the gradient penalty)."""
 
     def forward(self, x):
         return super().forward(x.float())
@@ -18,8 +17,7 @@ def _conv_out(size, kernel, stride, padding):
 
 def xavier_init(module):
     """CS231n's initialize_weights (seed 004), which its notebook gives its DCGAN alone:
-    Xavier-uniform linear and transposed-convolution weights; the convolutions and every bias
-    keep PyTorch's default (Kaiming-uniform with a = sqrt(5): bound 1 / sqrt(fan_in))."""
+    Xavier-uniform linear and transposed-convolution weights, PyTorch's default elsewhere."""
     for m in module.modules():
         if isinstance(m, (nn.Linear, nn.ConvTranspose2d)):
             nn.init.xavier_uniform_(m.weight)

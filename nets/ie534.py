@@ -1,7 +1,5 @@
-"""The assignment's networks (IE 534, seed 002), family ie534: its table of eight 3x3
-convolutions with LayerNorm and LeakyReLU, a max-pool and two heads (fc1 the critic, fc10
-ACGAN's classifier); the generator from a 4x4 map through convolutions and 4x4 stride-2
-transposed ones to 32x32. `python models.py` prints both tables."""
+"""The assignment's networks (IE 534, seed 002), family ie534, as its tables give them;
+`python models.py` prints both tables."""
 import math
 
 import torch
@@ -14,6 +12,16 @@ DISC_LAYERS = ((3, 1), (3, 2), (3, 1), (3, 2), (3, 1), (3, 1), (3, 1), (3, 2))
 # Generator conv1..conv8: True marks a 4x4 stride-2 transposed convolution (padding 1).
 GEN_UPSAMPLE = (True, False, False, False, True, False, True, False)
 
+
+def _conv_row(i, conv, size):
+    """The layer table's row of conv`i` (plain or transposed) on maps of side `size`."""
+    (k,), (s,), (p,) = conv.kernel_size[:1], conv.stride[:1], conv.padding[:1]
+    if isinstance(conv, nn.ConvTranspose2d):
+        out, kind = (size - 1) * s - 2 * p + k, "convtranspose2d"
+    else:
+        out, kind = _conv_out(size, k, s, p), "conv2d"
+    return dict(name=f"conv{i}", type=kind, cin=conv.in_channels, cout=conv.out_channels, k=k,
+                s=s, p=p, input=size, output=out)
 
 
 class Discriminator(Critic):
@@ -50,13 +58,10 @@ class Discriminator(Critic):
         """The layer table: one dict per layer with its sizes and receptive field on the input."""
         rows, size, rf, jump = [], self.image_size, 1, 1
         for i, block in enumerate(self.blocks, 1):
-            conv = block[0]
-            (k,), (s,), (p,) = conv.kernel_size[:1], conv.stride[:1], conv.padding[:1]
-            out = _conv_out(size, k, s, p)
-            rf, jump = rf + (k - 1) * jump, jump * s
-            rows.append(dict(name=f"conv{i}", type="conv2d", cin=conv.in_channels,
-                             cout=conv.out_channels, k=k, s=s, p=p, input=size, output=out, rf=rf))
-            size = out
+            row = _conv_row(i, block[0], size)
+            rf, jump = rf + (row["k"] - 1) * jump, jump * row["s"]
+            rows.append(dict(row, rf=rf))
+            size = row["output"]
         k = self.pool.kernel_size
         rows.append(dict(name="pool", type="max2d", cin=self.width, cout=self.width, k=k, s=k,
                          p=0, input=size, output=size // k, rf=rf + (k - 1) * jump))
@@ -102,14 +107,8 @@ class Generator(nn.Module):
         convs = [m for m in self.convs if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
         size = self.base_size
         for i, conv in enumerate(convs, 1):
-            (k,), (s,), (p,) = conv.kernel_size[:1], conv.stride[:1], conv.padding[:1]
-            if isinstance(conv, nn.ConvTranspose2d):
-                out, kind = (size - 1) * s - 2 * p + k, "convtranspose2d"
-            else:
-                out, kind = _conv_out(size, k, s, p), "conv2d"
-            rows.append(dict(name=f"conv{i}", type=kind, cin=conv.in_channels,
-                             cout=conv.out_channels, k=k, s=s, p=p, input=size, output=out))
-            size = out
+            rows.append(_conv_row(i, conv, size))
+            size = rows[-1]["output"]
         return rows
 
     def forward(self, z):

@@ -1,6 +1,6 @@
-"""The other lessons' networks: dcgan (seed 003, Udacity's DCGAN), mlp (seed 004, CS231n's
-fully connected GAN), infogan (seed 004, CS231n's DCGAN) and udacity-mlp (seed 003's
-batch-normalization lesson: a classifier only)."""
+"""The other lessons' networks, in this order: dcgan (seed 003, Udacity's DCGAN), mlp (seed
+004, CS231n's fully connected GAN), infogan (seed 004, CS231n's DCGAN) and udacity-mlp (seed
+003's batch-normalization lesson: a classifier only)."""
 import math
 
 import torch
@@ -9,12 +9,9 @@ import torch.nn as nn
 from nets.base import Critic, _conv_out, center_crop, xavier_init
 
 
-# ----------------------------------------------------------------------------- dcgan (seed 003)
-
 class DCGANDiscriminator(Critic):
-    """Three 4x4 stride-2 convolutions (width, 2 width, 4 width channels), BatchNorm on all but
-    the first, LeakyReLU 0.2, then the heads on the flattened map; no pooling. No convolution
-    has a bias, the first included (the lesson's conv helper); the heads have theirs."""
+    """Three 4x4 stride-2 convolutions, BatchNorm on all but the first, LeakyReLU 0.2, the heads
+    on the flattened map. No convolution has a bias (the lesson's conv helper); the heads do."""
     family, role = "dcgan", "discriminator"
     batch_statistics = True
 
@@ -24,9 +21,8 @@ class DCGANDiscriminator(Critic):
                          image_size=image_size)
         blocks, size, cin = [], image_size, in_channels
         for i, cout in enumerate((width, 2 * width, 4 * width)):
-            norm = i > 0  # "BatchNorm everywhere but the first layer"
             layers = [nn.Conv2d(cin, cout, 4, 2, 1, bias=False)]  # the lesson's conv helper
-            layers += [nn.BatchNorm2d(cout)] if norm else []
+            layers += [nn.BatchNorm2d(cout)] if i > 0 else []  # "everywhere but the first layer"
             blocks.append(nn.Sequential(*layers, nn.LeakyReLU(0.2)))
             size, cin = _conv_out(size, 4, 2, 1), cout
         self.blocks = nn.ModuleList(blocks)
@@ -35,10 +31,8 @@ class DCGANDiscriminator(Critic):
 
 class DCGANGenerator(nn.Module):
     """A linear layer reshaped to a 4 width x 4 x 4 map, then 4x4 stride-2 transposed
-    convolutions (4 width -> 2 width -> width -> channels; 4 -> 8 -> 16 -> 32), BatchNorm and
-    ReLU after all but the last, tanh. As in the lesson's code, the linear layer's output goes
-    to the first transposed convolution as it is, and no transposed convolution has a bias,
-    the last included (the lesson's deconv helper)."""
+    convolutions to 32x32, tanh. As in the lesson's code, no activation follows the linear
+    layer and no transposed convolution has a bias (the lesson's deconv helper)."""
     family, role = "dcgan", "generator"
 
     def __init__(self, latent_dim=100, width=32, out_channels=3, image_size=32):
@@ -60,11 +54,8 @@ class DCGANGenerator(nn.Module):
         return center_crop(torch.tanh(self.convs(h)), self.image_size)
 
 
-# ----------------------------------------------------------------------------- mlp (seed 004)
-
 class MLPDiscriminator(Critic):
-    """Flatten, then fully connected C*S*S -> width -> width -> 1 (784-256-256-1 on MNIST)
-    with LeakyReLU 0.01."""
+    """Fully connected C*S*S -> width -> width -> 1 (784-256-256-1 on MNIST), LeakyReLU 0.01."""
     family, role = "mlp", "discriminator"
 
     def __init__(self, width=256, num_classes=0, in_channels=1, image_size=28):
@@ -80,8 +71,7 @@ class MLPDiscriminator(Critic):
 
 
 class MLPGenerator(nn.Module):
-    """Fully connected noise -> width -> width -> C*S*S (96-1024-1024-784 on MNIST), ReLU,
-    tanh, reshaped to an image."""
+    """Fully connected noise -> width -> width -> C*S*S (96-1024-1024-784 on MNIST), tanh."""
     family, role = "mlp", "generator"
 
     def __init__(self, latent_dim=96, width=1024, out_channels=1, image_size=28):
@@ -99,12 +89,9 @@ class MLPGenerator(nn.Module):
         return self.net(z).view(-1, *self.shape)  # (B, C*S*S) -> (B, C, S, S)
 
 
-# ----------------------------------------------------------------------------- infogan (seed 004)
-
 class InfoGANDiscriminator(Critic):
-    """TensorFlow's MNIST tutorial network: 5x5 convolutions of width and 2 width channels,
-    each with LeakyReLU 0.01 and a 2x2 max-pool, then fully connected to 32 width (4x4x64 =
-    1024 at width 32) with LeakyReLU 0.01, and the heads."""
+    """TensorFlow's MNIST tutorial network: two 5x5 convolutions, each with LeakyReLU 0.01 and a
+    2x2 max-pool, then fully connected to 32 width (1024 at width 32), LeakyReLU, the heads."""
     family, role = "infogan", "discriminator"
 
     def __init__(self, width=32, num_classes=0, in_channels=1, image_size=28):
@@ -129,10 +116,9 @@ class InfoGANDiscriminator(Critic):
 
 
 class InfoGANGenerator(nn.Module):
-    """InfoGAN's MNIST generator: fully connected to 32 width (1024) with ReLU and BatchNorm,
-    fully connected to 4 width x 7 x 7 (128 channels) with ReLU and BatchNorm, then 4x4
-    stride-2 transposed convolutions to 2 width channels (ReLU, BatchNorm) and to the image
-    (tanh): 7 -> 14 -> 28. The seed's order, ReLU before BatchNorm, is kept."""
+    """InfoGAN's MNIST generator (Chen et al. 2016, appendix C.1): two fully connected layers
+    to a 4 width x 7 x 7 map, then 4x4 stride-2 transposed convolutions (7 -> 14 -> 28), tanh.
+    The seed's order, ReLU before BatchNorm, is kept."""
     family, role = "infogan", "generator"
 
     def __init__(self, latent_dim=96, width=32, out_channels=1, image_size=28):
@@ -156,13 +142,10 @@ class InfoGANGenerator(nn.Module):
         return center_crop(self.convs(h), self.image_size)
 
 
-# ------------------------------------------------------------------------- udacity-mlp (seed 003)
-
 class UdacityMLP(Critic):
-    """The batch-normalization lesson's classifier (seed 003): flatten, then linear layers to
-    2 width and width values (784-512-256 on MNIST), each followed by BatchNorm when batch_norm
-    is on, then ReLU (layer > batch norm > activation; a linear layer a BatchNorm follows has
-    no bias), and the heads (fc10: width -> classes, no BatchNorm)."""
+    """The batch-normalization lesson's classifier (seed 003): linear layers to 2 width and
+    width values (784-512-256 on MNIST), each followed by BatchNorm when batch_norm is on (then
+    without a bias), then ReLU, and the heads."""
     family, role = "udacity-mlp", "discriminator"
 
     def __init__(self, width=256, num_classes=10, in_channels=1, image_size=28,

@@ -17,8 +17,8 @@ class ProjectionHead(nn.Module):
 
 
 class SimCLRNet(nn.Module):
-    """SimCLR's encoder f (a discriminator's trunk: its blocks and pooling, the heads unused)
-    followed by the projection head g: images (B, C, S, S) -> z (B, out_features)."""
+    """SimCLR's encoder f (a discriminator's trunk, its heads unused), then the projection head
+    g: images (B, C, S, S) -> z (B, out_features)."""
 
     def __init__(self, encoder, head):
         super().__init__()

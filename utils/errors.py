@@ -10,8 +10,7 @@ EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), with a checkpoint when training
 
 
 class UserError(Exception):
-    """A mistake a user can fix (a bad flag, a missing file, a full disk); printed as one line,
-    exit 2."""
+    """A mistake a user can fix (a bad flag, a missing file, a full disk): one line, exit 2."""
 
 
 class DataError(UserError):
@@ -19,8 +18,7 @@ class DataError(UserError):
 
 
 class Stopped(Exception):
-    """Training stopped on a signal after writing a checkpoint to resume from (exit 75, or
-    130 for Ctrl-C)."""
+    """Training stopped on a signal with a checkpoint to resume from (exit 75, Ctrl-C 130)."""
 
     def __init__(self, message, code=EXIT_STOPPED):
         super().__init__(message)

@@ -1,13 +1,10 @@
-"""The files the project writes: each one atomically (a temporary file beside it, then a
-rename, so a crash at any instant leaves the old file or the new one, whole), a folder held by
-one process at a time (an OS lock, gone with the process), and a full disk or a read-only
-folder said in one line.
-
-Temporary files are named .NAME.PID.tmp (hidden, with the writer's process id), so the next
-start can tell a killed writer's leftovers from a live one's and remove them.
-"""
+"""The files the project writes: each one atomically (a temporary file .NAME.PID.tmp beside
+it, then a rename, so a crash leaves the old file or the new one, whole), a folder held by one
+process at a time (an OS lock, gone with the process), and a full disk or a read-only folder
+said in one line. The PID lets the next start remove a killed writer's leftovers."""
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import re
@@ -20,7 +17,6 @@ from utils.errors import UserError
 LOCK_NAME = ".cnn_gan.lock"
 LOCKS = re.compile(r"^\.cnn_gan(\.[\w-]+)?\.lock$")  # every lock file this project makes
 TEMP = re.compile(r"^\..+\.(\d+)\.tmp(\.[A-Za-z0-9]+)?$")
-NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 class NoSpace(UserError):
@@ -28,8 +24,8 @@ class NoSpace(UserError):
 
 
 def temp_path(path, suffix=""):
-    """Where path is written first: .NAME.PID.tmp in the same folder (the rename that follows
-    is atomic only within one file system). suffix keeps an extension a writer needs."""
+    """Where path is written first: .NAME.PID.tmp in the same folder (a rename is atomic only
+    within one file system); suffix keeps an extension a writer needs."""
     folder, name = os.path.split(os.path.abspath(path))
     return os.path.join(folder, f".{name}.{os.getpid()}.tmp{suffix}")
 
@@ -53,9 +49,8 @@ def too_large(path):
 
 
 def write_failure(path, message):
-    """A write that failed without an errno (torch's zip writer says only "file write
-    failed"): a full disk when the folder has little room left, else the file-size limit
-    when one is set, else the message as it came."""
+    """A write that failed without an errno (torch's zip writer's "file write failed"): a full
+    disk when the folder has little room left, else the file-size limit if set, else as is."""
     folder = os.path.dirname(os.path.abspath(path))
     try:
         stat = os.statvfs(folder)
@@ -63,8 +58,7 @@ def write_failure(path, message):
     except (OSError, AttributeError):
         free = None
     if free is not None and free < 64 * 2**20:
-        return NoSpace(f"no space left on the device to write {path} ({free // 2**20} MiB "
-                       "free)")
+        return NoSpace(f"no space left on the device to write {path} ({free // 2**20} MiB free)")
     if size_limit() is not None:
         return too_large(path)
     return UserError(f"could not write {path} ({message[:80]})")
@@ -74,7 +68,7 @@ def io_error(e, path):
     """An OSError while writing path, as the one line a user can act on."""
     if e.errno == errno.EFBIG:
         return too_large(path)
-    if e.errno in NO_SPACE:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
         return NoSpace(f"no space left on the device to write {path}")
     if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return UserError(f"cannot write {path}: {e.strerror} (a read-only folder, or another "
@@ -87,12 +81,10 @@ def io_error(e, path):
 @contextlib.contextmanager
 def atomic_path(path, suffix="", durable=True):
     """Yield a temporary path to write to; on success it replaces path, on any failure it is
-    removed and path is left as it was. durable: flushed to the disk before the rename (what a
-    checkpoint needs; an exported sample can do without the cost)."""
-    folder = os.path.dirname(os.path.abspath(path))
+    removed. durable: flushed to the disk before the rename (checkpoints need it)."""
     tmp = temp_path(path, suffix)
     try:
-        os.makedirs(folder, exist_ok=True)
+        os.makedirs(os.path.dirname(tmp), exist_ok=True)
         yield tmp
         if durable:
             with open(tmp, "rb") as f:
@@ -116,8 +108,7 @@ def atomic_write_json(path, obj):
 
 def read_json(path, default=None, kind=None, remedy="delete it and make it again"):
     """A JSON file the project wrote, or default when it is missing; a damaged one, or one
-    whose top level is not of `kind` (dict: an object), is one line naming it and saying what
-    to do (it is rewritten whole, so damage means something else wrote)."""
+    whose top level is not of `kind` (dict: an object), is one line naming it and the remedy."""
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
@@ -150,10 +141,7 @@ def update_json(path, key, value):
 
 
 def file_digest(path):
-    """A file's content hash (blake2b, 16 hex digits): what a figure records of the model file
-    it was made from; bytes_digest of the same bytes is the same."""
-    import hashlib
-
+    """A file's content hash (blake2b, 16 hex digits), equal to bytes_digest of its bytes."""
     h = hashlib.blake2b(digest_size=8)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -163,8 +151,6 @@ def file_digest(path):
 
 def bytes_digest(data):
     """file_digest of bytes already read."""
-    import hashlib
-
     return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
@@ -179,8 +165,7 @@ def _alive(pid):
 
 
 def remove_stale_temps(folder):
-    """Remove the temporary files that killed writers left in folder (their process is gone).
-    Returns the names removed."""
+    """Remove the temporary files that killed writers left in folder; returns their names."""
     removed = []
     try:
         names = os.listdir(folder)
@@ -198,25 +183,22 @@ def remove_stale_temps(folder):
 # ----------------------------------------------------------------------------- folders
 
 def check_writable_folder(folder, flag="--out_dir"):
-    """The folder exists as a folder we can write to (created if missing), or one line saying
-    what stands in the way: checked before any data is loaded."""
+    """The folder, created if missing, is one we can write to; or one line saying why not."""
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise UserError(f"{flag} {folder} is a file, not a folder")
     try:
         os.makedirs(folder, exist_ok=True)
         probe = temp_path(os.path.join(folder, "probe"))
-        with open(probe, "w"):
-            pass
+        open(probe, "w").close()
         os.remove(probe)
     except OSError as e:
         raise io_error(e, folder) from None
 
 
 class FolderLock:
-    """An exclusive OS lock (flock) on FOLDER/.cnn_gan.lock, held while the process lives: the
-    kernel releases it when the process ends, however it ends, so a kill -9 leaves no stale
-    lock (only the file, which the next holder reuses). The file records who holds it, for the
-    message a second process gets, and is removed when its holder lets go."""
+    """An exclusive OS lock (flock) on FOLDER/.cnn_gan.lock: the kernel releases it however the
+    process ends, so a kill -9 leaves no stale lock. The file says who holds it, for the message
+    a second process gets, and is removed when its holder lets go."""
 
     def __init__(self, folder, what="run", name=None):
         """name: a lock of its own in the folder (.cnn_gan.NAME.lock), so that processes that

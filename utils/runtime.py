@@ -39,20 +39,15 @@ SPEED_FLAGS = {
 def cpu_has_bf16_units(cpuinfo="/proc/cpuinfo"):
     """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX-BF16, read from Linux's
     cpuinfo; False where that is not there to read)."""
-    try:
-        with open(cpuinfo) as f:
-            return re.search(r"\b(avx512_bf16|amx_bf16)\b", f.read()) is not None
-    except OSError:
-        return False
+    with contextlib.suppress(OSError), open(cpuinfo) as f:
+        return re.search(r"\b(avx512_bf16|amx_bf16)\b", f.read()) is not None
+    return False
 
 
 def auto_speedups(on_gpu, bf16_units=None):
     """What 'auto' turns on. On CUDA, every speed-up. On the CPU, bf16 autocast alone and only
-    where the CPU has bf16 units: on 2 such cores (docs/speed.md) it ran the baseline step
-    1.67x and the GAN iteration 1.55x as fast as fp32, while channels_last and fused Adam
-    each lost up to 11%, torch.compile lost 6% on the baseline step and won 8% on the GAN
-    iteration after 40 s of compiling (and needs a C++ compiler); where the CPU lacks bf16
-    units, bf16 is emulated and many times slower than fp32."""
+    where the CPU has bf16 units (elsewhere it is emulated and many times slower): the others
+    lose time there or gain little (docs/speed.md)."""
     if on_gpu:
         return dict.fromkeys(SPEED_FLAGS, True)
     bf16 = cpu_has_bf16_units() if bf16_units is None else bf16_units
@@ -69,11 +64,8 @@ def speedups(choices, on_gpu, bf16_units=None):
 
 @dataclass
 class Runtime:
-    """Device, precision, memory format and compilation: decided here, once, for every script.
-
-    On CUDA every speed-up is on unless a flag turns it off; on the CPU only bf16 autocast,
-    where the CPU has bf16 units (auto_speedups), unless a flag says otherwise.
-    """
+    """Device, precision, memory format and compilation: decided here, once, for every script
+    (what 'auto' picks: auto_speedups)."""
     device: torch.device
     amp: bool = False
     compile: bool = False
@@ -88,11 +80,11 @@ class Runtime:
     def from_settings(cls, choices, dist=None):
         """The runtime a RuntimeSettings asks for, on this machine and process."""
         device = resolve_device(choices.device)
-        if dist is not None and dist.enabled and device.type == "cuda":
+        several = dist is not None and dist.enabled
+        if several and device.type == "cuda":
             device = torch.device("cuda", dist.local_rank)  # one GPU per process
         on_gpu = device.type == "cuda"
         pick = speedups(choices, on_gpu)
-        several = dist is not None and dist.enabled
         sync = choices.sync_bn
         pick["sync_bn"] = sync == "on" or (sync == "auto" and several and on_gpu)
         if pick["sync_bn"] and not on_gpu:
@@ -164,11 +156,8 @@ def reset_peak_memory(device):
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         return
-    try:  # Linux: writing 5 to clear_refs resets this process's VmHWM
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # Linux: resets this process's VmHWM
 
 
 def peak_memory_mib(device):
@@ -176,11 +165,8 @@ def peak_memory_mib(device):
     CUDA, resident memory on the CPU (NaN where the system does not say)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
+    with contextlib.suppress(OSError), open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return float("nan")
