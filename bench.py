@@ -5,28 +5,19 @@
     python bench.py --which gan --compile off        # one part, one speed-up turned off
     python bench.py --device cpu --which flags       # each speed flag alone and all together
 
-For the baseline training step, the full GAN iteration (generator step, critic step with the
-gradient penalty) and each visualisation, it prints images/s, milliseconds per step and peak
-memory of
-  fast:     this project's path with the speed flags as given (auto: all on for CUDA; on a
-            CPU bf16 autocast alone, where it has bf16 units): the dataset held on the device
-            as uint8 and augmented there in batches, bf16 autocast, channels_last, fused Adam,
-            torch.compile;
-  original: the 2018 code's way: fp32, eager, a DataLoader with per-image PIL transforms and
-            --original_workers worker processes,
-and their ratio, with the device named. The images are random uint8 tensors of CIFAR-10's
-shape unless --data_dir names a CIFAR-10 copy: speed does not depend on their content.
-Peak memory is the GPU's allocator peak on CUDA, the process's resident peak on the CPU
-(DataLoader workers not included). Then, for every recipe of train_gan.py (recipes.py), the
-fast path's GAN iteration with the recipe's networks, loss and batch on images of its
-dataset's shape (--which recipes). --which flags (not part of all) measures each speed flag
-alone and all together against none, the first step's time apart (compilation lands there):
-the figures behind what auto turns on (docs/speed.md). The last line on stdout is JSON with
-every figure.
+Images/s, milliseconds per step and peak memory (the GPU allocator's, or the process's resident
+peak on a CPU) of the baseline step, the GAN iteration and each visualisation, for the fast
+path (the speed flags as given; auto: docs/speed.md) and the 2018 code's way (fp32, eager, a
+DataLoader with per-image PIL transforms), with their ratio. The images are random unless
+--data_dir names a CIFAR-10 copy: speed does not depend on them. --which recipes times every
+recipe's GAN iteration, --which flags each speed flag against none. The last line on stdout is
+JSON with every figure.
 """
 import argparse
+import itertools
 import json
 import time
+from functools import partial
 
 import torch
 
@@ -77,21 +68,19 @@ def build_parser():
 def timed(step, device, steps, warmup, images_per_step):
     """Run step() warmup + steps times; figures of the timed part, and first_s: the first
     step's own time (compilation and autotuning land there)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda device: None
     first_s = None
     for _ in range(warmup):
         t0 = time.perf_counter()
         step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        sync(device)
         first_s = time.perf_counter() - t0 if first_s is None else first_s
     reset_peak_memory(device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     dt = (time.perf_counter() - t0) / steps
     return dict(ms_per_step=round(dt * 1000, 2), images_per_s=round(images_per_step / dt, 1),
                 peak_mib=round(peak_memory_mib(device), 1),
@@ -121,13 +110,10 @@ def original_batches(data, batch_size, workers, seed, device):
     import torchvision.transforms as T
 
     b, c, s, h = jitter_strengths(seed)
-    transform = T.Compose([
-        T.RandomResizedCrop(32, scale=(0.7, 1.0), ratio=(1.0, 1.0)),
-        T.ColorJitter(brightness=b, contrast=c, saturation=s, hue=h),
-        T.RandomHorizontalFlip(),
-        T.ToTensor(),
-        T.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-    ])
+    transform = T.Compose([T.RandomResizedCrop(32, scale=(0.7, 1.0), ratio=(1.0, 1.0)),
+                           T.ColorJitter(brightness=b, contrast=c, saturation=s, hue=h),
+                           T.RandomHorizontalFlip(), T.ToTensor(),
+                           T.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
     loader = torch.utils.data.DataLoader(
         PilDataset(data.train_x, data.train_y, transform), batch_size=batch_size, shuffle=True,
         num_workers=workers, drop_last=True, persistent_workers=workers > 0,
@@ -143,10 +129,8 @@ def fast_batches(data, batch_size, seed, runtime, augment=True):
     train = Batches(data.train_x, data.train_y, batch_size, runtime.device, seed=seed,
                     shuffle=True, drop_last=True, augment=aug,
                     on_device=runtime.data_on_device, memory_format=runtime.memory_format)
-    epoch = 0
-    while True:
+    for epoch in itertools.count():
         yield from train.epoch(epoch)
-        epoch += 1
 
 
 def random_data(n, seed, channels=3, size=32):
@@ -154,12 +138,6 @@ def random_data(n, seed, channels=3, size=32):
     x = torch.randint(0, 256, (n, channels, size, size), dtype=torch.uint8, generator=g)
     y = torch.randint(0, 10, (n,), generator=g)
     return ImageData("random", x, y, x[:256], y[:256], tuple(map(str, range(10))), flip=True)
-
-
-def bench_data(args, n):
-    if args.data_dir:
-        return load_dataset("cifar10", args.data_dir)
-    return random_data(n, args.seed)
 
 
 # ----------------------------------------------------------------------------- the measurements
@@ -179,41 +157,36 @@ def baseline_step(args, rt, batches):
     return timed(step, rt.device, args.steps, args.warmup, args.batch_size)
 
 
-def gan_step(args, rt, batches):
-    """The assignment's whole GAN iteration (generator step, critic step with the gradient
-    penalty) on the runtime's path, timed."""
-    settings = Settings.resolve(recipe_values("ie534", width=args.width, seed=args.seed))
-    nets, opt_g, opt_d = build_gan(settings, 10, rt)
-    spec = GanSpec.of(settings)
-    it = batches()
-    gen = torch.Generator(device=rt.device).manual_seed(args.seed)
-    state = {"i": 0}
+def gan_stepper(settings, classes, rt, it, seed, **shape):
+    """step(): one whole GAN iteration (generator step, critic step with the gradient penalty)
+    of settings' networks on the batches of `it`."""
+    nets, opt_g, opt_d = build_gan(settings, classes, rt, **shape)
+    spec, count = GanSpec.of(settings), itertools.count()
+    gen = torch.Generator(device=rt.device).manual_seed(seed)
 
     def step():
         real, labels = next(it)
-        gan_iteration(nets, opt_g, opt_d, real, labels, state["i"], spec, rt, gen)
-        state["i"] += 1
+        gan_iteration(nets, opt_g, opt_d, real, labels, next(count), spec, rt, gen)
 
+    return step
+
+
+def gan_step(args, rt, batches):
+    """The assignment's GAN iteration on the runtime's path, timed."""
+    settings = Settings.resolve(recipe_values("ie534", width=args.width, seed=args.seed))
+    step = gan_stepper(settings, 10, rt, batches(), args.seed)
     return timed(step, rt.device, args.steps, args.warmup, args.batch_size)
 
 
-def side_by_side(measure, args, data, runtime, plain):
-    """measure() on the fast path and on the original way of running."""
-    return {
+def side_by_side(job, measure, args, data, runtime, plain):
+    """{job: measure() on the fast path and on the original way of running}."""
+    return {job: {
         "fast": measure(args, runtime,
                         lambda: fast_batches(data, args.batch_size, args.seed, runtime)),
         "original": measure(args, plain,
                             lambda: original_batches(data, args.batch_size, args.original_workers,
                                                      args.seed, plain.device)),
-    }
-
-
-def bench_baseline(args, data, runtime, plain):
-    return side_by_side(baseline_step, args, data, runtime, plain)
-
-
-def bench_gan(args, data, runtime, plain):
-    return side_by_side(gan_step, args, data, runtime, plain)
+    }}
 
 
 def flag_variants(device):
@@ -224,9 +197,8 @@ def flag_variants(device):
 
 
 def bench_flags(args, data, device, variants=None):
-    """Each speed flag alone and all together (or the variants given), against none, for the
-    baseline step and the GAN iteration, all on this project's batches (first_s holds the
-    compile time)."""
+    """Each speed flag alone and all together (or the variants given) against none, for the
+    baseline step and the GAN iteration on this project's batches."""
     out = {}
     for job, measure in (("baseline_step", baseline_step), ("gan_iteration", gan_step)):
         rows = out[job] = {}
@@ -243,13 +215,11 @@ def bench_visualize(args, data, runtime, plain):
     """Each figure's unit of work: one perturbation of 100 images, one ascent step of max-class
     (10 images) and of max-features at layer 8 (100 images)."""
     out = {}
-    x100 = data.test_x[:100].float().div(127.5).sub(1)
-    y100 = data.test_y[:100]
+    x100, y100 = data.test_x[:100].float().div(127.5).sub(1), data.test_y[:100]
     for name, rt in (("fast", runtime), ("original", plain)):
         torch.manual_seed(args.seed)
         model = rt.module(Discriminator(args.width)).eval().requires_grad_(False)
-        x = x100.to(rt.device, memory_format=rt.memory_format)
-        y = y100.to(rt.device)
+        x, y = x100.to(rt.device, memory_format=rt.memory_format), y100.to(rt.device)
 
         def with_amp(objective):
             def run(z):
@@ -259,18 +229,17 @@ def bench_visualize(args, data, runtime, plain):
 
         cls = with_amp(own_class_logit(model))
         feat = with_amp(own_feature(model, 8))
-        jobs = {
-            "perturb": (lambda: perturb_amp(model, x, y, rt), len(x)),
-            "max_class_step": (lambda: ascend(cls, x[:10], steps=1), 10),
-            "max_features_step": (lambda: ascend(feat, x, steps=1), len(x)),
-        }
+        jobs = {"perturb": (lambda: perturb_amp(model, x, y, rt), len(x)),
+                "max_class_step": (lambda: ascend(cls, x[:10], steps=1), 10),
+                "max_features_step": (lambda: ascend(feat, x, steps=1), len(x))}
         for job, (fn, n) in jobs.items():
             out.setdefault(job, {})[name] = timed(fn, rt.device, args.steps, args.warmup, n)
     return out
 
 
 # The side-by-side parts (the fast path against the original way), in the order they run.
-PARTS = {"baseline": bench_baseline, "gan": bench_gan, "visualize": bench_visualize}
+PARTS = {"baseline": partial(side_by_side, "baseline_step", baseline_step),
+         "gan": partial(side_by_side, "gan_iteration", gan_step), "visualize": bench_visualize}
 
 # What each recipe's dataset looks like: (channels, image side).
 SHAPES = {"cifar10": (3, 32), "svhn": (3, 32), "mnist": (1, 28), "fashion_mnist": (1, 28)}
@@ -280,24 +249,16 @@ def bench_recipes(args, runtime, width=None, batch_size=None):
     """Every recipe's GAN iteration on the fast path, on random images of its dataset's shape,
     with the recipe's own width and batch unless they are given."""
     out = {}
+    given = {k: v for k, v in (("width", width), ("batch_size", batch_size)) if v}
     for recipe in RECIPES:
-        given = {k: v for k, v in (("width", width), ("batch_size", batch_size)) if v}
         a = Settings.resolve(recipe_values(recipe, seed=args.seed, **given))
         batch = a.data.batch_size
         channels, size = SHAPES[a.data.dataset]
         data = random_data(max(1024, (args.steps + args.warmup + 2) * batch), args.seed,
                            channels, size)
-        classes = 10 if a.gan.acgan == "on" else 0
-        nets, opt_g, opt_d = build_gan(a, classes, runtime, channels=channels, image_size=size)
         it = fast_batches(data, batch, args.seed, runtime, augment=a.data.augment != "none")
-        gen = torch.Generator(device=runtime.device).manual_seed(args.seed)
-        spec, state = GanSpec.of(a), {"i": 0}
-
-        def step():
-            real, labels = next(it)
-            gan_iteration(nets, opt_g, opt_d, real, labels, state["i"], spec, runtime, gen)
-            state["i"] += 1
-
+        step = gan_stepper(a, 10 if a.gan.acgan == "on" else 0, runtime, it, args.seed,
+                           channels=channels, image_size=size)
         out[recipe] = dict(timed(step, runtime.device, args.steps, args.warmup, batch),
                            batch_size=batch, arch=a.model.arch, loss=a.gan.loss)
     return out
@@ -312,6 +273,10 @@ def ratio(fast, original):
     return round(fast["images_per_s"] / original["images_per_s"], 2)
 
 
+def brief(f):
+    return f"{f['images_per_s']:>9.1f} img/s {f['ms_per_step']:>8.2f} ms {f['peak_mib']:>8.1f} MiB"
+
+
 def wanted(args, part):
     return part in args.which or ("all" in args.which and part != "flags")
 
@@ -321,10 +286,9 @@ def print_side_by_side(rows, device_name, args, images):
           "original ms/step | original peak MiB | speed-up |", flush=True)
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for job, f in rows:
-        print(f"| {job} | {f['fast']['images_per_s']} | {f['fast']['ms_per_step']} | "
-              f"{f['fast']['peak_mib']} | {f['original']['images_per_s']} | "
-              f"{f['original']['ms_per_step']} | {f['original']['peak_mib']} | "
-              f"x{f['speedup']} |")
+        cells = [f[path][k] for path in ("fast", "original")
+                 for k in ("images_per_s", "ms_per_step", "peak_mib")]
+        print(f"| {job} | {' | '.join(map(str, cells))} | x{f['speedup']} |")
     print(f"\n{device_name}, torch {torch.__version__}, width {args.width}, batch "
           f"{args.batch_size}, {images}\n")
 
@@ -352,7 +316,7 @@ def main(argv=None):
     device_name = (torch.cuda.get_device_name(runtime.device) if runtime.device.type == "cuda"
                    else f"CPU ({torch.get_num_threads()} threads)")
     n = max(1024, (args.steps + args.warmup + 2) * args.batch_size)
-    data = bench_data(args, n)
+    data = load_dataset("cifar10", args.data_dir) if args.data_dir else random_data(n, args.seed)
     info(f"device: {device_name}; fast path: {json.dumps(runtime.describe())}")
     results = dict(device=device_name, torch=torch.__version__, width=args.width,
                    batch_size=args.batch_size, fast_path=runtime.describe(),
@@ -361,18 +325,12 @@ def main(argv=None):
     for part, fn in PARTS.items():
         if not wanted(args, part):
             continue
-        res = fn(args, data, runtime, plain)
-        groups = res.items() if part == "visualize" else [(f"{part}_step" if part == "baseline"
-                                                           else "gan_iteration", res)]
-        for job, figs in groups:
+        for job, figs in fn(args, data, runtime, plain).items():
             figs["speedup"] = ratio(figs["fast"], figs["original"])
             results[job] = figs
             rows.append((job, figs))
-            info(f"{job:18s} fast {figs['fast']['images_per_s']:>9.1f} img/s "
-                 f"{figs['fast']['ms_per_step']:>8.2f} ms {figs['fast']['peak_mib']:>8.1f} MiB | "
-                 f"original {figs['original']['images_per_s']:>9.1f} img/s "
-                 f"{figs['original']['ms_per_step']:>8.2f} ms "
-                 f"{figs['original']['peak_mib']:>8.1f} MiB | x{figs['speedup']}")
+            info(f"{job:18s} fast {brief(figs['fast'])} | original {brief(figs['original'])} | "
+                 f"x{figs['speedup']}")
     if rows:
         print_side_by_side(rows, device_name, args, results["images"])
     if wanted(args, "flags"):

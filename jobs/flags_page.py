@@ -20,14 +20,12 @@ def helps():
     out = []
     for name in COMMANDS:
         module = importlib.import_module(name)
-        parser = module.build_parser()
-        parser.prog = f"{name}.py"
-        out.append((f"{name}.py", parser.format_help()))
+        parsers = [(f"{name}.py", module.build_parser())]
         if name == "visualize":
-            for figure in module.FIGURES:
-                sub = module.figure_parser(figure)
-                sub.prog = f"visualize.py {figure}"
-                out.append((f"visualize.py {figure}", sub.format_help()))
+            parsers += [(f"visualize.py {f}", module.figure_parser(f)) for f in module.FIGURES]
+        for title, parser in parsers:
+            parser.prog = title
+            out.append((title, parser.format_help()))
     return out
 
 
@@ -42,12 +40,10 @@ def page():
 
 
 def main(argv=None):
-    path = os.path.join(ROOT, "docs", "flags.md")
-    text = page()
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    from utils.files import atomic_write_text
+
+    path, text = os.path.join(ROOT, "docs", "flags.md"), page()
+    atomic_write_text(path, text)
     print(f"{path}: {len(text)} characters")
 
 

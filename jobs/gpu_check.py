@@ -6,41 +6,14 @@ CIFAR-10 under time limits, Part 2 on both, and one summary JSON.
     python jobs/gpu_check.py --data_dir D --scale 2                   # a slower GPU: 2x each limit
     python jobs/gpu_check.py --device cpu --smoke --dataset digits    # the CPU rehearsal (~30 s)
 
-Each part runs as a process of its own under its own time limit (a trainer's --time_limit
-stops it with a checkpoint, then its model files are written from that checkpoint); a part
-that fails or runs out of time is recorded with its last line and the next part runs. The
-parts and their shares of 8 minutes on one H100 (--smoke: seconds each):
-    cuda_tests   90 s   tests/test_cuda.py: the fast path against fp32 eager, fused Adam's guard,
-                        augmentation on the GPU, exact resume, peak memory
-    bench        80 s   bench.py --which baseline gan: fast path against the original way
-    baseline    150 s   train_baseline.py, width 196, up to 100 epochs (the target: all 100)
-    gan          90 s   train_gan.py, width 196, the epochs that fit: time per epoch, fc10
-    visualize    60 s   visualize.py all on both discriminators, in fp32: the report
-OUT_DIR/summary.json (rewritten after every part) holds the GPU, torch and CUDA versions, each
-part's status, seconds and figures (images/s, seconds per epoch, accuracies, peak GPU memory)
-and the projected time of the assignment's full runs (100 baseline epochs, 200 GAN epochs).
-Every part's output is in OUT_DIR/logs/. --collect DIR copies the 8 files worth reading there.
-
-On the device tool's machine (this project's development setup; at most 64 MiB a call, the
-machine given back 30 s after a call), CIFAR-10 travels in two parts packed here once
-(`echo /.devdata/ >> .git/info/exclude`, then
-`python ../shared/tools/device_data.py pack ../shared/data/cifar10 .devdata --parts 2` and
-`cp ../shared/tools/device_data.py .devdata/`), and pypdf (the report) as a wheel
-(`echo /.whl/ >> .git/info/exclude`, then `python3 -m pip download --no-deps --only-binary=:all:
---python-version 3.12 -d .whl pypdf`). Then two calls, the second right after the first:
-    carry [".devdata/part0.npz", ".devdata/device_data.py"], timeout_s 120:
-        python3 .devdata/device_data.py unpack .devdata/part0.npz .data/cifar10
-    carry [".devdata/part1.npz", ".devdata/device_data.py", ".whl"], timeout_s 600:
-        python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl &&
-        export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 &&
-        python3 .devdata/device_data.py unpack .devdata/part1.npz .data/cifar10 &&
-        python3 .devdata/device_data.py check .data/cifar10 &&
-        python3 jobs/gpu_check.py --data_dir .data/cifar10 --out_dir runs/gpu_check --collect $OUT
+Each part is a process under its own time limit; one that fails or runs out of time is recorded
+and the next runs. The parts, the summary and the device tool's calls: docs/speed.md.
 """
 import argparse
 import glob
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -48,6 +21,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -73,20 +47,12 @@ class Settings:
     python: str
     collect: str = None
 
-    @property
-    def width(self):
-        return 8 if self.smoke else 196
-
-    def common(self):
-        """The flags every training and figure command shares here."""
-        return ["--device", self.device, *(["--data_dir", self.data_dir] if self.data_dir
-                                           else [])]
-
     def trainer_flags(self):
+        data = ["--data_dir", self.data_dir] if self.data_dir else []
         smoke = ["--subset", "512", "--batch_size", "32"] if self.smoke else []
-        return [*self.common(), "--dataset", self.dataset, "--width", str(self.width),
-                "--out_dir", self.run_dir, "--cache_dir", os.path.join(self.out_dir, "cache"),
-                "--log_every", "100", *smoke]
+        return ["--device", self.device, *data, "--dataset", self.dataset,
+                "--width", "8" if self.smoke else "196", "--out_dir", self.run_dir,
+                "--cache_dir", os.path.join(self.out_dir, "cache"), "--log_every", "100", *smoke]
 
     @property
     def run_dir(self):
@@ -95,8 +61,7 @@ class Settings:
 
 @dataclass
 class Part:
-    """One part of the check: its share of the wall time (seconds on one H100; --smoke's
-    own), the command(s) it runs and what it reads back from them."""
+    """One part of the check: its time limit (seconds on one H100; --smoke's own)."""
     name: str
     seconds: float
     smoke_seconds: float
@@ -141,13 +106,12 @@ def stop_group(proc):
     for sig, wait in ((signal.SIGTERM, GRACE_S), (signal.SIGKILL, None)):
         try:
             os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
             proc.wait(timeout=wait)
             return
+        except ProcessLookupError:
+            return
         except subprocess.TimeoutExpired:
-            continue
+            pass
 
 
 def last_line(path):
@@ -178,8 +142,9 @@ def cuda_tests(s, limit, log):
                              "tests/test_cuda.py"], limit, log, ok_codes=(0, 1, 5))
     counts = pytest_counts(out)
     if code == 1 or counts.get("failed") or counts.get("error"):
+        failed = [line.split(" ")[1] for line in out.splitlines() if line.startswith("FAILED ")]
         raise PartFailed(f"{counts.get('failed', 0)} failed, {counts.get('passed', 0)} passed: "
-                         f"{failures(out)}")
+                         f"{', '.join(failed) or 'see the log'}")
     if not counts.get("passed"):
         return dict(counts, status="skipped", note="no test ran: no CUDA device")
     return counts
@@ -187,8 +152,6 @@ def cuda_tests(s, limit, log):
 
 def pytest_counts(out):
     """{'passed': N, 'failed': N, 'skipped': N, ...} from pytest's closing line."""
-    import re
-
     lines = [line for line in out.splitlines() if re.search(r"\d+ (passed|failed|skipped|"
                                                            r"error|deselected)", line)]
     if not lines:
@@ -197,25 +160,17 @@ def pytest_counts(out):
                                               r"xpassed|deselected)", lines[-1])}
 
 
-def failures(out):
-    names = [line.split(" ")[1] for line in out.splitlines() if line.startswith("FAILED ")]
-    return ", ".join(names) or "see the log"
-
-
 def bench(s, limit, log):
     size = (["--width", "8", "--batch_size", "16", "--steps", "2", "--warmup", "1",
              "--original_workers", "0"] if s.smoke else ["--steps", "30", "--warmup", "10"])
     _, out = run_command([s.python, "bench.py", "--device", s.device, "--which", "baseline",
                           "gan", *size], limit, log)
     res = final_json(out)
-    figures = {}
-    for job in ("baseline_step", "gan_iteration"):
-        f = res[job]
-        figures[job] = dict(fast_images_per_s=f["fast"]["images_per_s"],
-                            original_images_per_s=f["original"]["images_per_s"],
-                            speedup=f["speedup"], fast_peak_mib=f["fast"]["peak_mib"],
-                            compile_s=f["fast"]["first_s"])
-    return figures
+    return {job: dict(fast_images_per_s=res[job]["fast"]["images_per_s"],
+                      original_images_per_s=res[job]["original"]["images_per_s"],
+                      speedup=res[job]["speedup"], fast_peak_mib=res[job]["fast"]["peak_mib"],
+                      compile_s=res[job]["fast"]["first_s"])
+            for job in ("baseline_step", "gan_iteration")}
 
 
 def epochs_of(log_path):
@@ -228,50 +183,34 @@ def epochs_of(log_path):
     return [r for r in records if isinstance(r, dict) and r.get("event") == "epoch"]
 
 
-def train(s, limit, log, script, kind, epochs, extra=()):
-    """A trainer under --time_limit (the part's limit less a margin for starting, saving and
-    finishing), then, when it stopped early, its model files written from the checkpoint
+def train(s, limit, log, kind, epochs):
+    """train_{kind}.py under --time_limit (the part's limit less a margin for starting, saving
+    and finishing), then, when it stopped early, its model files written from the checkpoint
     (--resume with the epochs done, under what is left of the limit, 20 s at least).
     Returns its figures and the projection to `epochs` epochs."""
-    margin = 5 if s.smoke else 30
-    flags = [*s.trainer_flags(), *extra]
-    run_epochs = epochs
+    script, flags = f"train_{kind}.py", s.trainer_flags()
     started = time.monotonic()
-    run_command([s.python, script, *flags, "--epochs", str(run_epochs), "--overwrite",
-                 "--time_limit", str(max(limit - margin, 1))], limit, log, ok_codes=(0, 75))
+    run_command([s.python, script, *flags, "--epochs", str(epochs), "--overwrite",
+                 "--time_limit", str(max(limit - (5 if s.smoke else 30), 1))], limit, log,
+                ok_codes=(0, 75))
     records = epochs_of(os.path.join(s.run_dir, f"{kind}_log.jsonl"))
     if not records:
         raise PartFailed(f"no epoch finished within {limit:.0f} s: {last_line(log)}")
     done = records[-1]["epoch"]
-    if done < run_epochs:  # stopped by the limit: the model files from the checkpoint
+    if done < epochs:  # stopped by the limit: the model files from the checkpoint
         run_command([s.python, script, *flags, "--epochs", str(done), "--resume"],
                     max(limit - (time.monotonic() - started), 20), log)
+    images = 512 // 32 * 32 if s.smoke else 50000 // 128 * 128  # per epoch (drop_last)
     seconds = [r["seconds"] for r in records]
     steady = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
-    last = records[-1]
-    return dict(epochs_done=done, epochs_asked=run_epochs, first_epoch_s=seconds[0],
+    return dict(epochs_done=done, epochs_asked=epochs, first_epoch_s=seconds[0],
                 seconds_per_epoch=round(steady, 2),
-                images_per_s=round(train_images(s) / steady, 1) if steady else None,
-                test_acc=last.get("test_acc"),
+                images_per_s=round(images / steady, 1) if steady else None,
+                test_acc=records[-1].get("test_acc"),
                 best_test_acc=max((r.get("test_acc") or 0) for r in records),
                 peak_mib=max((r.get("peak_mib") or 0) for r in records),
                 projected_s=round(seconds[0] + steady * (epochs - 1)),
                 projected_for=f"{epochs} epochs")
-
-
-def train_images(s):
-    """Training images per epoch (the smoke's subset, or CIFAR-10's 50,000 less the dropped
-    last batch)."""
-    n, batch = (512, 32) if s.smoke else (50000, 128)
-    return n // batch * batch
-
-
-def baseline(s, limit, log):
-    return train(s, limit, log, "train_baseline.py", "baseline", BASELINE_EPOCHS)
-
-
-def gan(s, limit, log):
-    return train(s, limit, log, "train_gan.py", "gan", GAN_EPOCHS)
 
 
 def visualize(s, limit, log):
@@ -289,8 +228,10 @@ def default_parts():
     return [
         Part("cuda_tests", 90, 60, "tests/test_cuda.py", cuda_tests),
         Part("bench", 80, 60, "bench.py: fast path against the original way", bench),
-        Part("baseline", 150, 10, "the classifier, width 196, up to 100 epochs", baseline),
-        Part("gan", 90, 10, "ACGAN + WGAN-GP, width 196, the epochs that fit", gan),
+        Part("baseline", 150, 10, "the classifier, width 196, up to 100 epochs",
+             partial(train, kind="baseline", epochs=BASELINE_EPOCHS)),
+        Part("gan", 90, 10, "ACGAN + WGAN-GP, width 196, the epochs that fit",
+             partial(train, kind="gan", epochs=GAN_EPOCHS)),
         Part("visualize", 60, 90, "visualize.py all on both, fp32, the report", visualize),
     ]
 
@@ -310,11 +251,9 @@ def environment(device):
 
 
 def projections(parts):
-    out = {}
-    for name, what in (("baseline", "baseline_100_epochs_s"), ("gan", "gan_200_epochs_s")):
-        figures = parts.get(name, {})
-        out[what] = figures.get("projected_s") if figures.get("status") == "passed" else None
-    return out
+    return {what: parts[name].get("projected_s")
+            if parts.get(name, {}).get("status") == "passed" else None
+            for name, what in (("baseline", "baseline_100_epochs_s"), ("gan", "gan_200_epochs_s"))}
 
 
 def run_check(s, parts=None):
@@ -364,10 +303,8 @@ def collect(s, summary_path):
     grids = sorted(glob.glob(os.path.join(s.run_dir, "output", "*.png")),
                    key=lambda p: int(os.path.basename(p).split(".")[0]))
     picks = [(summary_path, "summary.json"),
-             (os.path.join(s.run_dir, "baseline_curves.png"), "baseline_curves.png"),
-             (os.path.join(s.run_dir, "gan_curves.png"), "gan_curves.png"),
-             (os.path.join(s.run_dir, "baseline_log.jsonl"), "baseline_log.jsonl"),
-             (os.path.join(s.run_dir, "gan_log.jsonl"), "gan_log.jsonl"),
+             *((os.path.join(s.run_dir, name), name) for name in (
+                 "baseline_curves.png", "gan_curves.png", "baseline_log.jsonl", "gan_log.jsonl")),
              (os.path.join(s.run_dir, "visualization", "report.pdf"), "report.pdf")]
     if grids:
         picks.append((grids[-1], "gan_grid.png"))
@@ -415,8 +352,7 @@ def main(argv=None, parts=None):
                                                   ("gpu", "torch", "cuda", "seconds")},
                           status={k: v["status"] for k, v in summary["parts"].items()},
                           projected=summary["projected"])), flush=True)
-    failed = [k for k, v in summary["parts"].items() if v["status"] in ("failed", "timeout")]
-    return 1 if failed else 0
+    return 1 if any(v["status"] in ("failed", "timeout") for v in summary["parts"].values()) else 0
 
 
 if __name__ == "__main__":

@@ -4,9 +4,8 @@ run's progress, the classifier's curves and Part 2's figures, as small PNGs in o
     python jobs/readme_pictures.py                                  # runs/results -> docs/results
     python jobs/readme_pictures.py --results R --out D --also runs/bn_cmp/compare.png:bn_compare
 
-Grids (saved by the project with every pixel drawn 2x2) come back to one image pixel per pixel;
-figures drawn by matplotlib are copied as they are. A picture whose run is missing is skipped
-with a note; the folder's total size is printed.
+Grids (saved with every pixel drawn 2x2) come back to one pixel per pixel; matplotlib's figures
+are copied as they are; a picture whose run is missing is skipped with a note.
 """
 import argparse
 import os
@@ -21,22 +20,21 @@ from utils.files import atomic_path  # noqa: E402
 
 GAN_RUNS = ("cs231n-gan", "cs231n-lsgan", "cs231n-dcgan", "cs231n-dcgan-fashion", "acgan",
             "wgan-clip")
-# (file in RESULTS, picture name, a 2x grid?)
+VIS = "acgan/visualization/"
+# (file in RESULTS, picture name, a 2x grid?); labelled grids are kept at 2x
 FIGURES = (
     ("classifier/baseline_curves.png", "classifier_curves", False),
-    ("acgan/visualization/real_images.png", "perturb_real", True),
-    ("acgan/visualization/altered_images_baseline.png", "perturb_altered_baseline", True),
-    ("acgan/visualization/perturb_gain_baseline.png", "perturb_gain_baseline", False),
-    ("acgan/visualization/max_class_baseline.png", "max_class_baseline", False),  # labelled:
-    ("acgan/visualization/max_class_gan.png", "max_class_gan", False),  # kept at 2x
-    ("acgan/visualization/max_features_gan_layer4.png", "max_features_gan_layer4", True),
-    # beyond the assignment (visualize.py max-class --param fft --robust on, attribute, attack,
-    # transfer): labelled grids and plots, copied as they are
-    ("acgan/visualization/max_class_baseline_paramfft_robuston.png", "max_class_baseline_fft",
-     False),
-    ("acgan/visualization/attributions_baseline.png", "attributions_baseline", False),
-    ("acgan/visualization/attack.png", "attack", False),
-    ("acgan/visualization/transfer_baseline.png", "transfer_baseline", False),
+    (VIS + "real_images.png", "perturb_real", True),
+    (VIS + "altered_images_baseline.png", "perturb_altered_baseline", True),
+    (VIS + "perturb_gain_baseline.png", "perturb_gain_baseline", False),
+    (VIS + "max_class_baseline.png", "max_class_baseline", False),
+    (VIS + "max_class_gan.png", "max_class_gan", False),
+    (VIS + "max_features_gan_layer4.png", "max_features_gan_layer4", True),
+    # beyond the assignment: max-class --param fft --robust on, attribute, attack, transfer
+    (VIS + "max_class_baseline_paramfft_robuston.png", "max_class_baseline_fft", False),
+    (VIS + "attributions_baseline.png", "attributions_baseline", False),
+    (VIS + "attack.png", "attack", False),
+    (VIS + "transfer_baseline.png", "transfer_baseline", False),
 )
 
 
@@ -54,13 +52,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def one_x(img):
-    """A grid drawn 2x2 per pixel back to one pixel per pixel."""
-    from PIL import Image
-
-    return img.resize((img.width // 2, img.height // 2), Image.NEAREST)
-
-
 def open_png(path, grid):
     """The picture at path (a 2x grid back to 1x); a damaged one is one line."""
     from PIL import Image, UnidentifiedImageError
@@ -70,7 +61,9 @@ def open_png(path, grid):
             img.load()
     except (OSError, UnidentifiedImageError) as e:
         raise UserError(f"{path} is not a readable PNG ({e}); make it again or leave it out")
-    return one_x(img.convert("RGB")) if grid else img
+    if not grid:
+        return img
+    return img.convert("RGB").resize((img.width // 2, img.height // 2), Image.NEAREST)
 
 
 def save_png(img, path):
@@ -87,8 +80,7 @@ def epoch_grids(run):
 
 
 def progress_strip(grids, columns):
-    """`columns` grids picked evenly from first to last, side by side, each titled with its
-    epoch; 1x pixels."""
+    """`columns` grids picked evenly from first to last, side by side, titled with their epochs."""
     from PIL import Image, ImageDraw
 
     picks = sorted({round(i * (len(grids) - 1) / max(columns - 1, 1)) for i in range(columns)})
