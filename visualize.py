@@ -9,12 +9,7 @@
     python visualize.py all --run_dir runs/demo    # after `make demo`
     python visualize.py compare --runs runs/bn runs/no_bn --out_dir runs   # classifier runs
 
-The models are those the trainers wrote into --run_dir: cifar10.model (train_baseline.py, the
-"baseline" discriminator, trained without the generator), discriminator.model and
-generator.model (train_gan.py, the "gan" discriminator and its generator). Figures go to
---out_dir (default RUN_DIR/visualization), named by figure, model, layer and any setting that
-differs from the assignment's, e.g. max_features_gan_layer4_jitter2.png. summary.json there
-collects the figures' numbers, which the report quotes.
+docs/visualize.md: the model files read, the figures, their files and summary.json.
 """
 import json
 import os
@@ -130,8 +125,7 @@ def add_neighbours(p):
 def add_attribute(p):
     g = p.add_argument_group("attribute: saliency, integrated gradients, Grad-CAM")
     g.add_argument("--n_images", type=POSITIVE_INT, default=8, help="test images, one row each")
-    g.add_argument("--ig_steps", type=POSITIVE_INT, default=32,
-                   help="integrated gradients' steps")
+    g.add_argument("--ig_steps", type=POSITIVE_INT, default=32, help="integrated gradients' steps")
     g.add_argument("--ig_batch", type=POSITIVE_INT, default=64,
                    help="images per batch inside integrated gradients (memory)")
     g.add_argument("--gradcam_layer", type=POSITIVE_INT, default=None,
@@ -196,8 +190,7 @@ def build_parser():
     p = ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="figure", required=True, metavar="FIGURE",
                            parser_class=ArgumentParser,
-                           help="; ".join(f"{name}: {what}" for name, (what, _) in
-                                          FIGURES.items()))
+                           help="; ".join(f"{n}: {what}" for n, (what, _) in FIGURES.items()))
     for name, (what, add) in FIGURES.items():
         f = sub.add_parser(name, help=what, description=f"visualize.py {name}: {what}.")
         add_models(f)
@@ -233,18 +226,16 @@ def check_layers(ctx):
 
 
 def preflight(ctx, figures):
-    """Everything the figures read, loaded and checked before any folder is made or any file
-    written, so that a missing or unfitting file is one line and leaves nothing behind.
-    Returns the figures to make: 'all' makes those the run's models allow, and says in a line
-    what it leaves out."""
+    """Load and check everything the figures read before anything is written, so that a missing
+    or unfitting file is one line. Returns the figures to make: 'all' makes those the run's
+    models allow, and says in a line what it leaves out."""
     args = ctx.options
     if args.figure in ("all", "report"):
         ctx.require_models()
     if args.param == "pixel" and (args.diversity or args.copies > 1):
         raise UserError("--diversity and --copies need --param fft (the pixel ascent starts "
                         "every copy from the same mean image)")
-    needs_disc = [f for f in figures if f in ("perturb", "max-class", "max-features",
-                                                 *EXTRAS)]
+    needs_disc = [f for f in figures if f in ("perturb", "max-class", "max-features", *EXTRAS)]
     if needs_disc and not ctx.names:
         why = (f"no discriminator in {args.run_dir} (cifar10.model from train_baseline.py, "
                "discriminator.model from train_gan.py)")
@@ -281,8 +272,7 @@ def preflight(ctx, figures):
 def main(argv=None):
     args = resolve(argv)
     ctx = Context(args)
-    figures = (list(ALL) + list(EXTRAS) * args.extras) if args.figure == "all" \
-        else [args.figure]
+    figures = list(ALL) + list(EXTRAS) * args.extras if args.figure == "all" else [args.figure]
     figures = preflight(ctx, [f for f in figures if f != "report"])
     # one visualize.py at a time in a folder (an export's own folder for export)
     export = args.out_dir or os.path.join(args.run_dir, runfiles.EXPORT)

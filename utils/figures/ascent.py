@@ -13,14 +13,10 @@ from utils.pictures import save_grid, to_unit
 
 def ascend(objective, x0, steps=200, lr=0.1, weight_decay=0.001, jitter=0, blur_every=0,
            blur_sigma=0.5, generator=None, desc="ascent", robust_key=None):
-    """Gradient ascent on the input, each image on its own objective(x)[i].
-
-    The assignment's update: x += lr * grad - weight_decay * x * |x|, clamped to [-1, 1].
-    Optional regularisers (Yosinski et al. 2015): a random shift of up to `jitter` pixels
-    before each step, and a Gaussian blur every `blur_every` steps; robust_key (seed, name):
-    lucid.robust's transforms, drawn from (seed, name, step). A progress bar (on a terminal)
-    shows the mean objective every 10 steps.
-    """
+    """Gradient ascent on the input, each image on its own objective(x)[i]: the assignment's
+    x += lr * grad - weight_decay * x * |x|, clamped to [-1, 1]. Optional regularisers (Yosinski
+    et al. 2015): a random shift of up to `jitter` pixels before each step, a Gaussian blur every
+    `blur_every` steps; robust_key (seed, name): lucid.robust's transforms, drawn per step."""
     from torchvision.transforms.v2.functional import gaussian_blur
 
     x = x0.detach().clone()
@@ -30,8 +26,7 @@ def ascend(objective, x0, steps=200, lr=0.1, weight_decay=0.001, jitter=0, blur_
         if jitter:
             dx, dy = torch.randint(-jitter, jitter + 1, (2,), generator=generator).tolist()
         xs = torch.roll(x, (dy, dx), (2, 3)).requires_grad_(True)
-        seen = xs if robust_key is None else robust(
-            xs, make_generator("cpu", *robust_key, step))
+        seen = xs if robust_key is None else robust(xs, make_generator("cpu", *robust_key, step))
         value = objective(seen).float()
         (grad,) = torch.autograd.grad(value.sum(), xs)
         if step % 10 == 0 and not bar.disable:
@@ -81,7 +76,7 @@ def feature_score(model, layer, n):
     return score
 
 
-def lucid_options(ctx, name, robust=None):
+def lucid_options(ctx, robust=None):
     """The --param fft ascent's settings, and the training set's colour matrix."""
     a = ctx.options
     return dict(colour=ctx.colour().to(ctx.device), steps=a.steps, lr=a.fft_lr,
@@ -93,36 +88,36 @@ def class_images(ctx, name, method=None, robust=None):
     """The max-class images of one discriminator by a method ('pixel': the assignment's ascent
     from the mean test image; 'fft': lucid's): (images, start logits or None, end logits,
     predicted classes). Images are copy-major: image i is of class i % classes."""
-    opts, (model, _) = ctx.options, ctx.model(name)
+    model, (x, _) = ctx.model(name)[0], ctx.batch()
     n = len(ctx.classes(name))
-    if (method or opts.param) == "fft":
-        x, _ = ctx.batch()
-        opts = lucid_options(ctx, name, robust)
+    if (method or ctx.options.param) == "fft":
+        options = lucid_options(ctx, robust)
         with ctx.runtime.autocast():
             images = fft_ascent(class_score(model, n), n, tuple(x.shape[1:]),
-                                key=("max-class", name), desc="max-class (fft)", **opts)
+                                key=("max-class", name), desc="max-class (fft)", **options)
             with torch.no_grad():
                 end, pred = class_score(model, n)(images)[0], model(images)[1].argmax(1)
         return images, None, end, pred
-    x, _ = ctx.batch()
-    g = make_generator("cpu", opts.seed, "jitter", name)
-    options = ascent_options(opts, g)
-    if (robust or opts.robust) == "on":
-        options["robust_key"] = (opts.seed, "robust", name)
+    options = pixel_options(ctx, name, robust=robust)
     with ctx.runtime.autocast():
         return max_class(model, x.mean(0, keepdim=True), n, **options)
+
+
+def climb(objective, x0, desc, **ascent):
+    """(the objective at x0, the images ascended from x0, the objective there)."""
+    with torch.no_grad():
+        start = objective(x0)
+    x = ascend(objective, x0, desc=desc, **ascent)
+    with torch.no_grad():
+        return start, x, objective(x)
 
 
 def max_class(model, mean_image, num_classes, **ascent):
     """One copy of the mean image per class, each pushed up its own class logit."""
     x0 = mean_image.expand(num_classes, -1, -1, -1)
-    objective = own_class_logit(model)
+    start, x, end = climb(own_class_logit(model), x0, "max-class", **ascent)
     with torch.no_grad():
-        start = objective(x0)
-    x = ascend(objective, x0, desc="max-class", **ascent)
-    with torch.no_grad():
-        end, pred = objective(x), model(x)[1].argmax(1)
-    return x, start, end, pred
+        return x, start, end, model(x)[1].argmax(1)
 
 
 def max_features(model, mean_image, layer, n, **ascent):
@@ -130,18 +125,19 @@ def max_features(model, mean_image, layer, n, **ascent):
     with torch.no_grad():
         n = min(n, model.features(mean_image, layer).shape[1])
     x0 = mean_image.expand(n, -1, -1, -1)
-    objective = own_feature(model, layer)
-    with torch.no_grad():
-        start = objective(x0)
-    x = ascend(objective, x0, desc=f"max-features layer {layer}", **ascent)
-    with torch.no_grad():
-        end = objective(x)
+    start, x, end = climb(own_feature(model, layer), x0, f"max-features layer {layer}", **ascent)
     return x, start, end
 
 
-def ascent_options(opts, generator=None):
-    return dict(steps=opts.steps, lr=opts.lr, weight_decay=opts.weight_decay, jitter=opts.jitter,
-                blur_every=opts.blur_every, blur_sigma=opts.blur_sigma, generator=generator)
+def pixel_options(ctx, *key, robust=None):
+    """The pixel ascent's settings; key (name, layer) names its jitter's and robustness's draws."""
+    a = ctx.options
+    options = dict(steps=a.steps, lr=a.lr, weight_decay=a.weight_decay, jitter=a.jitter,
+                   blur_every=a.blur_every, blur_sigma=a.blur_sigma,
+                   generator=make_generator("cpu", a.seed, "jitter", *key))
+    if (robust or a.robust) == "on":
+        options["robust_key"] = (a.seed, "robust", *key)
+    return options
 
 
 TAGS = ("steps", "lr", "weight_decay", "jitter", "blur_every", "blur_sigma", "param",
@@ -177,7 +173,6 @@ def run_max_features(ctx):
         model, _ = ctx.model(name)
         for layer in ctx.layers(name):
             t0 = time.time()
-            g = make_generator("cpu", opts.seed, "jitter", name, layer)
             with ctx.runtime.autocast():
                 if opts.param == "fft":
                     with torch.no_grad():
@@ -186,15 +181,12 @@ def run_max_features(ctx):
                     images = fft_ascent(score, n, tuple(mean.shape[1:]),
                                         key=("max-features", name, layer),
                                         desc=f"max-features layer {layer} (fft)",
-                                        **lucid_options(ctx, name))
+                                        **lucid_options(ctx))
                     with torch.no_grad():  # from a grey image to the end
                         end, start = score(images)[0], score(torch.zeros_like(images))[0]
                 else:
-                    options = ascent_options(opts, g)
-                    if opts.robust == "on":
-                        options["robust_key"] = (opts.seed, "robust", name, layer)
                     images, start, end = max_features(model, mean, layer, opts.n_features,
-                                                      **options)
+                                                      **pixel_options(ctx, name, layer))
             made = f"max_features_{name}_layer{layer}{tag}.png"
             copies = opts.copies if opts.param == "fft" else 1  # a row per copy
             save_grid(to_unit(images), ctx.out(made), nrow=len(images) // copies

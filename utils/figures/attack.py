@@ -1,8 +1,7 @@
-"""Stronger attacks beside the assignment's one signed step: projected gradient descent (Madry
-et al. 2018; the iterated step, each image kept within --budget 8-bit levels of itself), the
-accuracy of both discriminators against the budget on one plot, and the seed's linear-path
-figure (Goodfellow et al. 2015, its background's Fig. 2): the logits along the adversarial
-direction from -10 to +10 times the perturbation's step, for one image per model.
+"""Stronger attacks beside the assignment's one signed step: the accuracy of both
+discriminators against PGD's budget (Madry et al. 2018) on one plot, and the logits along the
+adversarial direction from -10 to +10 times the perturbation's step for one image per model
+(the linear path, Goodfellow et al. 2015, Fig. 2).
 
     python visualize.py attack --max_budget 16 --attack_steps 10
 """
@@ -10,14 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from utils.console import info
-from utils.files import atomic_path
+from utils.figures.context import pyplot, save_plot, style_axes
 from utils.figures.perturbation import LEVEL, input_gradient
 
 
 def pgd(model, x, y, budget, steps=10, step_size=None):
     """Untargeted PGD in L-infinity: `steps` signed gradient steps on the cross-entropy of the
-    true class, each image kept within budget (in [-1, 1] units) of itself and in [-1, 1].
-    budget 0 returns x unchanged."""
+    true class, each image kept within budget (in [-1, 1] units) of itself and in [-1, 1]."""
     if budget <= 0 or steps < 1:
         return x.detach()
     step_size = step_size or 2.5 * budget / steps
@@ -55,38 +53,21 @@ def linear_path(model, x, y, gain=8.0, span=10, points=41):
 
 def plot_attack(curves, paths, classes, path):
     """Left: accuracy against the PGD budget for each model; then one linear-path panel each."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 1 + len(paths), figsize=(5 * (1 + len(paths)), 3.6),
-                             squeeze=False)
-    ax = axes[0, 0]
+    fig, axes = pyplot().subplots(1, 1 + len(paths), figsize=(5 * (1 + len(paths)), 3.6),
+                                  squeeze=False)
     for name, curve in curves.items():
-        ax.plot(range(len(curve)), curve, marker=".", label=f"{name} discriminator")
-    ax.set_xlabel("budget (8-bit levels per pixel)")
-    ax.set_ylabel("test accuracy under PGD (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("accuracy against the attack's budget", fontsize=9)
+        axes[0, 0].plot(range(len(curve)), curve, marker=".", label=f"{name} discriminator")
+    style_axes(axes[0, 0], "accuracy against the attack's budget",
+               "budget (8-bit levels per pixel)", "test accuracy under PGD (%)", percent=True)
     for ax, (name, (t, logits, label)) in zip(axes[0, 1:], paths.items()):
         for c in range(logits.shape[1]):
             ax.plot(t.cpu(), logits[:, c].cpu(), lw=2.5 if c == label else 1,
                     label=classes[name][c] if c == label or c == (label + 1) % logits.shape[1]
                     else None)
-        ax.set_xlabel("multiples of the perturbation's step")
-        ax.set_ylabel("logit")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        ax.set_title(f"{name}: logits along the adversarial direction", fontsize=9)
+        style_axes(ax, f"{name}: logits along the adversarial direction",
+                   "multiples of the perturbation's step", "logit", legend=7)
     fig.tight_layout()
-    try:
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=80)
-    finally:
-        plt.close(fig)
+    save_plot(fig, path)
 
 
 def run_attack(ctx):
@@ -99,8 +80,7 @@ def run_attack(ctx):
     for name in names:
         model, _ = ctx.model(name)
         curves[name] = budget_curve(model, x, y, opts.max_budget, opts.attack_steps)
-        t, logits = linear_path(model, x[:1], y[:1], opts.gain)
-        paths[name] = (t, logits, int(y[0]))
+        paths[name] = (*linear_path(model, x[:1], y[:1], opts.gain), int(y[0]))  # (t, logits, y)
         classes[name] = ctx.classes(name)
         figures[name] = dict(pgd_curve=curves[name], steps=opts.attack_steps)
         info(f"attack {name}: accuracy {curves[name][0]:.1f}% clean, "

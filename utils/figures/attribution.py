@@ -1,7 +1,6 @@
-"""Which pixels a discriminator's class decision rests on, by captum (the maintained library):
-the saliency (the input gradient's magnitude), integrated gradients (Sundararajan et al. 2017,
-from a grey image, in batches of --ig_batch so memory stays bounded) and Grad-CAM (Selvaraju
-et al. 2017) at a chosen block, for test images, each toward the class the model predicts.
+"""Which pixels a discriminator's class decision rests on, by captum: saliency, integrated
+gradients (Sundararajan et al. 2017, from a grey image) and Grad-CAM (Selvaraju et al. 2017) at
+a chosen block, for test images, each toward the class the model predicts.
 
     python visualize.py attribute --n_images 8 --gradcam_layer 6
 """
@@ -12,13 +11,8 @@ from utils.errors import UserError
 from utils.pictures import save_grid, to_unit
 
 
-def logits_of(model):
-    return lambda x: model(x)[1]
-
-
 def spatial_layers(model, x):
-    """The blocks (1-based) whose output is a map (B, C, h, w), where Grad-CAM can look; the
-    fully connected families' last blocks give vectors."""
+    """The blocks (1-based) whose output is a map (B, C, h, w), where Grad-CAM can look."""
     found, h = [], x[:1]
     with torch.no_grad():
         for i, block in enumerate(model.blocks, 1):
@@ -57,7 +51,7 @@ def attributions(model, x, target, ig_steps=32, ig_batch=64, layer=None):
     (B,): IG's sum minus (F(x) - F(grey))."""
     from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Saliency
 
-    forward = logits_of(model)
+    forward = lambda x: model(x)[1]  # noqa: E731
     x = x.detach().clone().requires_grad_(True)  # captum warns when it has to do this itself
     saliency = Saliency(forward).attribute(x, target=target, abs=True).amax(1, keepdim=True)
     ig, error = IntegratedGradients(forward).attribute(

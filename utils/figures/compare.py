@@ -8,7 +8,8 @@ from utils import runfiles
 from utils.checkpoints import RESUMABLE_CHANGES
 from utils.console import info
 from utils.errors import UserError
-from utils.files import atomic_path, read_json
+from utils.figures.context import pyplot, save_plot, style_axes
+from utils.files import read_json
 from utils.rundir import epoch_records
 
 LOG, CONFIG = runfiles.log("baseline"), runfiles.config("baseline")
@@ -45,30 +46,19 @@ def run_labels(settings, folders):
 
 def plot_compare(histories, labels, path):
     """Training loss and test accuracy per epoch, one line per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = pyplot().subplots(1, 2, figsize=(10, 3.8))
     panels = (("training loss (cross-entropy)", "train_loss"), ("test accuracy (%)", "test_acc"))
     for ax, (title, key) in zip(axes, panels):
         for history, label in zip(histories, labels):
             points = [(r["epoch"], r[key]) for r in history if key in r]
             if points:
                 ax.plot(*zip(*points), marker=".", label=label)
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("epoch")
+        style_axes(ax, title, "epoch", title_size=10)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
     fig.tight_layout()
-    try:
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=100)
-    finally:
-        plt.close(fig)
+    save_plot(fig, path, dpi=100)
 
 
 def run_compare(ctx):

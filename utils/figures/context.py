@@ -1,5 +1,5 @@
 """What every figure of visualize.py shares: the run's model files, the device, the test batch,
-file names that carry the settings, and summary.json (the figures' numbers)."""
+file names that carry the settings, summary.json (the figures' numbers) and saving a plot."""
 import os
 import time
 
@@ -10,13 +10,44 @@ from utils.checkpoints import load_model
 from utils.console import info, tidy
 from utils.errors import UserError
 from utils.data import load_dataset, make_generator, to_float
-from utils.files import update_json
+from utils.files import atomic_path, update_json
 from utils.figures.options import FigureOptions
 from utils.runtime import Runtime
 from utils.settings import RuntimeSettings
 
 MODELS = {"baseline": (runfiles.BASELINE_MODEL, "train_baseline.py"),
           "gan": (runfiles.DISCRIMINATOR_MODEL, "train_gan.py")}
+
+
+def pyplot():
+    """matplotlib.pyplot, drawing off-screen."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_plot(fig, path, dpi=80):
+    """Write a matplotlib figure to a PNG file atomically, and close it."""
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=dpi)
+    finally:
+        pyplot().close(fig)
+
+
+def style_axes(ax, title, xlabel, ylabel=None, legend=8, percent=False, title_size=9):
+    """The plots' common look: labels, a faint grid, a legend; percent: y from 0 to 100."""
+    ax.set_title(title, fontsize=title_size)
+    ax.set_xlabel(xlabel)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    if percent:
+        ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend)
 
 
 def pick_test_batch(data, n, seed):
@@ -27,8 +58,7 @@ def pick_test_batch(data, n, seed):
 
 
 class Context:
-    """What the figures share: the FigureOptions, paths, device, loaded models, the test
-    batch, the summary."""
+    """What the figures share: the FigureOptions, paths, device, loaded models, the test batch."""
 
     def __init__(self, options):
         self.options = opts = options
@@ -49,7 +79,6 @@ class Context:
         self.names = ([n for n in ("baseline", "gan") if os.path.isfile(self.paths[n])]
                       if opts.model == "both" else [opts.model])
         self._models, self._batch, self._digests = {}, None, {}
-        self.summary_path = os.path.join(self.out_dir, runfiles.SUMMARY)
 
     def require_models(self):
         """Some model to show: a run folder without any is one line (nothing is made)."""
@@ -62,14 +91,13 @@ class Context:
                             "train_gan.py): nothing to show")
 
     def digest(self, name):
-        """The content hash of the model file's bytes as they were loaded (not as the file is
-        now: a model replaced while a figure was being made does not pass for its model)."""
+        """The content hash of the model file's bytes as loaded (a model replaced while a figure
+        was being made does not pass for its model)."""
         self.model(name)
         return self._digests[name]
 
     def layers(self, name):
-        """--layers, or the network's own: the assignment's 2 3 4 6 8 for its network, every
-        block for the others."""
+        """--layers, or the assignment's 2 3 4 6 8 for its network, every block for the others."""
         model, _ = self.model(name)
         if self.options.layers:
             return list(self.options.layers)
@@ -97,17 +125,15 @@ class Context:
     def with_class_head(self, figure):
         """The chosen discriminators that have a class head; one without is an error when the
         figure was asked for alone, and is skipped with a line under 'all'."""
-        names = []
         for name in self.names:
             if self.model(name)[0].num_classes:
-                names.append(name)
                 continue
             why = (f"{figure} needs a class head, and the {name} discriminator "
                    f"({self.paths[name]}) has none (trained with --acgan off)")
             if self.options.figure != "all":
                 raise UserError(why + ": try max-features or samples")
             info(f"{figure}: skipped: {why}")
-        return names
+        return [name for name in self.names if self.model(name)[0].num_classes]
 
     def batch(self):
         """The test batch (x in [-1, 1], labels) from the dataset the first model was trained on."""
@@ -125,8 +151,7 @@ class Context:
         return self._batch
 
     def check_judges(self):
-        """transfer's --judges: each names classes and reads the images shown (checked before
-        any figure is made)."""
+        """transfer's --judges: each has a class head and reads the images shown."""
         self.batch()
         for name in self.judges:
             if not self.model(name)[0].num_classes:
@@ -142,8 +167,7 @@ class Context:
         return colour_matrix(self.data.train_x, seed=self.options.seed)
 
     def check_fits(self, name, data):
-        """A discriminator is shown images of the shape it reads and named by its own classes;
-        other data is refused before any figure is written."""
+        """Refuse data of another image shape, or other classes, than the discriminator's."""
         model, ckpt = self.model(name)
         want = (model.arch.get("in_channels"), model.arch.get("image_size"))
         have = (data.channels, data.image_size)
@@ -160,15 +184,14 @@ class Context:
 
     def suffix(self, *names):
         """Settings that differ from the defaults, for file names: '_gain4_jitter2'."""
-        parts = []
-        defaults = FigureOptions()
+        parts, defaults = [], FigureOptions()
         for name in names:
             value = getattr(self.options, name)
             if value != getattr(defaults, name):
                 v = "-".join(map(str, value)) if isinstance(value, tuple) else f"{value:g}" \
                     if isinstance(value, float) else str(value)
-                parts.append(name.replace("_", "") + v)
-        return "".join("_" + p for p in parts)
+                parts.append("_" + name.replace("_", "") + v)
+        return "".join(parts)
 
     def out(self, name):
         os.makedirs(self.out_dir, exist_ok=True)
@@ -179,7 +202,6 @@ class Context:
         files it drew and the content hash of each model file it was made from (uses: names
         of models), so that the report can tell a figure of an earlier model."""
         value = dict(tidy(value), files=list(files), time=round(time.time(), 3),
-                     made_from={n: runfiles.made_from(self.paths[n], self.run_dir,
-                                                         self.digest(n))
+                     made_from={n: runfiles.made_from(self.paths[n], self.run_dir, self.digest(n))
                                 for n in uses})
-        update_json(self.out(os.path.basename(self.summary_path)), key, value)
+        update_json(self.out(runfiles.SUMMARY), key, value)

@@ -1,12 +1,11 @@
 """Feature images a person can read (Olah et al. 2017, "Feature Visualization"; Lucid and
-lucent): beside the assignment's gradient ascent on the pixels, an image held as Fourier
-coefficients scaled by 1/f, in colours decorrelated by a matrix estimated from the training
-set, squashed into [-1, 1]; transforms at every step that a real object survives and a quirk of
-one network does not (sized for 32-pixel images: lucent's, made for 224 pixels, blur them);
-and several images per objective, pushed apart (a Gram-matrix diversity term).
+lucent): an image held as Fourier coefficients scaled by 1/f in decorrelated colours,
+transforms at every step that a real object survives and a quirk of one network does not
+(sized for 32-pixel images: lucent's, made for 224 pixels, blur them), and several images per
+objective pushed apart (a Gram-matrix diversity term).
 
-    python visualize.py max-class --param fft --robust
-    python visualize.py max-features --param fft --robust --diversity 0.1 --copies 4
+    python visualize.py max-class --param fft --robust on
+    python visualize.py max-features --param fft --robust on --diversity 0.1 --copies 4
 """
 import math
 
@@ -25,15 +24,13 @@ def colour_matrix(images, n=10000, seed=0):
         pick = torch.randperm(len(images), generator=make_generator("cpu", seed, "colour"))[:n]
         images = images[pick.sort().values]
     x = to_float(images).permute(1, 0, 2, 3).flatten(1)  # (C, pixels) in [-1, 1]
-    cov = torch.cov(x.double())
-    vals, vecs = torch.linalg.eigh(cov.reshape(len(x), len(x)))
+    vals, vecs = torch.linalg.eigh(torch.cov(x.double()).reshape(len(x), len(x)))
     return (vecs @ torch.diag(vals.clamp(min=1e-8).sqrt()) @ vecs.T).float()
 
 
 def frequencies(height, width):
     """|f| of each coefficient of an rfft2 of that size, (H, W // 2 + 1)."""
-    fy = torch.fft.fftfreq(height)[:, None]
-    fx = torch.fft.rfftfreq(width)[None, :]
+    fy, fx = torch.fft.fftfreq(height)[:, None], torch.fft.rfftfreq(width)[None, :]
     return torch.sqrt(fx ** 2 + fy ** 2)
 
 
@@ -102,10 +99,9 @@ def diversity(activations, copies):
 
 def fft_ascent(score, n, shape, colour, steps=200, lr=0.005, robust_on=True, copies=1,
                weight=0.0, seed=0, key="lucid", desc="fft ascent"):
-    """Images that maximise score(x) -> (per-image objective (B,), activations or None), held
-    in Fourier space and stepped by Adam; n objectives, `copies` images each (copy-major),
-    pushed apart by `weight` x the diversity term. Every draw (the start, each step's
-    transforms) comes from (seed, key, step), so a run repeats exactly. Returns (B, C, H, W)."""
+    """Images (B, C, H, W) that maximise score(x) -> (per-image objective (B,), activations or
+    None), stepped by Adam in Fourier space; n objectives, `copies` images each (copy-major),
+    pushed apart by `weight` x the diversity term; every draw comes from (seed, key, step)."""
     c, h, w = shape
     image = FourierImage(n * copies, c, h, w, colour,  # drawn on the CPU, the same everywhere
                          generator=make_generator("cpu", seed, key, "start")).to(colour.device)

@@ -35,9 +35,8 @@ def run_neighbours(ctx):
     settings = ckpt["settings"]
     data = load_dataset(opts.dataset or settings.get("dataset", "cifar10"),
                         opts.data_dir or settings.get("data_dir", "./data"), opts.cache_dir)
-    pick = torch.randperm(len(data.test_y), generator=make_generator("cpu", opts.seed,
-                                                                       "neighbours"))
-    pick = pick[:opts.n_queries]
+    g = make_generator("cpu", opts.seed, "neighbours")
+    pick = torch.randperm(len(data.test_y), generator=g)[:opts.n_queries]
     q = embed_all(encoder, data.test_x[pick], ctx.device)
     pool = embed_all(encoder, data.train_x, ctx.device)
     idx = nearest(q, pool, opts.k).cpu()  # (Q, k)

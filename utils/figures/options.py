@@ -1,7 +1,6 @@
-"""Part 2's settings, resolved once by visualize.py into one typed, frozen object that every
-figure reads through its Context. The defaults here are the assignment's (visualize.py's
-flags show the same; a test holds them equal); file names carry the settings that differ
-from them (Context.suffix)."""
+"""Part 2's settings, resolved once by visualize.py into one frozen object that every figure
+reads through its Context. The defaults are the assignment's and visualize.py's flags' (a test
+holds them equal); file names carry the settings that differ from them (Context.suffix)."""
 from dataclasses import dataclass, fields
 
 

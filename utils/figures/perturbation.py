@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from utils.console import info
-from utils.files import atomic_path
+from utils.figures.context import pyplot, save_plot, style_axes
 from utils.pictures import save_grid, to_unit
 
 LEVEL = 2 / 255  # one 8-bit level in the [-1, 1] range
@@ -29,11 +29,9 @@ def classify(model, x, y, alt):
 
 
 def perturb(model, x, y, gain, num_classes=10, grad=None):
-    """Move each pixel gain levels against the sign of the gradient toward label y+1.
-
-    Returns the gradient, the altered images (clamped to [-1, 1]) and the figures before/after.
-    A gradient computed before (for the same x) can be passed in.
-    """
+    """Move each pixel gain levels against the sign of the gradient (grad, when computed
+    before for the same x) toward label y+1: (gradient, altered images in [-1, 1], figures
+    before/after)."""
     alt = (y + 1) % num_classes
     grad = input_gradient(model, x, alt) if grad is None else grad
     altered = (x - gain * LEVEL * grad.sign()).clamp(-1, 1)
@@ -68,32 +66,18 @@ def run_perturb(ctx):
         save_grid(to_unit(altered), ctx.out(made[2]))
         plot_gain_curve(curve, ctx.out(made[3]), name)
         info(f"perturb {name}: accuracy {figures['acc_before']:.1f}% -> "
-             f"{figures['acc_after']:.1f}% "
-             f"at gain {opts.gain:g}; predicted label+1 {figures['alt_before']:.1f}% -> "
-             f"{figures['alt_after']:.1f}%")
+             f"{figures['acc_after']:.1f}% at gain {opts.gain:g}; predicted label+1 "
+             f"{figures['alt_before']:.1f}% -> {figures['alt_after']:.1f}%")
         ctx.record(f"perturb_{name}", dict(gain=opts.gain, **figures, curve=curve),
                    files=made, uses=[name])
 
 
 def plot_gain_curve(curve, path, name):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = pyplot().subplots(figsize=(5, 3.2))
     gains = [c["gain"] for c in curve]
     ax.plot(gains, [c["acc_after"] for c in curve], marker=".", label="accuracy on the true label")
     ax.plot(gains, [c["alt_after"] for c in curve], marker=".", label="predicted label + 1")
-    ax.set_xlabel("gain (8-bit levels per pixel)")
-    ax.set_ylabel("% of the batch")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(f"{name} discriminator: perturbation toward label + 1", fontsize=9)
+    style_axes(ax, f"{name} discriminator: perturbation toward label + 1",
+               "gain (8-bit levels per pixel)", "% of the batch", percent=True)
     fig.tight_layout()
-    try:
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=80)
-    finally:
-        plt.close(fig)
+    save_plot(fig, path)

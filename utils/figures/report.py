@@ -1,13 +1,6 @@
 """The report: what the assignment asks to hand in, gathered from the run's model files,
-logs, grids and figures into one PDF, telling the truth about one run.
-
-Every figure's record in summary.json names the model files it was made from by their content
-hash; the report shows a figure only when those are the model files in the run now, and names
-the others as out of date, with the command that remakes them. Pages fit the run: a figure
-that cannot exist for its models (a class figure without a class head, a model the run does
-not have) is left out, not listed as missing; titles follow the run's settings (conditional or
-not, loss, networks, dataset). The images go in at their own pixels (no resampling), the
-curves are drawn as vector graphics from the logs, so the report is small and sharp in print.
+logs, grids and figures into one PDF. A figure is shown only when the model files its record
+names (by content hash) are those in the run now; docs/visualize.md says what the pages hold.
 """
 import os
 
@@ -16,7 +9,7 @@ from utils.checkpoints import load_model
 from utils.console import info
 from utils.errors import UserError
 from utils.files import atomic_path, file_digest, read_json
-from utils.figures.context import MODELS
+from utils.figures.context import MODELS, pyplot
 from utils.pictures import CURVE_PANELS, curves_figure, gan_title
 from utils.rundir import epoch_records
 from utils.quality import WEAK_JUDGE
@@ -43,9 +36,8 @@ def model_file(path, role):
 
 
 def recorded_path(entry, run_dir):
-    """Where a record's model file is now: its 'file' relative to this run folder (or an
-    absolute path outside it); records made before that named an absolute 'path', looked for
-    in this run folder by its name first (a run moved since), then where it was."""
+    """Where a record's model file is now: its 'file' relative to this run folder (or absolute);
+    an older record's absolute 'path' is looked for here by its name first (a run moved)."""
     if not isinstance(entry, dict):
         return None
     name = entry.get("file")
@@ -59,8 +51,7 @@ def recorded_path(entry, run_dir):
 
 
 def fresh(record, digests, run_dir="."):
-    """Whether a figure's record was made from the model files now in the run: every model it
-    names is still there with the same content hash."""
+    """Whether every model file a figure's record names is still there with the same hash."""
     made = record.get("made_from") if isinstance(record, dict) else None
     if not made or not isinstance(made, dict):
         return False  # made before figures recorded their models: cannot be vouched for
@@ -108,11 +99,9 @@ def quality_notes(metrics, log_path):
     return notes
 
 
-
 def accuracy_details(metrics):
-    """The lines page 1 adds under a classifier's test accuracy: each class's (the first
-    figure a student reads after the overall one) and, where it was measured, the accuracy
-    with BatchNorm in training mode (the batch-normalization lesson's comparison)."""
+    """The lines page 1 adds under a classifier's test accuracy: each class's and, where it was
+    measured, the accuracy with BatchNorm in training mode (the batch-normalization lesson)."""
     lines = []
     by_class = metrics.get("test_acc_per_class")
     if isinstance(by_class, dict) and by_class:
@@ -124,6 +113,7 @@ def accuracy_details(metrics):
         lines.append(f"  tested in training mode (BatchNorm on each test batch's own "
                      f"statistics): {train_mode}%")
     return lines
+
 
 def attack_lines(attack):
     lines = []
@@ -142,8 +132,7 @@ def transfer_lines(transfer):
 
 
 def whole_png(path):
-    """Whether path is a PNG that decodes whole (a grid cut short by a crash or a full disk,
-    or damaged later, is not)."""
+    """Whether path is a PNG that decodes whole (not one cut short by a crash or a full disk)."""
     from PIL import Image
 
     try:
@@ -155,8 +144,8 @@ def whole_png(path):
 
 
 def scale(settings, metrics, trainer):
-    """How large a run was, in words a reader can set against the assignment's: its data,
-    width, training images and epochs, beside the epochs its lesson trains."""
+    """How large a run was: its data, width, training images and epochs, beside the epochs its
+    lesson trains."""
     from recipes import CLASSIFIER_RECIPES, RECIPES
 
     table = RECIPES if trainer == "gan" else CLASSIFIER_RECIPES
@@ -184,8 +173,8 @@ class Report:
             remedy=f"delete it and remake the figures: {self.remake('all')}")
         self.digests = {}
         self.titles, self.missing, self.stale, self.broken = [], [], [], []
-        self.disc = {n: model_file(paths[n], "discriminator") for n in MODELS}
-        self.disc = {n: c for n, c in self.disc.items() if c is not None}
+        self.disc = {n: c for n in MODELS
+                     if (c := model_file(paths[n], "discriminator")) is not None}
         self.gen = model_file(paths["generator"], "generator")
         self.conditional = bool(self.gen and conditioning(self.gen)[0])
 
@@ -193,9 +182,8 @@ class Report:
         return f"python visualize.py {figure} --run_dir {self.run_dir}"
 
     def figure(self, record, caption, figure):
-        """(caption, png path or None, a note): a recorded, fresh figure whose pictures are
-        whole, or why not (missing, out of date, or damaged, with the command that remakes
-        it)."""
+        """(caption, png paths or None, a note): a recorded, fresh figure whose pictures are
+        whole, or why not (missing, out of date, damaged), with the command that remakes it."""
         if record is None:
             self.missing.append(f"{caption} (made by {self.remake(figure)})")
             return caption, None, f"missing: {caption} (made by {self.remake(figure)})"
@@ -220,16 +208,13 @@ class Report:
 
     def page(self, title, items=(), ncols=2, notes=()):
         """items: (caption, [png paths] or a png path or None, a note) on one page."""
-        import matplotlib.pyplot as plt
-
-        shown = []
-        text = list(notes)
+        shown, text = [], list(notes)
         for caption, pngs, note in items:
             if note:
                 text.append(note)
             files = [pngs] if isinstance(pngs, str) else (pngs or [])
             shown += [(caption if len(files) == 1 else describe(png), png) for png in files]
-        fig = plt.figure(figsize=A4)
+        fig = pyplot().figure(figsize=A4)
         fig.suptitle(title, fontsize=14)
         if text:
             fig.text(0.04, 0.9, "\n".join(text), va="top", fontsize=9, family="monospace")
@@ -243,20 +228,19 @@ class Report:
                 ax.imshow(native_pixels(png), interpolation="none")  # embedded as they are
                 ax.set_title(caption, fontsize=9)
                 ax.axis("off")
+        self.add(fig, title)
+
+    def add(self, fig, title):
         self.pdf.savefig(fig)
-        plt.close(fig)
+        pyplot().close(fig)
         self.titles.append(title)
 
-    def curves(self, kind, title, log):
-        """One page of a trainer's curves, drawn from its log as vector graphics."""
-        import matplotlib.pyplot as plt
-
+    def curves(self, kind, title):
+        """One page of a trainer's curves, drawn from its log (beside its model) as vectors."""
+        log = os.path.join(os.path.dirname(self.paths[kind]) or ".", runfiles.log(kind))
         fig = curves_figure(epoch_records(log), CURVE_PANELS[kind], title, figsize=A4)
-        if fig is None:
-            return
-        self.pdf.savefig(fig)
-        plt.close(fig)
-        self.titles.append(title)
+        if fig is not None:
+            self.add(fig, title)
 
     # ------------------------------------------------------------------------- the pages
 
@@ -267,12 +251,10 @@ class Report:
             with PdfPages(tmp) as self.pdf:
                 self.pages()
             shrink_images(tmp)
-        for m in self.missing:
-            info(f"report: missing {m}")
-        for s in self.stale:
-            info(f"report: out of date, left out: {s}")
-        for b in self.broken:
-            info(f"report: damaged, left out: {b}")
+        for what, items in (("missing", self.missing), ("out of date, left out:", self.stale),
+                            ("damaged, left out:", self.broken)):
+            for item in items:
+                info(f"report: {what} {item}")
         info(f"report: {len(self.titles)} pages in {path}")
         return self.titles
 
@@ -306,22 +288,18 @@ class Report:
         attack, transfer = self.summary.get("attack"), self.summary.get("transfer")
         if not (attack or transfer):
             return
-        notes, items = [], []
-        for name, ckpt in self.disc.items():
-            notes.append(f"{name} discriminator: test accuracy "
-                         f"{ckpt.get('metrics', {}).get('test_acc')}%")
-        if attack:
-            item = self.figure(attack, "accuracy under PGD; logits along the adversarial "
-                               "direction", "attack")
-            items.append(item)
-            if item[1] is not None:
-                notes += self.numbers(attack_lines, attack, "attack")
-        if transfer:
-            item = self.figure(transfer, "max-class images: the assignment's ascent (top), "
-                               "lucid's (bottom)", "transfer")
-            items.append(item)
-            if item[1] is not None:
-                notes += self.numbers(transfer_lines, transfer, "transfer")
+        notes = [f"{name} discriminator: test accuracy {ckpt.get('metrics', {}).get('test_acc')}%"
+                 for name, ckpt in self.disc.items()]
+        items = []
+        for record, caption, lines, figure in (
+                (attack, "accuracy under PGD; logits along the adversarial direction",
+                 attack_lines, "attack"),
+                (transfer, "max-class images: the assignment's ascent (top), lucid's (bottom)",
+                 transfer_lines, "transfer")):
+            if record:
+                items.append(self.figure(record, caption, figure))
+                if items[-1][1] is not None:
+                    notes += self.numbers(lines, record, figure)
         self.page("Beyond the assignment: what the generator changed in its discriminator",
                   items, 2, notes)
 
@@ -344,8 +322,7 @@ class Report:
                       "no class head (an unconditional GAN): no test accuracy")
             notes.append(f"discriminator trained {label} the generator ({MODELS[name][0]}): "
                          f"{result}")
-            notes.append("  " + scale(ckpt["settings"], m, "gan" if name == "gan" else
-                                      "baseline"))
+            notes.append("  " + scale(ckpt["settings"], m, name))
             notes.extend(accuracy_details(m))
         if self.gen is not None:
             ema = os.path.basename(self.paths["generator"]) == runfiles.GENERATOR_EMA_MODEL
@@ -404,14 +381,10 @@ class Report:
 
     def curve_pages(self):
         if "baseline" in self.disc:
-            self.curves("baseline", "Training curves: the baseline classifier",
-                        os.path.join(os.path.dirname(self.paths["baseline"]) or ".",
-                                     runfiles.log("baseline")))
+            self.curves("baseline", "Training curves: the baseline classifier")
         settings = (self.gen or self.disc.get("gan") or {}).get("settings")
         if settings is not None:
-            self.curves("gan", f"Training curves: {gan_title(settings)}",
-                        os.path.join(os.path.dirname(self.paths["gan"]) or ".",
-                                     runfiles.log("gan")))
+            self.curves("gan", f"Training curves: {gan_title(settings)}")
 
     def samples_page(self):
         record = self.summary.get("samples")
@@ -419,10 +392,10 @@ class Report:
                            else "samples, and interpolations between two noise vectors",
                            "samples")
         notes = []
-        if item[1] is not None and record and "baseline_agreement" in record:
-            notes.append(f"the baseline classifies {record['baseline_agreement']:.1f}% of the "
-                         "samples as the class they were generated for")
         if item[1] is not None:
+            if record and "baseline_agreement" in record:
+                notes.append(f"the baseline classifies {record['baseline_agreement']:.1f}% of "
+                             "the samples as the class they were generated for")
             notes.append("second image: each row interpolates between two noise vectors" +
                          (" of one class" if self.conditional else ""))
         self.page("Samples from the generator", [item], 2, notes)
@@ -457,8 +430,8 @@ def describe(png):
 
 
 def shrink_images(path, quality=90):
-    """Re-encode the PDF's images as JPEG (quality 90, pypdf): the report of a small run goes
-    from about 3.7 MB to 1.1 MB, and 32-pixel pictures look the same at print size."""
+    """Re-encode the PDF's images as JPEG (pypdf): far smaller, and 32-pixel pictures look
+    the same at print size."""
     import io
 
     from pypdf import PdfWriter
@@ -476,9 +449,7 @@ def shrink_images(path, quality=90):
 def native_pixels(png):
     """A PNG as an array at its own pixels: this project's grids are drawn twice as large, and
     are taken back to one pixel per image pixel (the PDF viewer scales them up sharp)."""
-    import matplotlib.pyplot as plt
-
-    image = plt.imread(png)
+    image = pyplot().imread(png)
     h, w = image.shape[:2]
     if h % 2 == 0 and w % 2 == 0 and (image[::2, ::2] == image[1::2, 1::2]).all() \
             and (image[::2, ::2] == image[::2, 1::2]).all():
@@ -488,9 +459,7 @@ def native_pixels(png):
 
 def build_report(run_dir, vis_dir, path, paths=None):
     """Gather the run's hand-in into one PDF; returns the titles of its pages."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    pyplot()  # off-screen
     paths = paths or {k: os.path.join(run_dir, f) for k, (f, _) in MODELS.items()}
     paths.setdefault("generator", runfiles.sampler(run_dir))
     return Report(run_dir, vis_dir, paths).write(path)

@@ -55,8 +55,7 @@ STAGING = ".cnn_gan_export.partial"  # where a new export is written until it is
 
 def export_names(n, num_classes):
     """The file names of an export of n images: 00000.png ..., or 00000_c3.png (class 3)."""
-    return [f"{i:05d}_c{i % num_classes}.png" if num_classes else f"{i:05d}.png"
-            for i in range(n)]
+    return [f"{i:05d}_c{i % num_classes}.png" if num_classes else f"{i:05d}.png" for i in range(n)]
 
 
 def _count(v):
@@ -65,8 +64,7 @@ def _count(v):
 
 def read_mark(folder):
     """A folder's export mark: {n, classes, complete, and while one export replaces another
-    the earlier one's n and classes}, None where there is none. A damaged mark is one line:
-    which files are the project's can no longer be told."""
+    the earlier one's n and classes}, None where there is none; a damaged one is refused."""
     from utils.files import read_json
 
     path = os.path.join(folder, EXPORT_MARK)
@@ -84,8 +82,8 @@ def read_mark(folder):
 
 
 def export_complete(folder):
-    """Whether folder holds a whole export: its mark says so and every file it names is
-    there (a mark from before marks said so counts when every file is there)."""
+    """Whether folder holds a whole export: its mark says so and every file it names is there
+    (a mark without 'complete', from before marks said so, counts)."""
     mark = read_mark(folder)
     if mark is None or mark.get("complete") is False or mark.get("replacing"):
         return mark is None  # no mark: a folder of PNG files from elsewhere, read as it is
@@ -94,9 +92,8 @@ def export_complete(folder):
 
 
 def claim_export_folder(folder):
-    """An export goes into a new or empty folder, or one an earlier export marked as its own.
-    A folder holding anything else is refused: nothing the project did not write is deleted.
-    What a killed export left (its temporary files, its unfinished staging folder) goes."""
+    """An export goes into a new or empty folder, or one an earlier export marked as its own
+    (nothing the project did not write is deleted); what a killed export left goes."""
     from utils.files import LOCKS, check_writable_folder, remove_stale_temps
 
     mark = read_mark(folder) if os.path.isdir(folder) else None
@@ -115,21 +112,12 @@ def claim_export_folder(folder):
     return mark
 
 
-def _remove(folder, names):
-    for name in names:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(folder, name))
-
-
 @torch.no_grad()
 def export_samples(G, n, num_classes, seed, device, folder, kind="normal", batch=500):
-    """n generated images as PNG files in folder (export_names; balanced over the classes of a
-    class-conditional generator); returns the file names.
-
-    The new export is written whole beside the earlier one (in a staging folder), which stays
-    complete until then; the swap that follows is marked incomplete while it lasts, so that
-    an export cut short at any instant never reads as whole (export_complete), and the next
-    export into the folder may remove these files and no others."""
+    """n generated images as PNG files in folder (export_names, balanced over the classes);
+    returns the file names. Written whole in a staging folder first, then swapped in under a
+    mark that says 'incomplete', so that an export cut short at any instant never reads as
+    whole and the next export may remove these files and no others."""
     from PIL import Image
 
     from utils.files import atomic_path, atomic_write_json
@@ -157,7 +145,9 @@ def export_samples(G, n, num_classes, seed, device, folder, kind="normal", batch
     atomic_write_json(mark, dict(n=n, classes=num_classes, complete=False,
                                  replacing=dict(n=earlier["n"], classes=earlier["classes"])
                                  if earlier else None))
-    _remove(folder, sorted(set(old) - set(names)))
+    for name in sorted(set(old) - set(names)):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(folder, name))
     for name in names:
         os.replace(os.path.join(staging, name), os.path.join(folder, name))
     with contextlib.suppress(OSError):
@@ -166,12 +156,16 @@ def export_samples(G, n, num_classes, seed, device, folder, kind="normal", batch
     return names
 
 
+def load_generator(ctx):
+    """The generator in eval mode, its number of classes (0: unconditional) and noise kind."""
+    G, ckpt = ctx.model("generator")
+    return G.eval(), *conditioning(ckpt)
+
+
 def run_samples(ctx):
     opts = ctx.options
-    G, ckpt = ctx.model("generator")
-    G.eval()
+    G, num_classes, kind = load_generator(ctx)
     classes = ctx.classes("generator")
-    num_classes, kind = conditioning(ckpt)
     if not num_classes and list(opts.classes) != ["all"]:
         raise UserError("--classes: this generator is unconditional (trained with --acgan off)")
     chosen = class_indices(opts.classes, classes) if num_classes else list(range(10))
@@ -183,11 +177,10 @@ def run_samples(ctx):
     images = images.float()
     tag = ctx.suffix("classes", "n_per_class") + f"_seed{opts.seed}"
     made = [f"samples{tag}.png", f"interpolation{tag}.png"]
-    save_grid(to_unit(images), ctx.out(made[0]), nrow=len(chosen),
-              labels=[classes[c] for c in chosen] if num_classes else None)
+    names = [classes[c] for c in chosen] if num_classes else None
+    save_grid(to_unit(images), ctx.out(made[0]), nrow=len(chosen), labels=names)
     save_grid(to_unit(rows), ctx.out(made[1]), nrow=opts.interp_steps)
-    result = dict(classes=[classes[c] for c in chosen] if num_classes else None,
-                  n_per_class=opts.n_per_class, conditional=bool(num_classes))
+    result = dict(classes=names, n_per_class=opts.n_per_class, conditional=bool(num_classes))
     uses = ["generator"]
     if num_classes and os.path.exists(ctx.paths["baseline"]):  # an outside judge: agreement?
         judge, _ = ctx.model("baseline")
@@ -202,9 +195,7 @@ def run_samples(ctx):
 
 def run_export(ctx):
     opts = ctx.options
-    G, ckpt = ctx.model("generator")
-    G.eval()
-    num_classes, kind = conditioning(ckpt)
+    G, num_classes, kind = load_generator(ctx)
     folder = opts.out_dir or os.path.join(opts.run_dir, runfiles.EXPORT)
     with ctx.runtime.autocast():
         names = export_samples(G, opts.n, num_classes, opts.seed, ctx.device, folder, kind)

@@ -1,8 +1,6 @@
-"""Does a max-class image show its class, or only exploit one network's quirks? An image that
-shows the class is given that class by other networks too (the other discriminator, and any
---judges, e.g. a classifier trained with another seed); one that exploits a quirk does not.
-The transfer rate of the assignment's ascent and of lucid's (--param fft with transformation
-robustness), side by side, for each discriminator.
+"""Does a max-class image show its class, or only exploit one network's quirks? One that shows
+it is given that class by other networks too (the other discriminator, any --judges): the
+transfer rate of the assignment's ascent and of lucid's (fft, robust), for each discriminator.
 
     python visualize.py transfer --judges runs/seed1/cifar10.model
 """
@@ -13,13 +11,6 @@ from utils.figures.ascent import class_images
 from utils.pictures import save_grid, to_unit
 
 METHODS = {"pixel": "the assignment's ascent", "fft": "lucid's (fft, robust)"}
-
-
-def judges_of(ctx, names):
-    """name -> (model, classes): the chosen discriminators, and the --judges by their paths."""
-    judges = {name: (ctx.model(name)[0], ctx.classes(name)) for name in names}
-    judges.update({ctx.paths[j]: (ctx.model(j)[0], ctx.classes(j)) for j in ctx.judges})
-    return judges
 
 
 @torch.no_grad()
@@ -33,11 +24,12 @@ def run_transfer(ctx):
     names = ctx.with_class_head("transfer")
     if not names:
         return None
-    judges = judges_of(ctx, names)
+    # name -> (model, classes): the chosen discriminators, and the --judges by their paths
+    judges = {name: (ctx.model(name)[0], ctx.classes(name)) for name in names}
+    judges.update({ctx.paths[j]: (ctx.model(j)[0], ctx.classes(j)) for j in ctx.judges})
     results, made = {}, []
     for name in names:
-        classes, results[name] = ctx.classes(name), {}
-        rows = []
+        classes, results[name], rows = ctx.classes(name), {}, []
         for method in METHODS:
             images = class_images(ctx, name, method, robust="on" if method == "fft" else None)[0]
             rows.append(images[:len(classes)])
@@ -49,8 +41,7 @@ def run_transfer(ctx):
                 info(f"transfer {name} ({METHODS[method]}): {value:.0f}% judged their class by "
                      f"{other}")
         made.append(f"transfer_{name}.png")  # first row the assignment's, then lucid's
-        save_grid(to_unit(torch.cat(rows)), ctx.out(made[-1]), nrow=len(classes),
-                  labels=classes)
+        save_grid(to_unit(torch.cat(rows)), ctx.out(made[-1]), nrow=len(classes), labels=classes)
     ctx.record("transfer", dict(rates=results, judges=list(judges)), files=made,
                uses=names + ctx.judges)
     return results
