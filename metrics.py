@@ -99,7 +99,7 @@ def main(argv=None):
         used = {generator_file: runfiles.made_from(os.path.join(run_dir, generator_file),
                                                    run_dir, g_digest)}
         if runfiles.needs_classifier(metrics):
-            check_classifier_fits(classifier, G.arch["out_channels"], G.arch["image_size"])
+            check_classifier_fits(classifier, G.build_args["out_channels"], G.build_args["image_size"])
             used[os.path.basename(classifier)] = runfiles.made_from(
                 classifier, run_dir, file_digest(classifier))
         fake, fake_labels = sample_generator(G, args.n_samples, num_classes, args.seed, device,

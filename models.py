@@ -60,13 +60,13 @@ def check_sizes(family, **sizes):
             raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
 
 
-def build(family, role, spectral_norm=False, **arch):
+def build(family, role, spectral_norm=False, **sizes):
     """A network by family name and role ('discriminator' or 'generator'), from the
     constructor arguments a model file records."""
-    check_sizes(family, **arch)
+    check_sizes(family, **sizes)
     if role not in ("discriminator", "generator") or getattr(ARCHITECTURES[family], role) is None:
         raise ValueError(f"the {family} family has no {role}")
-    model = getattr(ARCHITECTURES[family], role)(**arch)
+    model = getattr(ARCHITECTURES[family], role)(**sizes)
     return with_spectral_norm(model) if spectral_norm else model
 
 
@@ -76,7 +76,7 @@ def with_spectral_norm(model):
     for m in list(model.modules()):
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.utils.parametrizations.spectral_norm(m)
-    model.arch["spectral_norm"] = True
+    model.build_args["spectral_norm"] = True
     return model
 
 

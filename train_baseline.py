@@ -95,7 +95,7 @@ def resolve(argv=None):
                         f"{values['arch']} networks' normalisation is part of their design)")
     if values["init"] and values["width"] is None:  # the encoder's own width, from its file
         values["width"] = load_model(values["init"], "discriminator",
-                                     "train_simclr.py")[0].arch["width"]
+                                     "train_simclr.py")[0].build_args["width"]
     return resolve_settings(values, BaselineOptions)
 
 
@@ -192,10 +192,10 @@ def init_encoder(model, path):
     the classifier; its heads stay as they were initialised."""
     encoder, ckpt = load_model(path, "discriminator", "train_simclr.py")
     sizes = ("width", "in_channels", "image_size")
-    mine = {k: model.arch.get(k) for k in sizes}
-    theirs = {k: encoder.arch.get(k) for k in sizes}
-    if ckpt["arch"] != model.family or mine != theirs:
-        raise UserError(f"--init {path} holds a {ckpt['arch']} encoder {theirs}, and this run "
+    mine = {k: model.build_args.get(k) for k in sizes}
+    theirs = {k: encoder.build_args.get(k) for k in sizes}
+    if ckpt["family"] != model.family or mine != theirs:
+        raise UserError(f"--init {path} holds a {ckpt['family']} encoder {theirs}, and this run "
                         f"builds a {model.family} {mine}: pass the same --arch, --width and "
                         "dataset")
     model.blocks.load_state_dict(encoder.blocks.state_dict())

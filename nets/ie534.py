@@ -35,7 +35,7 @@ class Discriminator(Critic):
         if width < 1 or num_classes < 0 or image_size < 8:
             raise ValueError("width must be >= 1, num_classes >= 0 and image_size >= 8")
         # The constructor's arguments: saved with the weights so a file can rebuild its model.
-        self.arch = dict(width=width, num_classes=num_classes, in_channels=in_channels,
+        self.build_args = dict(width=width, num_classes=num_classes, in_channels=in_channels,
                          image_size=image_size, negative_slope=negative_slope)
         self.width, self.in_channels, self.image_size = width, in_channels, image_size
         blocks, size, channels = [], image_size, in_channels
@@ -82,7 +82,7 @@ class Generator(nn.Module):
         super().__init__()
         if width < 1 or latent_dim < 1 or image_size < 8:
             raise ValueError("width and latent_dim must be >= 1 and image_size >= 8")
-        self.arch = dict(latent_dim=latent_dim, width=width, out_channels=out_channels,
+        self.build_args = dict(latent_dim=latent_dim, width=width, out_channels=out_channels,
                          image_size=image_size)
         self.latent_dim, self.width = latent_dim, width
         self.out_channels, self.image_size = out_channels, image_size

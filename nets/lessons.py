@@ -17,7 +17,7 @@ class DCGANDiscriminator(Critic):
 
     def __init__(self, width=32, num_classes=0, in_channels=3, image_size=32):
         super().__init__()
-        self.arch = dict(width=width, num_classes=num_classes, in_channels=in_channels,
+        self.build_args = dict(width=width, num_classes=num_classes, in_channels=in_channels,
                          image_size=image_size)
         blocks, size, cin = [], image_size, in_channels
         for i, cout in enumerate((width, 2 * width, 4 * width)):
@@ -37,7 +37,7 @@ class DCGANGenerator(nn.Module):
 
     def __init__(self, latent_dim=100, width=32, out_channels=3, image_size=32):
         super().__init__()
-        self.arch = dict(latent_dim=latent_dim, width=width, out_channels=out_channels,
+        self.build_args = dict(latent_dim=latent_dim, width=width, out_channels=out_channels,
                          image_size=image_size)
         self.latent_dim, self.image_size, self.width = latent_dim, image_size, width
         self.base_size = math.ceil(image_size / 8)
@@ -60,7 +60,7 @@ class MLPDiscriminator(Critic):
 
     def __init__(self, width=256, num_classes=0, in_channels=1, image_size=28):
         super().__init__()
-        self.arch = dict(width=width, num_classes=num_classes, in_channels=in_channels,
+        self.build_args = dict(width=width, num_classes=num_classes, in_channels=in_channels,
                          image_size=image_size)
         self.blocks = nn.ModuleList([
             nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size ** 2, width),
@@ -76,7 +76,7 @@ class MLPGenerator(nn.Module):
 
     def __init__(self, latent_dim=96, width=1024, out_channels=1, image_size=28):
         super().__init__()
-        self.arch = dict(latent_dim=latent_dim, width=width, out_channels=out_channels,
+        self.build_args = dict(latent_dim=latent_dim, width=width, out_channels=out_channels,
                          image_size=image_size)
         self.latent_dim, self.image_size = latent_dim, image_size
         self.shape = (out_channels, image_size, image_size)
@@ -96,7 +96,7 @@ class InfoGANDiscriminator(Critic):
 
     def __init__(self, width=32, num_classes=0, in_channels=1, image_size=28):
         super().__init__()
-        self.arch = dict(width=width, num_classes=num_classes, in_channels=in_channels,
+        self.build_args = dict(width=width, num_classes=num_classes, in_channels=in_channels,
                          image_size=image_size)
         size = image_size
         for _ in range(2):
@@ -123,7 +123,7 @@ class InfoGANGenerator(nn.Module):
 
     def __init__(self, latent_dim=96, width=32, out_channels=1, image_size=28):
         super().__init__()
-        self.arch = dict(latent_dim=latent_dim, width=width, out_channels=out_channels,
+        self.build_args = dict(latent_dim=latent_dim, width=width, out_channels=out_channels,
                          image_size=image_size)
         self.latent_dim, self.image_size, self.width = latent_dim, image_size, width
         self.base_size = math.ceil(image_size / 4)
@@ -151,7 +151,7 @@ class UdacityMLP(Critic):
     def __init__(self, width=256, num_classes=10, in_channels=1, image_size=28,
                  batch_norm=True):
         super().__init__()
-        self.arch = dict(width=width, num_classes=num_classes, in_channels=in_channels,
+        self.build_args = dict(width=width, num_classes=num_classes, in_channels=in_channels,
                          image_size=image_size, batch_norm=batch_norm)
         self.batch_statistics = batch_norm
         blocks, cin = [], in_channels * image_size ** 2

@@ -213,3 +213,23 @@ def test_flipped_bytes_inside_a_checkpoint_are_refused(folder, tmp_path, capsys)
     path.write_bytes(bytes(raw))
     code, _, err = train(folder, out, capsys, "--epochs", "2", "--resume")
     assert "damaged" in last_line(code, err), err
+
+
+# written by main at 112777f, when a model file named its family 'arch' and its constructor's
+# arguments 'arch_args'
+OLD_MODEL = os.path.join(os.path.dirname(__file__), "fixtures", "model_112777f",
+                         "discriminator.model")
+
+
+def test_a_model_file_of_the_earlier_main_loads_and_new_ones_use_the_new_names(tmp_path):
+    from utils.checkpoints import load_model, save_model
+
+    model, ckpt = load_model(OLD_MODEL, "discriminator", "train_gan.py")
+    assert ckpt["family"] == "ie534" and "arch" not in ckpt and "arch_args" not in ckpt
+    assert model.build_args == ckpt["build_args"] and model.build_args["width"] == 8
+    old = torch.load(OLD_MODEL, weights_only=True)["model"]
+    assert all(torch.equal(v, old[k]) for k, v in model.state_dict().items())
+    save_model(str(tmp_path / "new.model"), model, ckpt["settings"], classes=ckpt["classes"])
+    raw = torch.load(tmp_path / "new.model", weights_only=True)
+    assert raw["family"] == "ie534" and raw["build_args"] == model.build_args
+    assert not {"arch", "arch_args"} & set(raw)

@@ -99,7 +99,7 @@ def test_sizes_are_constructor_arguments():
     d = Discriminator(width=12, num_classes=5)
     assert d(torch.randn(2, 3, 32, 32))[1].shape == (2, 5)
     assert Generator(latent_dim=20, width=12)(torch.randn(2, 20)).shape == (2, 3, 32, 32)
-    assert Discriminator(**d.arch).arch == d.arch
+    assert Discriminator(**d.build_args).build_args == d.build_args
 
 
 # ----------------------------------------------------------------------------- every family

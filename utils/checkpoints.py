@@ -83,13 +83,17 @@ SUMS = Field("a 1-D tensor or None", lambda v: v is None or (torch.is_tensor(v) 
 # next epoch (> 0 for a checkpoint written on a stop signal) and that epoch's running sums.
 PROGRESS_FIELDS = {"epoch": COUNT, "step": COUNT, "partial": SUMS, "settings": DICT,
                    "history": RECORDS, "seconds": NUMBER}
-MODEL_FIELDS = {"arch": TEXT, "role": TEXT, "arch_args": DICT, "model": WEIGHTS,
+MODEL_FIELDS = {"family": TEXT, "role": TEXT, "build_args": DICT, "model": WEIGHTS,
                 "settings": DICT, "metrics": DICT, "classes": NAMES, "made_by": TEXT_OR_NONE}
+# model files written before the entries were renamed (the family was 'arch', its arguments
+# 'arch_args')
+MODEL_RENAMED = {"arch": "family", "arch_args": "build_args"}
 
 
-def load_checkpoint(path, kind=None, fields=None, data=None):
+def load_checkpoint(path, kind=None, fields=None, data=None, renamed=None):
     """torch.load with weights_only=True, every entry of `fields` checked (data: the bytes,
-    already read); a bad file is a UserError naming it and what is wrong."""
+    already read; renamed: {old entry name: new} of files written before a rename); a bad file
+    is a UserError naming it and what is wrong."""
     if data is None and not os.path.isfile(path):
         raise UserError(f"no checkpoint at {path}")
     try:
@@ -102,18 +106,20 @@ def load_checkpoint(path, kind=None, fields=None, data=None):
         raise UserError(f"{path} was not written by this project's scripts (no 'kind' entry)")
     if kind is not None and ckpt["kind"] not in ((kind,) if isinstance(kind, str) else kind):
         raise UserError(f"{path} holds a '{ckpt['kind']}' checkpoint, not '{kind}'")
-
+    saved = ckpt.pop("checksum", None)  # files from before checksums are read as they are
+    if saved is not None and saved != content_digest(ckpt):
+        raise UserError(f"{path} is damaged: its content does not match the checksum it was "
+                        "saved with (flipped bytes on the disk or in a copy); use another copy "
+                        "or an earlier checkpoint")
+    for old, new in (renamed or {}).items():
+        if old in ckpt and new not in ckpt:
+            ckpt[new] = ckpt.pop(old)
     for key, field in (fields or {}).items():
         if key not in ckpt:
             raise UserError(f"{path} is damaged or from another version: it has no '{key}'")
         if not field.ok(ckpt[key]):
             raise UserError(f"{path} is damaged or from another version: '{key}' should be "
                             f"{field.what}, not {type(ckpt[key]).__name__}")
-    saved = ckpt.pop("checksum", None)  # files from before checksums are read as they are
-    if saved is not None and saved != content_digest(ckpt):
-        raise UserError(f"{path} is damaged: its content does not match the checksum it was "
-                        "saved with (flipped bytes on the disk or in a copy); use another copy "
-                        "or an earlier checkpoint")
     return ckpt
 
 
@@ -218,8 +224,8 @@ def check_same_settings(saved, current, path):
 def save_model(path, model, settings_dict, metrics=None, classes=None, made_by=None):
     """A model file: weights, family, role, constructor arguments, settings, final figures,
     class names and the script that trained it."""
-    atomic_save({"kind": "model", "arch": model.family, "role": model.role,
-                 "arch_args": dict(model.arch),
+    atomic_save({"kind": "model", "family": model.family, "role": model.role,
+                 "build_args": dict(model.build_args),
                  "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                  "settings": settings_dict, "metrics": metrics or {},
                  "classes": list(classes or []), "made_by": made_by}, path)
@@ -237,15 +243,16 @@ def load_model(path, role, made_by, identity=False):
             data = f.read()
     except OSError as e:
         raise UserError(f"cannot read {path}: {e.strerror or e}") from None
-    ckpt = load_checkpoint(path, kind="model", fields=MODEL_FIELDS, data=data)
+    ckpt = load_checkpoint(path, kind="model", fields=MODEL_FIELDS, data=data,
+                           renamed=MODEL_RENAMED)
     if ckpt["role"] != role:
         raise UserError(f"{path} holds a {ckpt['role']}, not a {role}")
-    if ckpt["arch"] not in ARCHITECTURES:
-        raise UserError(f"{path} holds an unknown family of networks '{ckpt['arch']}' (known: "
+    if ckpt["family"] not in ARCHITECTURES:
+        raise UserError(f"{path} holds an unknown family of networks '{ckpt['family']}' (known: "
                         f"{', '.join(ARCHITECTURES)})")
     try:
-        model = build(ckpt["arch"], role, **ckpt["arch_args"])
+        model = build(ckpt["family"], role, **ckpt["build_args"])
     except (TypeError, ValueError) as e:
-        raise UserError(f"{path}: cannot rebuild the {ckpt['arch']} {role} ({e})") from None
+        raise UserError(f"{path}: cannot rebuild the {ckpt['family']} {role} ({e})") from None
     load_state(model, ckpt["model"], path, role)
     return (model.eval(), ckpt, bytes_digest(data)) if identity else (model.eval(), ckpt)

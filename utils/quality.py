@@ -77,7 +77,7 @@ def classifier_input(x, model):
     """uint8 images (B, C, S, S) as the classifier reads them: [-1, 1], its channels (a grey
     image repeated, or RGB averaged), its size."""
     x = x.float().div(127.5).sub(1)
-    channels, size = model.arch["in_channels"], model.arch["image_size"]
+    channels, size = model.build_args["in_channels"], model.build_args["image_size"]
     if x.shape[1] != channels:
         x = x.mean(1, keepdim=True) if channels == 1 else x.expand(-1, channels, -1, -1)
     if x.shape[-1] != size:
@@ -336,7 +336,7 @@ def check_classifier_fits(classifier, channels, size):
     """The classifier reads images of the samples' shape (else it judges images of a kind it
     was never trained on), or one line."""
     model, _ = judge(classifier)
-    want = (model.arch.get("in_channels"), model.arch.get("image_size"))
+    want = (model.build_args.get("in_channels"), model.build_args.get("image_size"))
     if want != (channels, size):
         raise UserError(f"the classifier {classifier} reads {want[0]}-channel {want[1]}x{want[1]}"
                         f" images, and the samples are {channels}-channel {size}x{size}: judge "

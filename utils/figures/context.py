@@ -119,7 +119,7 @@ class Context:
 
     def classes(self, name):
         ckpt = self.model(name)[1]
-        n = ckpt["arch_args"].get("num_classes", 10)
+        n = ckpt["build_args"].get("num_classes", 10)
         return list(ckpt.get("classes") or [str(i) for i in range(n)])
 
     def with_class_head(self, figure):
@@ -169,7 +169,7 @@ class Context:
     def check_fits(self, name, data):
         """Refuse data of another image shape, or other classes, than the discriminator's."""
         model, ckpt = self.model(name)
-        want = (model.arch.get("in_channels"), model.arch.get("image_size"))
+        want = (model.build_args.get("in_channels"), model.build_args.get("image_size"))
         have = (data.channels, data.image_size)
         fix = "pass the --dataset (and --data_dir) it was trained on"
         if want != have:

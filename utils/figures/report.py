@@ -262,7 +262,7 @@ class Report:
         """Every page, in the hand-in's order."""
         self.title_page()
         self.progress_page()
-        heads = [n for n, c in self.disc.items() if c["arch_args"].get("num_classes")]
+        heads = [n for n, c in self.disc.items() if c["build_args"].get("num_classes")]
         for name in heads:
             self.perturb_page(name)
         if heads:
