@@ -107,10 +107,7 @@ def load_checkpoint(path, kind=None, fields=None, data=None, renamed=None):
     if kind is not None and ckpt["kind"] not in ((kind,) if isinstance(kind, str) else kind):
         raise UserError(f"{path} holds a '{ckpt['kind']}' checkpoint, not '{kind}'")
     saved = ckpt.pop("checksum", None)  # files from before checksums are read as they are
-    if saved is not None and saved != content_digest(ckpt):
-        raise UserError(f"{path} is damaged: its content does not match the checksum it was "
-                        "saved with (flipped bytes on the disk or in a copy); use another copy "
-                        "or an earlier checkpoint")
+    as_saved = dict(ckpt)  # what the checksum covers: the entries under their saved names
     for old, new in (renamed or {}).items():
         if old in ckpt and new not in ckpt:
             ckpt[new] = ckpt.pop(old)
@@ -120,6 +117,10 @@ def load_checkpoint(path, kind=None, fields=None, data=None, renamed=None):
         if not field.ok(ckpt[key]):
             raise UserError(f"{path} is damaged or from another version: '{key}' should be "
                             f"{field.what}, not {type(ckpt[key]).__name__}")
+    if saved is not None and saved != content_digest(as_saved):
+        raise UserError(f"{path} is damaged: its content does not match the checksum it was "
+                        "saved with (flipped bytes on the disk or in a copy); use another copy "
+                        "or an earlier checkpoint")
     return ckpt
 
 
