@@ -57,7 +57,8 @@ def test_the_trainers_stop_at_their_limit_and_leave_model_files(smoke):
         assert p["test_acc"] is not None and p["peak_mib"] > 0
     assert s["projected"] == {"baseline_100_epochs_s": s["parts"]["baseline"]["projected_s"],
                               "gan_200_epochs_s": s["parts"]["gan"]["projected_s"]}
-    assert s["parts"]["baseline"]["test_acc"] > 30  # digits, a few epochs: learning
+    # no accuracy floor here: the limit decides how many epochs fit, so it would test the
+    # machine's speed (test_baseline.py tests learning on real data)
     run = os.path.join(s["settings"]["out_dir"], "run")
     for f in ("cifar10.model", "generator.model", "discriminator.model"):
         assert os.path.isfile(os.path.join(run, f)), f
