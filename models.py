@@ -17,8 +17,7 @@ from dataclasses import dataclass
 import torch.nn as nn
 
 # the networks, re-exported: `from models import Discriminator` as the assignment writes it
-from nets.base import Critic, FloatLayerNorm, center_crop, xavier_init  # noqa: F401
-from nets.ie534 import DISC_LAYERS, GEN_UPSAMPLE, Discriminator, Generator  # noqa: F401
+from nets.ie534 import Discriminator, Generator
 from nets.lessons import (DCGANDiscriminator, DCGANGenerator, InfoGANDiscriminator,
                           InfoGANGenerator, MLPDiscriminator, MLPGenerator, UdacityMLP)
 from nets.simclr import ProjectionHead, SimCLRNet  # noqa: F401
@@ -81,6 +80,7 @@ def with_spectral_norm(model):
 
 
 def default_width(family):
+    check_sizes(family)
     return ARCHITECTURES[family].width
 
 
@@ -116,7 +116,8 @@ def format_table(rows):
 
     table = [heads] + [tuple(cell(r, c) for c in cols) for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(cols))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() for line in table)
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip()
+                     for line in table)
 
 
 def main(argv=None):

@@ -13,15 +13,19 @@ DISC_LAYERS = ((3, 1), (3, 2), (3, 1), (3, 2), (3, 1), (3, 1), (3, 1), (3, 2))
 GEN_UPSAMPLE = (True, False, False, False, True, False, True, False)
 
 
-def _conv_row(i, conv, size):
-    """The layer table's row of conv`i` (plain or transposed) on maps of side `size`."""
-    (k,), (s,), (p,) = conv.kernel_size[:1], conv.stride[:1], conv.padding[:1]
-    if isinstance(conv, nn.ConvTranspose2d):
-        out, kind = (size - 1) * s - 2 * p + k, "convtranspose2d"
-    else:
-        out, kind = _conv_out(size, k, s, p), "conv2d"
-    return dict(name=f"conv{i}", type=kind, cin=conv.in_channels, cout=conv.out_channels, k=k,
-                s=s, p=p, input=size, output=out)
+def _conv_rows(convs, size):
+    """The layer table's rows of conv1, conv2, ... (plain or transposed) from maps of side size."""
+    rows = []
+    for i, conv in enumerate(convs, 1):
+        (k,), (s,), (p,) = conv.kernel_size[:1], conv.stride[:1], conv.padding[:1]
+        if isinstance(conv, nn.ConvTranspose2d):
+            out, kind = (size - 1) * s - 2 * p + k, "convtranspose2d"
+        else:
+            out, kind = _conv_out(size, k, s, p), "conv2d"
+        rows.append(dict(name=f"conv{i}", type=kind, cin=conv.in_channels, cout=conv.out_channels,
+                         k=k, s=s, p=p, input=size, output=out))
+        size = out
+    return rows
 
 
 class Discriminator(Critic):
@@ -36,7 +40,7 @@ class Discriminator(Critic):
             raise ValueError("width must be >= 1, num_classes >= 0 and image_size >= 8")
         # The constructor's arguments: saved with the weights so a file can rebuild its model.
         self.build_args = dict(width=width, num_classes=num_classes, in_channels=in_channels,
-                         image_size=image_size, negative_slope=negative_slope)
+                               image_size=image_size, negative_slope=negative_slope)
         self.width, self.in_channels, self.image_size = width, in_channels, image_size
         blocks, size, channels = [], image_size, in_channels
         for kernel, stride in DISC_LAYERS:
@@ -56,21 +60,15 @@ class Discriminator(Critic):
 
     def layer_specs(self):
         """The layer table: one dict per layer with its sizes and receptive field on the input."""
-        rows, size, rf, jump = [], self.image_size, 1, 1
-        for i, block in enumerate(self.blocks, 1):
-            row = _conv_row(i, block[0], size)
+        rows, rf, jump = _conv_rows([block[0] for block in self.blocks], self.image_size), 1, 1
+        for row in rows:
             rf, jump = rf + (row["k"] - 1) * jump, jump * row["s"]
-            rows.append(dict(row, rf=rf))
-            size = row["output"]
-        k = self.pool.kernel_size
+            row["rf"] = rf
+        size, k = rows[-1]["output"], self.pool.kernel_size
         rows.append(dict(name="pool", type="max2d", cin=self.width, cout=self.width, k=k, s=k,
                          p=0, input=size, output=size // k, rf=rf + (k - 1) * jump))
-        for name in ("fc1", "fc10"):
-            fc = getattr(self, name)
-            if fc is not None:
-                rows.append(dict(name=name, type="linear", cin=fc.in_features,
-                                 cout=fc.out_features))
-        return rows
+        return rows + [dict(name=name, type="linear", cin=fc.in_features, cout=fc.out_features)
+                       for name, fc in (("fc1", self.fc1), ("fc10", self.fc10)) if fc is not None]
 
 
 class Generator(nn.Module):
@@ -83,9 +81,8 @@ class Generator(nn.Module):
         if width < 1 or latent_dim < 1 or image_size < 8:
             raise ValueError("width and latent_dim must be >= 1 and image_size >= 8")
         self.build_args = dict(latent_dim=latent_dim, width=width, out_channels=out_channels,
-                         image_size=image_size)
-        self.latent_dim, self.width = latent_dim, width
-        self.out_channels, self.image_size = out_channels, image_size
+                               image_size=image_size)
+        self.latent_dim, self.width, self.image_size = latent_dim, width, image_size
         self.base_size = math.ceil(image_size / 2 ** sum(GEN_UPSAMPLE))
         self.fc1 = nn.Linear(latent_dim, width * self.base_size ** 2)
         self.bn0 = nn.BatchNorm2d(width)
@@ -93,23 +90,17 @@ class Generator(nn.Module):
         for i, upsample in enumerate(GEN_UPSAMPLE):
             last = i == len(GEN_UPSAMPLE) - 1
             out = out_channels if last else width
-            conv = (nn.ConvTranspose2d(width, out, 4, 2, padding=1) if upsample
-                    else nn.Conv2d(width, out, 3, 1, padding=1))
-            layers.append(conv)
+            layers.append(nn.ConvTranspose2d(width, out, 4, 2, padding=1) if upsample
+                          else nn.Conv2d(width, out, 3, 1, padding=1))
             if not last:
                 layers += [nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
         self.convs = nn.Sequential(*layers)
 
     def layer_specs(self):
         """The layer table: one dict per layer with its input and output sizes."""
-        rows = [dict(name="fc1", type="linear", cin=self.latent_dim,
-                     cout=self.fc1.out_features)]
         convs = [m for m in self.convs if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
-        size = self.base_size
-        for i, conv in enumerate(convs, 1):
-            rows.append(_conv_row(i, conv, size))
-            size = rows[-1]["output"]
-        return rows
+        return [dict(name="fc1", type="linear", cin=self.latent_dim, cout=self.fc1.out_features),
+                *_conv_rows(convs, self.base_size)]
 
     def forward(self, z):
         h = self.fc1(z).view(-1, self.width, self.base_size, self.base_size)  # (B, W, 4, 4)

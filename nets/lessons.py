@@ -18,7 +18,7 @@ class DCGANDiscriminator(Critic):
     def __init__(self, width=32, num_classes=0, in_channels=3, image_size=32):
         super().__init__()
         self.build_args = dict(width=width, num_classes=num_classes, in_channels=in_channels,
-                         image_size=image_size)
+                               image_size=image_size)
         blocks, size, cin = [], image_size, in_channels
         for i, cout in enumerate((width, 2 * width, 4 * width)):
             layers = [nn.Conv2d(cin, cout, 4, 2, 1, bias=False)]  # the lesson's conv helper
@@ -38,7 +38,7 @@ class DCGANGenerator(nn.Module):
     def __init__(self, latent_dim=100, width=32, out_channels=3, image_size=32):
         super().__init__()
         self.build_args = dict(latent_dim=latent_dim, width=width, out_channels=out_channels,
-                         image_size=image_size)
+                               image_size=image_size)
         self.latent_dim, self.image_size, self.width = latent_dim, image_size, width
         self.base_size = math.ceil(image_size / 8)
         self.fc = nn.Linear(latent_dim, 4 * width * self.base_size ** 2)
@@ -61,7 +61,7 @@ class MLPDiscriminator(Critic):
     def __init__(self, width=256, num_classes=0, in_channels=1, image_size=28):
         super().__init__()
         self.build_args = dict(width=width, num_classes=num_classes, in_channels=in_channels,
-                         image_size=image_size)
+                               image_size=image_size)
         self.blocks = nn.ModuleList([
             nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size ** 2, width),
                           nn.LeakyReLU(0.01)),
@@ -77,9 +77,8 @@ class MLPGenerator(nn.Module):
     def __init__(self, latent_dim=96, width=1024, out_channels=1, image_size=28):
         super().__init__()
         self.build_args = dict(latent_dim=latent_dim, width=width, out_channels=out_channels,
-                         image_size=image_size)
-        self.latent_dim, self.image_size = latent_dim, image_size
-        self.shape = (out_channels, image_size, image_size)
+                               image_size=image_size)
+        self.latent_dim, self.shape = latent_dim, (out_channels, image_size, image_size)
         self.net = nn.Sequential(
             nn.Linear(latent_dim, width), nn.ReLU(inplace=True),
             nn.Linear(width, width), nn.ReLU(inplace=True),
@@ -97,20 +96,17 @@ class InfoGANDiscriminator(Critic):
     def __init__(self, width=32, num_classes=0, in_channels=1, image_size=28):
         super().__init__()
         self.build_args = dict(width=width, num_classes=num_classes, in_channels=in_channels,
-                         image_size=image_size)
+                               image_size=image_size)
         size = image_size
         for _ in range(2):
             size = _conv_out(size, 5, 1, 0) // 2  # a valid 5x5 convolution, then the pool
         if size < 1:
             raise ValueError(f"image_size {image_size} is too small for two 5x5 convolutions")
-        self.blocks = nn.ModuleList([
-            nn.Sequential(nn.Conv2d(in_channels, width, 5), nn.LeakyReLU(0.01),
-                          nn.MaxPool2d(2, 2)),
-            nn.Sequential(nn.Conv2d(width, 2 * width, 5), nn.LeakyReLU(0.01),
-                          nn.MaxPool2d(2, 2)),
-            nn.Sequential(nn.Flatten(), nn.Linear(2 * width * size * size, 32 * width),
-                          nn.LeakyReLU(0.01)),
-        ])
+        convs = [nn.Sequential(nn.Conv2d(cin, cout, 5), nn.LeakyReLU(0.01), nn.MaxPool2d(2, 2))
+                 for cin, cout in ((in_channels, width), (width, 2 * width))]
+        fc = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * size * size, 32 * width),
+                           nn.LeakyReLU(0.01))
+        self.blocks = nn.ModuleList([*convs, fc])
         self._heads(32 * width, num_classes)
         xavier_init(self)
 
@@ -124,7 +120,7 @@ class InfoGANGenerator(nn.Module):
     def __init__(self, latent_dim=96, width=32, out_channels=1, image_size=28):
         super().__init__()
         self.build_args = dict(latent_dim=latent_dim, width=width, out_channels=out_channels,
-                         image_size=image_size)
+                               image_size=image_size)
         self.latent_dim, self.image_size, self.width = latent_dim, image_size, width
         self.base_size = math.ceil(image_size / 4)
         self.fc = nn.Sequential(
@@ -152,7 +148,7 @@ class UdacityMLP(Critic):
                  batch_norm=True):
         super().__init__()
         self.build_args = dict(width=width, num_classes=num_classes, in_channels=in_channels,
-                         image_size=image_size, batch_norm=batch_norm)
+                               image_size=image_size, batch_norm=batch_norm)
         self.batch_statistics = batch_norm
         blocks, cin = [], in_channels * image_size ** 2
         for i, cout in enumerate((2 * width, width)):

@@ -107,6 +107,12 @@ def test_sizes_are_constructor_arguments():
 from models import ARCHITECTURES, discriminator, generator  # noqa: E402
 
 
+def test_an_unknown_family_is_named_in_words():
+    for build in (lambda: discriminator("ie535"), lambda: generator("ie535", 100)):
+        with pytest.raises(ValueError, match="unknown family of networks 'ie535'"):
+            build()
+
+
 def _params(model):
     return sum(p.numel() for p in model.parameters())
 

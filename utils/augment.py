@@ -78,8 +78,7 @@ def _source_index(out_size, crop, crop_start):
     pos = pos.clamp(min=0)  # (B, out)
     i0 = pos.floor().long()
     i1 = torch.minimum(i0 + 1, crop[:, None] - 1)
-    w1 = pos - i0
-    return i0 + crop_start[:, None], i1 + crop_start[:, None], w1
+    return i0 + crop_start[:, None], i1 + crop_start[:, None], pos - i0
 
 
 def resized_crop(x, top, left, side, out_size, width=None):
@@ -116,17 +115,15 @@ def adjust_hue(x, shift):
     s = torch.where(maxc > 0, delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc)),
                     torch.zeros_like(maxc))
     h = (h + shift[:, None, None]) % 1.0
-    v = maxc
     i = torch.floor(h * 6.0)
     f = h * 6.0 - i
     i = i.long() % 6
-    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    # For each sextant i, which of (v, q, p, t) makes r, g and b.
-    choices = torch.stack([v, q, p, t])  # (4, B, H, W)
+    p, q, t = maxc * (1 - s), maxc * (1 - s * f), maxc * (1 - s * (1 - f))
+    # For each sextant i, which of (v = maxc, q, p, t) makes r, g and b.
+    choices = torch.stack([maxc, q, p, t])  # (4, B, H, W)
     table = torch.tensor([[0, 3, 2], [1, 0, 2], [2, 0, 3], [2, 1, 0], [3, 2, 0], [0, 2, 1]],
                          device=x.device)
-    pick = table[i]  # (B, H, W, 3)
-    out = torch.gather(choices, 0, pick.permute(3, 0, 1, 2))  # (3, B, H, W)
+    out = torch.gather(choices, 0, table[i].permute(3, 0, 1, 2))  # (3, B, H, W)
     return out.permute(1, 0, 2, 3).clamp(0, 1)
 
 
@@ -151,11 +148,6 @@ def color_jitter(x, factors, order, active=(True, True, True, True)):
             out = torch.where(which == k, op(x), out)
         x = out
     return x
-
-
-def grayscale(x):
-    """Each image's luminance in every channel, as torchvision's Grayscale(3) (B, C, H, W)."""
-    return _gray(x).expand_as(x)
 
 
 class ContrastiveAugment:
@@ -199,4 +191,5 @@ class ContrastiveAugment:
         factors, order = jitter_draws(self.jitter, n, u, dev)
         jittered = color_jitter(x, factors, order, active=[v > 0 for v in self.jitter])
         x = torch.where((u(n) < self.p_jitter)[:, None, None, None], jittered, x)
-        return torch.where((u(n) < self.p_gray)[:, None, None, None], grayscale(x), x)
+        gray = _gray(x).expand_as(x)  # torchvision's Grayscale(3)
+        return torch.where((u(n) < self.p_gray)[:, None, None, None], gray, x)

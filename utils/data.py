@@ -244,19 +244,17 @@ def load_svhn(data_dir, cache_dir=None):
     X is (32, 32, 3, N) uint8 and y (N, 1) with 10 standing for the digit 0."""
     from utils.extras import require
 
-    require("scipy.io", "SVHN (its .mat files)")
-    import scipy.io
-
+    sio = require("scipy.io", "SVHN (its .mat files)")
     out = []
     for split in ("train", "test"):
         path = os.path.join(data_dir, f"{split}_32x32.mat")
         if not os.path.exists(path):
             _download_only("SVHN", data_dir, (f"{split}_32x32.mat",), split=split)
         try:
-            mat = scipy.io.loadmat(path)
+            mat = sio.loadmat(path)
             x = torch.from_numpy(np.ascontiguousarray(np.transpose(mat["X"], (3, 2, 0, 1))))
             y = torch.from_numpy(mat["y"].astype(np.int64).reshape(-1))
-        except (OSError, ValueError, KeyError, TypeError, scipy.io.matlab.MatReadError) as e:
+        except (OSError, ValueError, KeyError, TypeError, sio.matlab.MatReadError) as e:
             raise DataError(f"{path} is not an SVHN file ({type(e).__name__}: {e})") from None
         if x.dtype != torch.uint8 or x.shape[1:] != (3, 32, 32) or len(x) != len(y) \
                 or not ((y >= 1) & (y <= 10)).all():
@@ -292,11 +290,9 @@ def load_dataset(name, data_dir, cache_dir=None, subset=None, seed=0, labels_per
             raise DataError(f"--labels_per_class {labels_per_class}: {name}'s smallest class has "
                             f"{counts.min().item()} training images")
         order = torch.randperm(len(data.train_y), generator=make_generator("cpu", seed, "labels"))
-        ranks = torch.zeros_like(order)  # each image's place among its class in the order
-        ranked = data.train_y[order]
-        for c in range(data.num_classes):
-            ranks[order[ranked == c]] = torch.arange(int((ranked == c).sum()))
-        keep = (ranks < labels_per_class).nonzero()[:, 0]
+        ranked = data.train_y[order]  # the first labels_per_class of each class in this order
+        keep = torch.cat([order[ranked == c][:labels_per_class] for c in range(data.num_classes)])
+        keep = keep.sort().values
         data.train_x, data.train_y = data.train_x[keep], data.train_y[keep]
     return data
 

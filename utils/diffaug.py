@@ -29,9 +29,6 @@ class DiffAugment:
         self.policy = parse_policy(policy) if isinstance(policy, str) else tuple(policy)
         self.translation, self.cutout = translation, cutout
 
-    def __bool__(self):
-        return bool(self.policy)
-
     def sample(self, n, height, width, generator):
         """The draws of n images: a dict of per-sample tensors."""
         dev = generator.device

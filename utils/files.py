@@ -51,10 +51,9 @@ def too_large(path):
 def write_failure(path, message):
     """A write that failed without an errno (torch's zip writer's "file write failed"): a full
     disk when the folder has little room left, else the file-size limit if set, else as is."""
-    folder = os.path.dirname(os.path.abspath(path))
     try:
-        stat = os.statvfs(folder)
-        free = stat.f_bavail * stat.f_frsize
+        st = os.statvfs(os.path.dirname(os.path.abspath(path)))
+        free = st.f_bavail * st.f_frsize
     except (OSError, AttributeError):
         free = None
     if free is not None and free < 64 * 2**20:

@@ -70,8 +70,6 @@ def read_image(path, size=None, channels=None):
                 if channels in (1, 3) and im.mode in EIGHT_BIT:
                     im = im.convert("RGB" if channels == 3 else "L")
                 a = to_uint8(im, path)  # refuses the modes it cannot read faithfully
-    except DataError:
-        raise
     except (OSError, SyntaxError, ValueError, EOFError, UnidentifiedImageError,
             Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise DataError(f"cannot decode image {shown(path)} ({type(e).__name__}: {e})") from None
