@@ -59,11 +59,6 @@ class Field:
     ok: Callable[[object], bool]
 
 
-def _is_state_dict(v):
-    return isinstance(v, dict) and all(isinstance(k, str) and torch.is_tensor(t)
-                                       for k, t in v.items())
-
-
 COUNT = Field("a whole number >= 0", lambda v: type(v) is int and v >= 0)
 NUMBER = Field("a finite number", lambda v: type(v) in (int, float) and math.isfinite(v))
 TEXT = Field("a string", lambda v: isinstance(v, str))
@@ -73,7 +68,8 @@ NAMES = Field("a list of strings", lambda v: isinstance(v, list)
               and all(isinstance(s, str) for s in v))
 RECORDS = Field("a list of dicts", lambda v: isinstance(v, list)
                 and all(isinstance(r, dict) for r in v))
-WEIGHTS = Field("a state dict of tensors", _is_state_dict)
+WEIGHTS = Field("a state dict of tensors", lambda v: isinstance(v, dict)
+                 and all(isinstance(k, str) and torch.is_tensor(t) for k, t in v.items()))
 OPTIMIZER = Field("an optimizer state dict", lambda v: isinstance(v, dict)
                   and isinstance(v.get("state"), dict) and isinstance(v.get("param_groups"), list)
                   and all(isinstance(g, dict) for g in v["param_groups"]))
@@ -85,8 +81,7 @@ PROGRESS_FIELDS = {"epoch": COUNT, "step": COUNT, "partial": SUMS, "settings": D
                    "history": RECORDS, "seconds": NUMBER}
 MODEL_FIELDS = {"family": TEXT, "role": TEXT, "build_args": DICT, "model": WEIGHTS,
                 "settings": DICT, "metrics": DICT, "classes": NAMES, "made_by": TEXT_OR_NONE}
-# model files written before the entries were renamed (the family was 'arch', its arguments
-# 'arch_args')
+# model files written before the entries were renamed
 MODEL_RENAMED = {"arch": "family", "arch_args": "build_args"}
 
 
@@ -138,8 +133,7 @@ def resolve_resume(mode, overwrite, folder):
     """The checkpoint --resume (mode) names, or None for a fresh start, which refuses a
     folder holding an earlier run's results unless `overwrite`."""
     ckpt_path = folder.ckpt
-    fresh = mode in ("no", None) or (mode == "auto" and not os.path.exists(ckpt_path))
-    if fresh:
+    if mode in ("no", None) or (mode == "auto" and not os.path.exists(ckpt_path)):
         if folder.holds_results() and not overwrite:
             found = ", ".join(folder.names()[:3])
             if mode == "auto":
@@ -187,8 +181,7 @@ def check_same_data(saved, current, path):
     identities were stored is not checked)."""
     if not isinstance(saved, dict):
         return
-    diff = [k for k in ("name", "classes", "train", "test", "shape", "fingerprint")
-            if saved.get(k) != current.get(k)]
+    diff = [k for k in current if saved.get(k) != current[k]]
     if diff:
         what = "; ".join(f"{k} {saved.get(k)} -> {current.get(k)}" for k in diff
                          if k != "fingerprint") or "the same sizes, other images"

@@ -10,6 +10,7 @@ from utils import runfiles
 from utils.checkpoints import atomic_save
 from utils.console import info
 from utils.errors import UserError
+from utils.files import atomic_write_text
 from utils.rundir import JsonLog, RunFolder, TensorBoardLog
 
 PLOT_SECONDS = 60.0  # the curves are redrawn at most this often, and at the end
@@ -27,10 +28,6 @@ class Recorder:
     log: JsonLog = None
     plotted: tuple = (0, float("-inf"))  # (epochs in the curves, when they were drawn)
 
-    @property
-    def ckpt_path(self):
-        return self.folder.ckpt
-
     def open(self, tensorboard, steps_per_epoch, resume_at=None):
         """Save the settings and open the logs (resume_at: the checkpoint's (epoch, step), or
         None for a fresh run, which stages its files until its first output)."""
@@ -40,7 +37,8 @@ class Recorder:
             return
         if resume_at is None:
             self.folder.begin_fresh()
-        self.folder.settings_file(self.config)
+        atomic_write_text(self.folder.target(runfiles.config(self.kind)),
+                          json.dumps(self.config, indent=2) + "\n")
         out_dir = self.folder.folder
         if tensorboard:
             self.tensorboard = TensorBoardLog(out_dir, self.kind, steps_per_epoch,
@@ -65,7 +63,7 @@ class Recorder:
         self.outputs_begin()
         try:
             atomic_save({**state, "epoch": epoch, "step": step, "settings": self.config,
-                         "run_id": self.run_id}, self.ckpt_path)
+                         "run_id": self.run_id}, self.folder.ckpt)
         except UserError as e:  # a full disk: the last checkpoint is still whole
             raise self.failed(e) from None
         self.saved_at = (epoch, step)
@@ -80,7 +78,7 @@ class Recorder:
             return "no checkpoint had been written yet"
         epoch, step = self.saved_at
         where = f"after epoch {epoch}" if not step else f"epoch {epoch + 1}, step {step}"
-        return f"the last good checkpoint ({where}) is kept at {self.ckpt_path}"
+        return f"the last good checkpoint ({where}) is kept at {self.folder.ckpt}"
 
     def write(self, **record):
         if self.log is not None:

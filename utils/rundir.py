@@ -24,9 +24,7 @@ class RunFolder:
         self.folder, self.kind = folder, kind
         self.products, self.patterns = tuple(products), tuple(patterns)
         self.journal = self.path(f".{kind}.replace.json")
-        self.staging = False
-        self.created = False
-        self.lock = None
+        self.staging, self.created, self.lock = False, False, None
 
     def path(self, name):
         return os.path.join(self.folder, name)
@@ -35,11 +33,14 @@ class RunFolder:
     def ckpt(self):
         return self.path(runfiles.checkpoint(self.kind))
 
+    def own(self):
+        """The run's fixed file names (relative to the folder), whether they exist or not."""
+        return [runfiles.checkpoint(self.kind), runfiles.log(self.kind),
+                runfiles.config(self.kind), runfiles.curves(self.kind), *self.products]
+
     def names(self):
         """The run's own file names (relative to the folder) that exist now."""
-        fixed = [runfiles.checkpoint(self.kind), runfiles.log(self.kind),
-                 runfiles.config(self.kind), runfiles.curves(self.kind), *self.products]
-        found = [n for n in fixed if os.path.isfile(self.path(n))]
+        found = [n for n in self.own() if os.path.isfile(self.path(n))]
         for pattern in (*self.patterns, rf"tensorboard/{self.kind}/events\.out\.tfevents\..+"):
             sub, _, rx = pattern.rpartition("/")
             try:
@@ -113,11 +114,9 @@ class RunFolder:
             plan = read_json(self.journal, {}, kind=dict)
         except UserError:
             plan = {}
-        own = {n for n in (runfiles.checkpoint(self.kind), runfiles.log(self.kind),
-                           runfiles.config(self.kind), runfiles.curves(self.kind),
-                           *self.products)}
-        remove = [n for n in plan.get("remove", []) if isinstance(n, str) and (
-            n in own or (n in self.names()))]
+        own = set(self.own())
+        remove = [n for n in plan.get("remove", [])
+                  if isinstance(n, str) and (n in own or n in self.names())]
         rename = [r for r in plan.get("rename", [])
                   if isinstance(r, list) and len(r) == 2 and r[1] in own
                   and r[0] == f".{r[1]}.staged"]
@@ -135,19 +134,12 @@ class RunFolder:
         with contextlib.suppress(FileNotFoundError):
             os.remove(self.journal)
 
-    # ------------------------------------------------------------------------- the log
-
-    def settings_file(self, settings):
-        atomic_write_text(self.target(runfiles.config(self.kind)),
-                          json.dumps(settings, indent=2) + "\n")
-
 
 def check_resume_target(folder, resume_from, run_id_of):
     """--resume PATH writes into --out_dir: allowed when that is PATH's own folder, when the
     folder holds no results of a run, or when its checkpoint is the same run's (run ids)."""
-    if os.path.realpath(resume_from) == os.path.realpath(folder.ckpt):
-        return
-    if not folder.holds_results():
+    if (os.path.realpath(resume_from) == os.path.realpath(folder.ckpt)
+            or not folder.holds_results()):
         return
     theirs = run_id_of(folder.ckpt) if os.path.isfile(folder.ckpt) else None
     if theirs is not None and theirs == run_id_of(resume_from):
@@ -162,15 +154,12 @@ def check_resume_target(folder, resume_from, run_id_of):
 def read_records(path):
     """The JSON objects of a JSON-lines log; a line a crash cut short is skipped."""
     records = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                with contextlib.suppress(ValueError):
-                    record = json.loads(line)
-                    if isinstance(record, dict):
-                        records.append(record)
-    except FileNotFoundError:
-        pass
+    with contextlib.suppress(FileNotFoundError), open(path, encoding="utf-8") as f:
+        for line in f:
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict):
+                    records.append(record)
     return records
 
 

@@ -44,28 +44,20 @@ def cpu_has_bf16_units(cpuinfo="/proc/cpuinfo"):
     return False
 
 
-def auto_speedups(on_gpu, bf16_units=None):
-    """What 'auto' turns on. On CUDA, every speed-up. On the CPU, bf16 autocast alone and only
-    where the CPU has bf16 units (elsewhere it is emulated and many times slower): the others
-    lose time there or gain little (docs/speed.md)."""
-    if on_gpu:
-        return dict.fromkeys(SPEED_FLAGS, True)
-    bf16 = cpu_has_bf16_units() if bf16_units is None else bf16_units
-    return {k: k == "amp" and bf16 for k in SPEED_FLAGS}
-
-
 def speedups(choices, on_gpu, bf16_units=None):
-    """Which speed-ups the settings (a RuntimeSettings) turn on: 'on' and 'off' as said,
-    'auto' as auto_speedups."""
-    auto = auto_speedups(on_gpu, bf16_units)
-    return {k: auto[k] if getattr(choices, k) == "auto" else getattr(choices, k) == "on"
-            for k in SPEED_FLAGS}
+    """Which speed-ups the settings (a RuntimeSettings) turn on: 'on' and 'off' as said. 'auto'
+    on CUDA: every speed-up; on the CPU, bf16 autocast alone and only where the CPU has bf16
+    units (elsewhere it is emulated and many times slower): the others lose time there or gain
+    little (docs/speed.md)."""
+    bf16 = on_gpu or (cpu_has_bf16_units() if bf16_units is None else bf16_units)
+    return {k: (on_gpu or (k == "amp" and bf16)) if getattr(choices, k) == "auto"
+            else getattr(choices, k) == "on" for k in SPEED_FLAGS}
 
 
 @dataclass
 class Runtime:
     """Device, precision, memory format and compilation: decided here, once, for every script
-    (what 'auto' picks: auto_speedups)."""
+    (what 'auto' picks: speedups)."""
     device: torch.device
     amp: bool = False
     compile: bool = False
