@@ -118,7 +118,6 @@ def nt_xent(z_left, z_right, temperature=0.5):
     n = len(z_left)
     z = F.normalize(torch.cat([z_left, z_right]).float(), dim=1)  # (2N, D), unit rows
     logits = z @ z.T / temperature  # (2N, 2N) cosine similarities / t
-    logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device),
-                                float("-inf"))  # k is not its own negative
+    logits.fill_diagonal_(float("-inf"))  # k is not its own negative
     positives = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
     return F.cross_entropy(logits, positives)  # mean over the 2N rows

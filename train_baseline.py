@@ -103,15 +103,13 @@ def schedule_note(s):
     """A word where the assignment's schedule divides the rate within a short run (with
     --epochs 2 the second epoch trains at lr / 100): said, not silently done."""
     epochs, lr = s.loop.epochs, s.optim.lr
-    if s.options.schedule != "assignment" or epochs >= 100:
-        return None
     drops = [e for e in range(1, epochs) if lr_at(e, lr, epochs) < lr_at(e - 1, lr, epochs)]
-    if drops:
-        return ("note: the assignment's schedule, scaled to --epochs "
-                f"{epochs}: " + ", ".join(f"from epoch {e + 1} lr {lr_at(e, lr, epochs):.3g}"
-                                          for e in drops)
-                + " (--schedule none keeps the rate constant)")
-    return None
+    if s.options.schedule != "assignment" or epochs >= 100 or not drops:
+        return None
+    return ("note: the assignment's schedule, scaled to --epochs "
+            f"{epochs}: " + ", ".join(f"from epoch {e + 1} lr {lr_at(e, lr, epochs):.3g}"
+                                      for e in drops)
+            + " (--schedule none keeps the rate constant)")
 
 
 class BaselineTrainer:
@@ -167,8 +165,7 @@ class BaselineTrainer:
                 f"{test_acc:.2f}")
         if self.settings.options.eval_bn == "both":  # in batches of --batch_size, as the lesson
             batches = self.test.rebatched(self.settings.data.batch_size, 2)
-            train_mode, _ = evaluate(self.model, batches,
-                                     self.runtime, batch_statistics=True)
+            train_mode, _ = evaluate(self.model, batches, self.runtime, batch_statistics=True)
             record["test_acc_train_mode"] = round(train_mode, 2)
             text += f" (in training mode {train_mode:.2f})"
         names = self.classes or tuple(map(str, range(len(by_class))))
@@ -179,12 +176,6 @@ class BaselineTrainer:
         plot_curves(history, CURVE_PANELS["baseline"],
                     os.path.join(self.settings.loop.out_dir, runfiles.curves(self.kind)),
                     "baseline classifier")
-
-
-def run(settings):
-    """Train as the resolved Settings say; returns (final figures, trained model)."""
-    with open_run(settings, BaselineTrainer) as r:
-        return _train(settings, r)
 
 
 def init_encoder(model, path):
@@ -201,51 +192,53 @@ def init_encoder(model, path):
     model.blocks.load_state_dict(encoder.blocks.state_dict())
 
 
-def _train(s, r):
-    rt, dist, own = r.runtime, r.dist, s.options
-    data, train, test = r.load_data()
-    seed_everything(s.seed)
-    extra = dict(batch_norm=own.batch_norm == "on") if s.model.arch == "udacity-mlp" else {}
-    model = rt.module(discriminator(s.model.arch, s.model.width, data.num_classes,
-                                    data.channels, data.image_size, **extra))
-    model.fc1.requires_grad_(False)  # the critic head plays no part here (and DDP needs to know)
-    check_batch_statistics(train, model)
-    if own.init and not r.ckpt:  # a resumed run has its own weights
-        init_encoder(model, own.init)
-    if own.freeze:
-        model.blocks.requires_grad_(False)
-    optimizer = rt.optimizer(s.optim.optimizer,
-                             [p for p in model.parameters() if p.requires_grad], s.optim.lr)
-    # The step runs through DDP for several processes, compiled on the fast path; both share
-    # the parameters with `model`, which is what gets saved.
-    trainer = BaselineTrainer(s, model, optimizer, rt, test,
-                              fast=rt.compiled(dist.wrap(model, rt.device)),
-                              classes=data.classes)
-    if r.ckpt:
-        trainer.load(r.ckpt, r.resume_from)
-    r.begin()
-    r.say(f"{data.name}: {len(data.train_y)} training, {len(data.test_y)} test images; "
-          f"{len(train)} steps per epoch on {rt.device}")
-    if schedule_note(s):
-        r.say(schedule_note(s))
-    if own.init:
-        r.say(f"--init: the blocks start from the encoder in {own.init}" +
-              (" (a resumed run goes on from its checkpoint instead)" if r.ckpt else
-               "; fc10 starts fresh"))
-    if own.freeze:
-        trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        r.say(f"--freeze: the blocks stay as they are (BatchNorm's statistics too); only fc10 "
-              f"trains, {trained:,} parameters (a linear probe)")
-    final = r.fit(trainer, train)
-    metrics = dict(test_acc=final.get("test_acc"), train_acc=final.get("train_acc"),
-                   epochs=s.loop.epochs, seconds=round(r.seconds, 1),
-                   model=os.path.join(s.loop.out_dir, MODEL_FILE))
-    for key in ("test_acc_train_mode", "test_acc_per_class"):  # when the run measured them
-        if key in final:
-            metrics[key] = final[key]
-    if dist.is_main:
-        save_model(metrics["model"], model, r.config, metrics, data.classes, "train_baseline.py")
-    return metrics, model
+def run(s):
+    """Train as the resolved Settings say; returns (final figures, trained model)."""
+    with open_run(s, BaselineTrainer) as r:
+        rt, dist, own = r.runtime, r.dist, s.options
+        data, train, test = r.load_data()
+        seed_everything(s.seed)
+        extra = dict(batch_norm=own.batch_norm == "on") if s.model.arch == "udacity-mlp" else {}
+        model = rt.module(discriminator(s.model.arch, s.model.width, data.num_classes,
+                                        data.channels, data.image_size, **extra))
+        model.fc1.requires_grad_(False)  # the critic head plays no part (and DDP needs to know)
+        check_batch_statistics(train, model)
+        if own.init and not r.ckpt:  # a resumed run has its own weights
+            init_encoder(model, own.init)
+        if own.freeze:
+            model.blocks.requires_grad_(False)
+        optimizer = rt.optimizer(s.optim.optimizer,
+                                 [p for p in model.parameters() if p.requires_grad], s.optim.lr)
+        # The step runs through DDP for several processes, compiled on the fast path; both
+        # share the parameters with `model`, which is what gets saved.
+        trainer = BaselineTrainer(s, model, optimizer, rt, test,
+                                  fast=rt.compiled(dist.wrap(model, rt.device)),
+                                  classes=data.classes)
+        if r.ckpt:
+            trainer.load(r.ckpt, r.resume_from)
+        r.begin()
+        r.say(f"{data.name}: {len(data.train_y)} training, {len(data.test_y)} test images; "
+              f"{len(train)} steps per epoch on {rt.device}")
+        if note := schedule_note(s):
+            r.say(note)
+        if own.init:
+            r.say(f"--init: the blocks start from the encoder in {own.init}" +
+                  (" (a resumed run goes on from its checkpoint instead)" if r.ckpt else
+                   "; fc10 starts fresh"))
+        if own.freeze:
+            trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            r.say(f"--freeze: the blocks stay as they are (BatchNorm's statistics too); only "
+                  f"fc10 trains, {trained:,} parameters (a linear probe)")
+        final = r.fit(trainer, train)
+        metrics = dict(test_acc=final.get("test_acc"), train_acc=final.get("train_acc"),
+                       epochs=s.loop.epochs, seconds=round(r.seconds, 1),
+                       model=os.path.join(s.loop.out_dir, MODEL_FILE))
+        metrics.update({k: final[k] for k in ("test_acc_train_mode", "test_acc_per_class")
+                        if k in final})  # when the run measured them
+        if dist.is_main:
+            save_model(metrics["model"], model, r.config, metrics, data.classes,
+                       "train_baseline.py")
+        return metrics, model
 
 
 def main(argv=None):

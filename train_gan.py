@@ -31,7 +31,7 @@ from utils.console import info, print_result
 from utils.errors import UserError
 from utils.data import default_cache_dir, make_generator
 from utils.diffaug import parse_policy
-from utils.gan import CLASS_STATS, D_STATS, PLAIN, GanSpec, build_gan, gan_iteration, save_samples
+from utils.gan import CLASS_STATS, D_STATS, GanSpec, build_gan, gan_iteration, save_samples
 from utils.pictures import CURVE_PANELS, gan_title, plot_curves
 from utils.sampling import fixed_noise, sample_generator
 from utils.trainer import EpochEnd, check_batch_statistics
@@ -153,20 +153,17 @@ def resolve(argv=None):
         raise UserError(f"--real_label {values['real_label']}: the {values['loss']} loss has no "
                         "labels to smooth (its scores are not probabilities); use it with --loss "
                         "gan, gan-saturating or lsgan, or leave it at 1")
-    if values["keep_best"]:
-        from utils.quality import parse_metrics
-
-        need = BEST_KEYS.get(values["keep_best"])
-        chosen = parse_metrics(values["eval_metrics"])
-        if need is None or not values["eval_every"] or not (
-                need in chosen or (need == "prc" and "cprc" in chosen)):
-            raise UserError(f"--keep_best {values['keep_best']}: it needs --eval_every and "
-                            "--eval_metrics that measure it (one of "
-                            f"{', '.join(BEST_KEYS)})")
-    if values["eval_every"]:
+    if values["keep_best"] or values["eval_every"]:
         from utils.quality import check_counts, check_request, parse_metrics
 
         chosen = parse_metrics(values["eval_metrics"])
+    if values["keep_best"]:
+        need = BEST_KEYS.get(values["keep_best"])
+        if need is None or not values["eval_every"] or not (
+                need in chosen or (need == "prc" and "cprc" in chosen)):
+            raise UserError(f"--keep_best {values['keep_best']}: it needs --eval_every and "
+                            f"--eval_metrics that measure it (one of {', '.join(BEST_KEYS)})")
+    if values["eval_every"]:
         beside = os.path.join(values["out_dir"], runfiles.BASELINE_MODEL)  # as metrics.py
         if runfiles.needs_classifier(chosen) and not values["eval_classifier"] \
                 and os.path.isfile(beside):
@@ -188,19 +185,17 @@ class GanTrainer:
               "opt_d": OPTIMIZER}
     sums_width = len(D_STATS) + 3  # D_STATS, the generator loss, generator steps, steps
 
-    def __init__(self, settings, nets, opt_g, opt_d, runtime=PLAIN, *, train=None, test=None,
-                 z_fixed=None, quality=None, classes=None):
-        """train and test are the batches (the images per epoch, the rank and the test
-        accuracy come from them); z_fixed is the grid's noise; quality measures the samples
-        every --eval_every epochs (a function of G giving a dict of figures); classes are the
-        dataset's class names, for model files."""
+    def __init__(self, settings, nets, opt_g, opt_d, runtime, train, test, z_fixed, quality,
+                 classes):
+        """train and test are the batches; z_fixed is the grid's noise; quality measures the
+        samples every --eval_every epochs (a function of G giving a dict of figures), or None;
+        classes are the dataset's class names, for model files."""
         self.settings, self.nets, self.opt_g, self.opt_d = settings, nets, opt_g, opt_d
         self.quality, self.classes = quality, classes
         self.spec = GanSpec.of(settings)
         self.runtime, self.test, self.z_fixed = runtime, test, z_fixed
-        self.rank = train.rank if train is not None else 0
-        self.images_per_epoch = train.epoch_images if train is not None else 0
-        self.steps_per_epoch = len(train) if train is not None else 0  # the EMA's warm-up
+        self.rank, self.images_per_epoch = train.rank, train.epoch_images
+        self.steps_per_epoch = len(train)  # the EMA's warm-up
         self.grids = os.path.join(settings.loop.out_dir, runfiles.GRIDS)
 
     @property
@@ -208,23 +203,23 @@ class GanTrainer:
         """The generator samples come from: the moving average when there is one."""
         return self.nets.G_ema if self.nets.G_ema is not None else self.nets.G
 
-    def state(self):
-        state = {"generator": self.nets.G.state_dict(), "discriminator": self.nets.D.state_dict(),
-                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
+    def entries(self):
+        """The checkpoint's networks and optimizers, by entry."""
+        entries = {"generator": self.nets.G, "discriminator": self.nets.D, "opt_g": self.opt_g,
+                   "opt_d": self.opt_d}
         if self.nets.G_ema is not None:
-            state["generator_ema"] = self.nets.G_ema.state_dict()
-        return state
+            entries["generator_ema"] = self.nets.G_ema
+        return entries
+
+    def state(self):
+        return {key: part.state_dict() for key, part in self.entries().items()}
 
     def load(self, ckpt, path):
-        parts = [(self.nets.G, "generator"), (self.nets.D, "discriminator"),
-                 (self.opt_g, "opt_g"), (self.opt_d, "opt_d")]
-        if self.nets.G_ema is not None:
-            if not WEIGHTS.ok(ckpt.get("generator_ema")):
-                raise UserError(f"{path} is damaged or from another version: it has no "
-                                "'generator_ema' (the moving average --ema keeps)")
-            parts.append((self.nets.G_ema, "generator_ema"))
-        for module, key in parts:
-            load_state(module, ckpt[key], path, key)
+        if self.nets.G_ema is not None and not WEIGHTS.ok(ckpt.get("generator_ema")):
+            raise UserError(f"{path} is damaged or from another version: it has no "
+                            "'generator_ema' (the moving average --ema keeps)")
+        for key, part in self.entries().items():
+            load_state(part, ckpt[key], path, key)
 
     def begin_epoch(self, epoch):
         self.nets.G.train()
@@ -255,14 +250,13 @@ class GanTrainer:
                 if self.nets.D.num_classes or k not in CLASS_STATS}
 
     def end_epoch(self, epoch, means, seconds, history):
-        record, text = {}, []
+        record, text, columns = {}, [], self.nets.D.num_classes or 10
         if self.nets.D.num_classes:
             test_acc, _ = evaluate(self.nets.D, self.test, self.runtime)
             record["test_acc"] = round(test_acc, 2)
             text.append(f"test acc {test_acc:.2f} real acc {means['real_acc']:.2f}")
         grid = save_samples(self.sampler, self.z_fixed,
-                            os.path.join(self.grids, f"{epoch:03d}.png"),
-                            nrow=self.nets.D.num_classes or 10)
+                            os.path.join(self.grids, f"{epoch:03d}.png"), nrow=columns)
         record.update(images_per_s=round(self.images_per_epoch / max(seconds, 1e-9), 1), **means,
                       w_dist=round(means["d_real"] - means["d_fake"], 4))
         text.append(f"d_loss {means['d_loss']:.3f} g_loss {means['g_loss']:.3f}")
@@ -272,26 +266,21 @@ class GanTrainer:
         if self.quality and ((epoch + 1) % own.eval_every == 0
                              or epoch + 1 == self.settings.loop.epochs):
             t0 = time.time()
-            figures = self.quality(self.sampler)
-            record.update({k: round(v, 4) for k, v in figures.items() if not isinstance(v, dict)},
-                          eval_samples=own.eval_samples,
-                          eval_seconds=round(time.time() - t0, 2))
-            text += [f"{k} {v:.3f}" for k, v in figures.items() if not isinstance(v, dict)]
+            figures = {k: v for k, v in self.quality(self.sampler).items()
+                       if not isinstance(v, dict)}  # the scalars
+            record.update({k: round(v, 4) for k, v in figures.items()},
+                          eval_samples=own.eval_samples, eval_seconds=round(time.time() - t0, 2))
+            text += [f"{k} {v:.3f}" for k, v in figures.items()]
             if own.keep_best and self.keep_if_best(epoch, record, history):
                 text.append(f"(best {own.keep_best} so far: generator_best.model)")
-        return EpochEnd(record, " ".join(text),
-                        pictures={"samples": (grid, self.nets.D.num_classes or 10)})
+        return EpochEnd(record, " ".join(text), pictures={"samples": (grid, columns)})
 
     def keep_if_best(self, epoch, record, history):
         """Keep the sampler as generator_best.model when this evaluation's --keep_best figure
         beats every earlier one in the run's history (resumptions included)."""
         key = self.settings.options.keep_best
-        value = record.get(key)
-        if value is None:
-            return False
-        sign = 1 if key in LOWER_IS_BETTER else -1
-        earlier = [sign * h[key] for h in history if key in h]
-        if earlier and sign * value >= min(earlier):
+        value, sign = record.get(key), (1 if key in LOWER_IS_BETTER else -1)
+        if value is None or any(sign * h[key] <= sign * value for h in history if key in h):
             return False
         save_model(os.path.join(self.settings.loop.out_dir, runfiles.GENERATOR_BEST_MODEL),
                    self.sampler, self.settings.flat(), {key: value, "epoch": epoch + 1},
@@ -307,12 +296,6 @@ class GanTrainer:
 LOWER_IS_BETTER = ("fid", "kid", "cfid")
 BEST_KEYS = {"fid": "fid", "kid": "kid", "cfid": "cfid", "is": "is", "cacc": "cacc",
              "cconf": "cconf", "precision": "prc", "recall": "prc", "f_score": "prc"}
-
-
-def run(settings):
-    """Train as the resolved Settings say; returns (final figures, GanNets)."""
-    with open_run(settings, GanTrainer) as r:
-        return _train(settings, r)
 
 
 def sample_quality(s, data, runtime, classes):
@@ -341,40 +324,41 @@ def sample_quality(s, data, runtime, classes):
     return measure
 
 
-def _train(s, r):
-    rt, dist = r.runtime, r.dist
-    data, train, test = r.load_data()
-    classes = data.num_classes if s.gan.acgan == "on" else 0
-    nets, opt_g, opt_d = build_gan(s, classes, rt, dist, data.channels, data.image_size)
-    check_batch_statistics(train, nets.G, nets.D)
-    if s.options.eval_every and s.options.eval_classifier:  # the judge reads these images
-        from utils.quality import check_classifier_fits
+def run(s):
+    """Train as the resolved Settings say; returns (final figures, GanNets)."""
+    with open_run(s, GanTrainer) as r:
+        rt, dist, own = r.runtime, r.dist, s.options
+        data, train, test = r.load_data()
+        classes = data.num_classes if s.gan.acgan == "on" else 0
+        nets, opt_g, opt_d = build_gan(s, classes, rt, dist, data.channels, data.image_size)
+        check_batch_statistics(train, nets.G, nets.D)
+        if own.eval_every and own.eval_classifier:  # the judge reads these images
+            from utils.quality import check_classifier_fits
 
-        check_classifier_fits(s.options.eval_classifier, data.channels, data.image_size)
-    z_fixed, _ = fixed_noise(classes, s.gan.latent_dim, s.seed, rt.device, kind=s.gan.noise)
-    quality = (sample_quality(s, data, rt, classes)
-               if s.options.eval_every and dist.is_main else None)
-    trainer = GanTrainer(s, nets, opt_g, opt_d, rt, train=train, test=test, z_fixed=z_fixed,
-                         quality=quality, classes=data.classes)
-    if r.ckpt:
-        trainer.load(r.ckpt, r.resume_from)
-    r.begin()
-    r.say(f"{data.name}: {len(data.train_y)} training images, {len(train)} steps per epoch on "
-          f"{rt.device}; samples in {trainer.grids}")
-    final = r.fit(trainer, train)
-    # seconds: the training steps, over every resumption; eval_seconds: the --eval_every
-    # evaluations, which take place after an epoch's steps
-    metrics = dict(test_acc=final.get("test_acc"), epochs=s.loop.epochs,
-                   seconds=round(r.seconds, 1),
-                   eval_seconds=round(sum(h.get("eval_seconds", 0) for h in r.history), 1))
-    models = [("generator", nets.G), ("discriminator", nets.D)]
-    if nets.G_ema is not None:  # what visualize.py and metrics.py sample from
-        models.append(("generator_ema", nets.G_ema))
-    for name, module in models:
-        metrics[name] = os.path.join(s.loop.out_dir, f"{name}.model")
-        if dist.is_main:
-            save_model(metrics[name], module, r.config, metrics, data.classes, "train_gan.py")
-    return metrics, nets
+            check_classifier_fits(own.eval_classifier, data.channels, data.image_size)
+        z_fixed, _ = fixed_noise(classes, s.gan.latent_dim, s.seed, rt.device, kind=s.gan.noise)
+        quality = sample_quality(s, data, rt, classes) if own.eval_every and dist.is_main else None
+        trainer = GanTrainer(s, nets, opt_g, opt_d, rt, train, test, z_fixed, quality,
+                             data.classes)
+        if r.ckpt:
+            trainer.load(r.ckpt, r.resume_from)
+        r.begin()
+        r.say(f"{data.name}: {len(data.train_y)} training images, {len(train)} steps per epoch "
+              f"on {rt.device}; samples in {trainer.grids}")
+        final = r.fit(trainer, train)
+        # seconds: the training steps, over every resumption; eval_seconds: the --eval_every
+        # evaluations, which take place after an epoch's steps
+        metrics = dict(test_acc=final.get("test_acc"), epochs=s.loop.epochs,
+                       seconds=round(r.seconds, 1),
+                       eval_seconds=round(sum(h.get("eval_seconds", 0) for h in r.history), 1))
+        models = [("generator", nets.G), ("discriminator", nets.D)]
+        if nets.G_ema is not None:  # what visualize.py and metrics.py sample from
+            models.append(("generator_ema", nets.G_ema))
+        for name, module in models:
+            metrics[name] = os.path.join(s.loop.out_dir, f"{name}.model")
+            if dist.is_main:
+                save_model(metrics[name], module, r.config, metrics, data.classes, "train_gan.py")
+        return metrics, nets
 
 
 def main(argv=None):

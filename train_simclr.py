@@ -29,7 +29,7 @@ from utils.data import make_generator
 from utils.pictures import CURVE_PANELS, plot_curves
 from utils.runtime import seed_everything
 from utils.trainer import EpochEnd, check_batch_statistics
-from utils.training import adam_step_guard, open_run
+from utils.training import descend, open_run
 
 MODEL_FILE = runfiles.SIMCLR_MODEL
 
@@ -104,8 +104,7 @@ class SimCLRTrainer:
         """Two augmented views of the batch x (in [-1, 1]), drawn from (seed, epoch, i, rank)."""
         gen = make_generator(x.device, self.settings.seed, "simclr", self.epoch, i, self.rank)
         x01 = x.float().add(1).div(2)
-        v1, v2 = self.augment(x01, gen), self.augment(x01, gen)
-        both = torch.cat([v1, v2]).mul(2).sub(1)  # (2B, C, S, S) in [-1, 1]
+        both = torch.cat([self.augment(x01, gen), self.augment(x01, gen)]).mul(2).sub(1)
         return both.contiguous(memory_format=self.runtime.memory_format)
 
     def step(self, i, x, y, sums):
@@ -114,16 +113,12 @@ class SimCLRTrainer:
             z = self.fast(views)
         z_left, z_right = (gather(part.float(), self.dist) for part in z.chunk(2))
         loss = nt_xent(z_left, z_right, self.settings.options.temperature)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        adam_step_guard(self.optimizer, self.settings.optim.adam_step_cap)
+        descend(self.optimizer, loss, self.settings.optim.adam_step_cap)
         with torch.no_grad():  # is each view's most similar other view its positive?
             zn = torch.nn.functional.normalize(torch.cat([z_left, z_right]), dim=1)
             sim = (zn @ zn.T).fill_diagonal_(-2)
-            n = len(z_left)
-            partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(sim.device)
-            hits = (sim.argmax(1) == partner).sum()
+            n = len(z_left)  # view k's positive is k + n, k - n for the second views
+            hits = (sim.argmax(1) == torch.arange(2 * n, device=sim.device).roll(n)).sum()
         sums[0] += loss.detach() * (2 * n)  # in place, with Python scalars: no host copies
         sums[1] += hits
         sums[2] += 2 * n
@@ -144,39 +139,37 @@ class SimCLRTrainer:
                     "SimCLR pre-training")
 
 
-def run(settings):
+def run(s):
     """Pre-train as the resolved Settings say; returns (final figures, SimCLRNet)."""
-    with open_run(settings, SimCLRTrainer) as r:
-        return _train(settings, r)
-
-
-def _train(s, r):
-    rt, dist = r.runtime, r.dist
-    data, train, _ = r.load_data()
-    seed_everything(s.seed)
-    encoder = discriminator(s.model.arch, s.model.width, 0, data.channels, data.image_size)
-    encoder.fc1.requires_grad_(False)  # the critic's head plays no part (and DDP needs to know)
-    features = encoder.embed(torch.zeros(2, data.channels, data.image_size,
-                                         data.image_size)).shape[1]
-    net = rt.module(SimCLRNet(encoder, ProjectionHead(features, features, s.options.proj_dim)))
-    check_batch_statistics(train, net)  # the projection head's BatchNorm
-    optimizer = rt.adam([p for p in net.parameters() if p.requires_grad], lr=s.optim.lr,
-                        weight_decay=s.optim.weight_decay)
-    trainer = SimCLRTrainer(s, net, optimizer, rt, fast=rt.compiled(dist.wrap(net, rt.device)),
-                            augment=ContrastiveAugment(data.image_size, flip=data.flip),
-                            dist=dist, rank=train.rank)
-    if r.ckpt:
-        trainer.load(r.ckpt, r.resume_from)
-    r.begin()
-    r.say(f"{data.name}: {len(data.train_y)} training images (labels unused), {len(train)} "
-          f"steps per epoch on {rt.device}; encoder {s.model.arch} ({features} features)")
-    final = r.fit(trainer, train)
-    metrics = dict(loss=final.get("loss"), pos_acc=final.get("pos_acc"), epochs=s.loop.epochs,
-                   seconds=round(r.seconds, 1), model=os.path.join(s.loop.out_dir, MODEL_FILE))
-    if dist.is_main:
-        save_model(metrics["model"], net.encoder, r.config, metrics, data.classes,
-                   "train_simclr.py")
-    return metrics, net
+    with open_run(s, SimCLRTrainer) as r:
+        rt, dist = r.runtime, r.dist
+        data, train, _ = r.load_data()
+        seed_everything(s.seed)
+        encoder = discriminator(s.model.arch, s.model.width, 0, data.channels, data.image_size)
+        encoder.fc1.requires_grad_(False)  # the critic's head plays no part (DDP needs to know)
+        features = encoder.embed(torch.zeros(2, data.channels, data.image_size,
+                                             data.image_size)).shape[1]
+        net = rt.module(SimCLRNet(encoder, ProjectionHead(features, features, s.options.proj_dim)))
+        check_batch_statistics(train, net)  # the projection head's BatchNorm
+        optimizer = rt.adam([p for p in net.parameters() if p.requires_grad], lr=s.optim.lr,
+                            weight_decay=s.optim.weight_decay)
+        trainer = SimCLRTrainer(s, net, optimizer, rt,
+                                fast=rt.compiled(dist.wrap(net, rt.device)),
+                                augment=ContrastiveAugment(data.image_size, flip=data.flip),
+                                dist=dist, rank=train.rank)
+        if r.ckpt:
+            trainer.load(r.ckpt, r.resume_from)
+        r.begin()
+        r.say(f"{data.name}: {len(data.train_y)} training images (labels unused), {len(train)} "
+              f"steps per epoch on {rt.device}; encoder {s.model.arch} ({features} features)")
+        final = r.fit(trainer, train)
+        metrics = dict(loss=final.get("loss"), pos_acc=final.get("pos_acc"),
+                       epochs=s.loop.epochs, seconds=round(r.seconds, 1),
+                       model=os.path.join(s.loop.out_dir, MODEL_FILE))
+        if dist.is_main:
+            save_model(metrics["model"], net.encoder, r.config, metrics, data.classes,
+                       "train_simclr.py")
+        return metrics, net
 
 
 def main(argv=None):

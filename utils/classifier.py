@@ -3,7 +3,7 @@ the generator: train_baseline.py runs them through the shared epoch loop, bench.
 step)."""
 import torch.nn.functional as F
 
-from utils.training import adam_step_guard
+from utils.training import descend
 
 
 def lr_at(epoch, base_lr, epochs):
@@ -21,8 +21,5 @@ def train_step(model, optimizer, x, y, runtime, step_cap=1024):
     with runtime.autocast():
         _, logits = model(x)
     loss = F.cross_entropy(logits.float(), y)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    adam_step_guard(optimizer, step_cap)
+    descend(optimizer, loss, step_cap)
     return loss.detach(), (logits.detach().argmax(1) == y).sum()

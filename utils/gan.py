@@ -8,13 +8,13 @@ import torch
 
 from losses import LOSSES, auxiliary_class_loss, clip_weights, gradient_penalty
 from models import ARCHITECTURES, discriminator, generator
-from utils.errors import UserError
 from utils.diffaug import DiffAugment, parse_policy
 from utils.distributed import Dist
+from utils.errors import UserError
 from utils.pictures import save_grid, to_unit
 from utils.runtime import Runtime, seed_everything
 from utils.sampling import sample_noise
-from utils.training import adam_step_guard
+from utils.training import descend
 
 PLAIN = Runtime(torch.device("cpu"))  # fp32, eager: the steps' default
 # What the discriminator step reports: the assignment's print order, then the loss itself.
@@ -117,10 +117,7 @@ def generator_step(nets, opt_g, z, labels, spec=ASSIGNMENT, runtime=PLAIN, gen=N
         loss = LOSSES[spec.loss].generator(scores.float())
         if logits is not None:
             loss = loss + auxiliary_class_loss(logits.float(), labels)
-        opt_g.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_g.step()
-        adam_step_guard(opt_g, spec.step_cap)
+        descend(opt_g, loss, spec.step_cap)
         if nets.G_ema is not None:
             beta = spec.ema if iteration is None else ema_beta(spec.ema, iteration)
             ema_update(nets.G_ema, nets.G, beta)
@@ -167,10 +164,7 @@ def discriminator_step(nets, opt_d, real, real_labels, z, fake_labels, alpha, sp
         fake_class = auxiliary_class_loss(fake_logits.float(), fake_labels)
         loss = loss + real_class + fake_class
         acc = (real_logits.argmax(1) == real_labels).float().mean() * 100
-    opt_d.zero_grad(set_to_none=True)
-    loss.backward()
-    opt_d.step()
-    adam_step_guard(opt_d, spec.step_cap)
+    descend(opt_d, loss, spec.step_cap)
     if spec.clip:
         clip_weights(nets.D, spec.clip)
     stats = torch.stack([gp, fake_scores.mean(), real_scores.mean(), real_class, fake_class, acc,

@@ -46,8 +46,7 @@ class Trainer(Protocol):
 
     def plot(self, history):
         """On rank 0: the curves, redrawn at most every utils.recorder.PLOT_SECONDS (drawing
-        them costs about a second on a CPU, more than a small epoch), after the last epoch and
-        before a stop."""
+        them costs more than a small epoch), after the last epoch and before a stop."""
 
 
 CLASS_MEMBERS = ("kind", "fields", "products", "patterns", "sums_width")

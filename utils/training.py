@@ -39,6 +39,14 @@ def adam_step_guard(optimizer, cap=1024, reset=None):
                 optimizer.state[p]["step"] = reset
 
 
+def descend(optimizer, loss, step_cap):
+    """One step of the optimizer down the loss's gradient, under the assignment's step guard."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    adam_step_guard(optimizer, step_cap)
+
+
 class DivergenceGuard:
     """The first step whose loss is NaN or infinite, kept on the device until checked."""
 
@@ -144,10 +152,8 @@ class Run:
         """The epoch loop: from where the checkpoint stands to --epochs. A stop request stops
         it with a checkpoint (Stopped); a NaN loss stops it keeping the last one (Diverged)."""
         epochs, rec = self.settings.loop.epochs, self.records
-        start_epoch, start_step, partial = 0, 0, None
-        if self.ckpt:
-            start_epoch, start_step = self.ckpt["epoch"], self.ckpt["step"]
-            partial = self.ckpt["partial"] if start_step else None
+        start_epoch, start_step = (self.ckpt["epoch"], self.ckpt["step"]) if self.ckpt else (0, 0)
+        partial = self.ckpt["partial"] if start_step else None
         for epoch in range(start_epoch, epochs):
             t0 = time.time()
             reset_peak_memory(self.runtime.device)
@@ -193,7 +199,7 @@ class Run:
 
     def stopped(self, trainer, where):
         self.records.plot(trainer, self.history, now=True)
-        raise Stopped(f"{where}; resume with --resume (checkpoint {self.records.ckpt_path})",
+        raise Stopped(f"{where}; resume with --resume (checkpoint {self.records.folder.ckpt})",
                       EXIT_INTERRUPTED if self.stop.interrupted else EXIT_STOPPED)
 
     def train_epoch(self, trainer, batches, epoch, start=0, sums=None):
@@ -310,16 +316,12 @@ def evaluate(model, batches, runtime=None, per_class=False, batch_statistics=Fal
     """Accuracy (%) and mean cross-entropy over the batches; per_class adds each class's
     accuracy (None for a class without images). batch_statistics: BatchNorm in training mode
     (the batch-normalization lesson's counter-example), on a copy of the model."""
-    if batch_statistics:
-        model = copy.deepcopy(model).train()
     was_training = model.training
-    if not batch_statistics:
-        model.eval()
+    model = copy.deepcopy(model).train() if batch_statistics else model.eval()
     dev = batches.device
     loss_sum, correct, seen = (torch.zeros((), device=dev) for _ in range(3))
     classes = model.num_classes if per_class else 0
-    hits_by_class = torch.zeros(classes, device=dev)
-    seen_by_class = torch.zeros(classes, device=dev)
+    hits_by_class, seen_by_class = (torch.zeros(classes, device=dev) for _ in range(2))
     autocast = runtime.autocast if runtime else contextlib.nullcontext
     for x, y in batches.epoch(0):
         with autocast():
