@@ -14,8 +14,6 @@ from utils.errors import (EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_PEER_LOST, EXIT_
 from utils.runtime import SPEED_FLAGS
 from utils.settings import RuntimeSettings, Settings
 
-USER_ERRORS = (UserError,)  # DataError is one
-
 
 # ----------------------------------------------------------------------------- flags
 
@@ -23,14 +21,12 @@ def number(kind=float, low=None, high=None, low_open=False, high_open=False, wha
     """An argparse type: a finite number of `kind` in [low, high] (an end left out when
     *_open), so that nan, inf, a count of 0 and the like are one-line errors at parse time;
     what: the range in words, where the numbers would read badly."""
-    given = what
-    what = "a whole number" if kind is int else "a finite number"
-    if given:
-        what = given
-    elif low is not None and high is not None:
-        what += f" in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-    elif low is not None:
-        what += f" {'>' if low_open else '>='} {low:g}"
+    if what is None:
+        what = "a whole number" if kind is int else "a finite number"
+        if low is not None and high is not None:
+            what += f" in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        elif low is not None:
+            what += f" {'>' if low_open else '>='} {low:g}"
 
     def parse(text):
         try:
@@ -52,7 +48,6 @@ COUNT = number(int, low=0)  # 0 allowed (e.g. "off")
 POSITIVE = number(float, low=0, low_open=True)
 NONNEGATIVE = number(float, low=0)
 FRACTION = number(float, low=0, high=1, high_open=True)  # Adam's betas: [0, 1)
-INTEGER = number(int)
 # what every generator takes: torch's manual_seed refuses more than 64 bits
 SEED = number(int, low=0, high=2**63 - 1, what="a whole number from 0 to 2**63 - 1")
 
@@ -105,9 +100,9 @@ class ArgumentParser(argparse.ArgumentParser):
             if arg == "--":
                 break
             name, eq, value = arg.partition("=")
-            snake = name.replace("-", "_")
-            if name.startswith("--") and name not in known and "--" + snake[2:] in known:
-                args[i] = "--" + snake[2:] + eq + value
+            snake = "--" + name[2:].replace("-", "_")
+            if name.startswith("--") and name not in known and snake in known:
+                args[i] = snake + eq + value
         parsed, rest = super().parse_known_args(args, namespace)
         for action in self._actions:  # a path or name given empty ('--out_dir ""'): no
             value = getattr(parsed, action.dest, None)  # default is empty, so it was typed
@@ -243,7 +238,7 @@ def resolve_shared(values):
 
 def runtime_settings(args):
     """The RuntimeSettings of a command's parsed flags (those it has; the rest 'auto')."""
-    names = {f for f in RuntimeSettings.__dataclass_fields__}
+    names = RuntimeSettings.__dataclass_fields__
     return RuntimeSettings(**{k: v for k, v in vars(args).items() if k in names})
 
 
@@ -295,15 +290,12 @@ def run_main(main, argv=None):
     """Run a script's main; a user's mistake becomes one line on stderr and exit code 2."""
     try:
         return main(argv)
-    except USER_ERRORS as e:
+    except (UserError, Diverged) as e:  # DataError is a UserError
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
+        sys.exit(EXIT_DIVERGED if isinstance(e, Diverged) else EXIT_USER_ERROR)
     except Stopped as e:
         print(str(e), file=sys.stderr)
         sys.exit(e.code)
-    except Diverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(EXIT_DIVERGED)
     except RuntimeError as e:
         if not peer_lost(e):
             raise

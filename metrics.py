@@ -27,9 +27,9 @@ from utils.errors import UserError
 from utils.data import DATASETS, default_cache_dir, load_dataset
 from utils.figures.samples import export_complete
 from utils.files import atomic_write_json, file_digest, update_json
-from utils.quality import (INCEPTION, METRICS, check_classifier_fits, check_counts, check_request,
-                           evaluate, judge_strength, parse_metrics, read_folder, real_cache_name,
-                           seeded_share)
+from utils.quality import (INCEPTION, INCEPTION_METRICS, METRICS, check_classifier_fits,
+                           check_counts, check_request, evaluate, judge_strength, parse_metrics,
+                           read_folder, real_cache_name, seeded_share)
 from utils.runtime import resolve_device
 from utils.sampling import conditioning, sample_generator
 
@@ -66,7 +66,8 @@ def build_parser():
                    help="where the real images' features are cached (default "
                         "~/.cache/cnn_gan/fidelity); also the decoded image folders' cache")
     p.add_argument("--batch_size", type=POSITIVE_INT, default=250, help="images per batch")
-    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
+    p.add_argument("--device", default="auto",
+                   help="auto (cuda when available), cpu, cuda, cuda:N")
     p.add_argument("--seed", type=SEED, default=0,
                    help="seed of the samples drawn, and of the images drawn from a dataset or a "
                         "folder where fewer are used")
@@ -99,7 +100,8 @@ def main(argv=None):
         used = {generator_file: runfiles.made_from(os.path.join(run_dir, generator_file),
                                                    run_dir, g_digest)}
         if runfiles.needs_classifier(metrics):
-            check_classifier_fits(classifier, G.build_args["out_channels"], G.build_args["image_size"])
+            check_classifier_fits(classifier, G.build_args["out_channels"],
+                                  G.build_args["image_size"])
             used[os.path.basename(classifier)] = runfiles.made_from(
                 classifier, run_dir, file_digest(classifier))
         fake, fake_labels = sample_generator(G, args.n_samples, num_classes, args.seed, device,
@@ -150,19 +152,18 @@ def main(argv=None):
     result = dict(script="metrics", fake=args.fake, real=real_arg, split=args.split,
                   n_fake=len(fake), n_real=len(real), **figures,
                   seconds=round(time.time() - t0, 1))
-    if {"fid", "is", "kid", "prc"} & set(metrics):
+    if set(INCEPTION_METRICS) & set(metrics):
         result["extractor"] = args.feature_extractor
     if runfiles.needs_classifier(metrics):
         result["classifier"] = classifier
         result["judge_test_acc"], judged = judge_strength(classifier)
         info(judged)
-    if run_dir:
-        result["made_from"] = used
     result = tidy(result)  # the same numbers in the files and on the final line
     for k, v in figures.items():
         if not isinstance(v, dict):
             info(f"{k}: {v:.4g}")
     if run_dir:
+        result["made_from"] = used
         atomic_write_json(os.path.join(run_dir, "metrics.json"), result)
         update_json(os.path.join(run_dir, runfiles.VISUALIZATION, runfiles.SUMMARY), "metrics",
                     result)

@@ -25,14 +25,15 @@ from utils.figures.attack import run_attack
 from utils.figures.attribution import check_gradcam_layer, run_attribute
 from utils.figures.compare import read_history, run_compare
 from utils.figures.context import Context
-from utils.figures.options import FigureOptions
 from utils.figures.neighbours import run_neighbours
+from utils.figures.options import FigureOptions
 from utils.figures.perturbation import run_perturb
 from utils.figures.report import build_report
 from utils.figures.samples import run_export, run_samples
 from utils.figures.transfer import run_transfer
 from utils.extras import require
 from utils.files import FolderLock, check_writable_folder, remove_stale_temps
+
 
 def add_models(p):
     g = p.add_argument_group("models and data")

@@ -6,6 +6,25 @@ import torch
 from utils.files import atomic_path
 
 
+def pyplot():
+    """matplotlib.pyplot, drawing off-screen."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_plot(fig, path, dpi=80):
+    """Write a matplotlib figure to a PNG file atomically, and close it."""
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=dpi)
+    finally:
+        pyplot().close(fig)
+
+
 def to_unit(images):
     """Images in [-1, 1] (B, C, H, W) -> float [0, 1] on the CPU."""
     return images.detach().float().cpu().add(1).div(2).clamp(0, 1)
@@ -35,16 +54,14 @@ def save_grid(images, path, nrow=10, scale=2, labels=None, mark_column=None):
             x, y = mark_column * cell_w, r * cell_h
             draw.rectangle([x, y, x + cell_w + 2 * scale - 1, y + cell_h + 2 * scale - 1],
                            outline=(220, 30, 30), width=2 * scale)
-    if labels:
-        strip = Image.new("RGB", (img.width, 14), "white")
-        draw = ImageDraw.Draw(strip)
+    if labels:  # under the grid, a white strip 14 pixels high
+        framed = Image.new("RGB", (img.width, img.height + 14), "white")
+        framed.paste(img, (0, 0))
+        draw = ImageDraw.Draw(framed)
         for c, text in enumerate(labels[:nrow]):
             text = str(text)[:max(1, cell_w // 6)]  # the default font is 6 pixels a letter
             x = 2 * scale + c * cell_w + (cell_w - 2 * scale) // 2 - 3 * len(text)
-            draw.text((max(0, x), 1), text, fill=(0, 0, 0))
-        framed = Image.new("RGB", (img.width, img.height + strip.height), "white")
-        framed.paste(img, (0, 0))
-        framed.paste(strip, (0, img.height))
+            draw.text((max(0, x), img.height + 1), text, fill=(0, 0, 0))
         img = framed
     with atomic_path(path, suffix=".png") as tmp:
         img.save(tmp)
@@ -80,10 +97,6 @@ def _number(v):
 def curves_figure(records, panels, title, xkey="epoch", ncols=3, figsize=None):
     """A matplotlib figure of curves from log records, a line per key of panels [(title, [keys])];
     None when no panel has data."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
     def points(key):  # numbers only: a damaged record's text or list is left out
@@ -91,15 +104,14 @@ def curves_figure(records, panels, title, xkey="epoch", ncols=3, figsize=None):
                 if _number(r.get(key)) and _number(r.get(xkey))]
 
     # a figure that never left exactly zero says nothing (the penalty of a loss without one)
-    panels = [(name, [k for k in keys if any(y != 0 for _, y in points(k))])
-              for name, keys in panels]
-    panels = [(name, keys) for name, keys in panels if keys]
+    panels = [(name, kept) for name, keys in panels
+              if (kept := [k for k in keys if any(y != 0 for _, y in points(k))])]
     if not panels:
         return None
     ncols = min(ncols, len(panels))
     nrows = math.ceil(len(panels) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=figsize or (4 * ncols, 2.8 * nrows),
-                             squeeze=False)
+    fig, axes = pyplot().subplots(nrows, ncols, figsize=figsize or (4 * ncols, 2.8 * nrows),
+                                  squeeze=False)
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
     for ax, (name, keys) in zip(axes.flat, panels):
@@ -119,14 +131,7 @@ def curves_figure(records, panels, title, xkey="epoch", ncols=3, figsize=None):
 
 def plot_curves(records, panels, path, title, xkey="epoch", ncols=3):
     """The curves as a PNG file (written atomically)."""
-    import matplotlib.pyplot as plt
-
     fig = curves_figure(records, panels, title, xkey, ncols)
-    if fig is None:
-        return
-    try:
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=80)
-    finally:
-        plt.close(fig)
+    if fig is not None:
+        save_plot(fig, path, dpi=80)
 

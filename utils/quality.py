@@ -17,6 +17,7 @@ from utils.files import file_digest
 from utils.runfiles import needs_classifier
 
 METRICS = ("fid", "is", "kid", "prc", "cfid", "cprc", "cacc", "cconf")
+INCEPTION_METRICS = ("fid", "is", "kid", "prc")  # read by the feature extractor, not the judge
 CONFIDENT = 0.5  # cconf: a top probability of at least this (five times chance of 10 classes)
 INCEPTION = "inception-v3-compat"
 WEAK_JUDGE = 50.0  # % test accuracy below which a classifier's figures rank nothing
@@ -274,7 +275,7 @@ def evaluate(fake, fake_labels, real, real_labels, metrics, *, classifier=None, 
                  intra and bool({"fid", "cfid"} & set(metrics)))
     out, common = {}, dict(weights=weights, device=device, cache_root=cache_root, splits=splits,
                            batch_size=batch_size)
-    inception = [m for m in ("fid", "is", "kid", "prc") if m in metrics]
+    inception = [m for m in INCEPTION_METRICS if m in metrics]
     if inception:
         out.update(fidelity(fake, real, inception, extractor, real_cache=real_name, **common))
     if {"cfid", "cprc"} & set(metrics):  # one pass of the classifier for both
@@ -354,7 +355,7 @@ def check_request(metrics, classifier=None, weights=None, extractor=INCEPTION,
 
         require("torch_fidelity", "fid, is, kid, prc, cfid and cprc (torch-fidelity computes "
                                   "them)")
-    if {"fid", "is", "kid", "prc"} & set(metrics):
+    if set(INCEPTION_METRICS) & set(metrics):
         from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY as registry
 
         if extractor not in registry:
@@ -363,7 +364,7 @@ def check_request(metrics, classifier=None, weights=None, extractor=INCEPTION,
                             f"feature extractor; choose one of {', '.join(known)}")
         if extractor == INCEPTION:
             check_inception(weights)
-    if {"cfid", "cprc", "cacc", "cconf"} & set(metrics):
+    if needs_classifier(metrics):
         if not (classifier and os.path.isfile(classifier)):
             raise UserError(f"cfid, cacc and cconf need a classifier: pass a model file that "
                             f"train_baseline.py wrote with {flag}")

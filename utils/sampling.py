@@ -9,28 +9,25 @@ from utils.data import make_generator
 from utils.pictures import as_uint8
 
 
-def draw_noise(n, latent_dim, generator, kind="normal"):
-    """(n, latent_dim) noise: N(0, 1), or uniform in [-1, 1] (the CS231n and Udacity lessons)."""
+def noise(n, latent_dim, num_classes, generator, kind="normal", labels=None):
+    """(n, latent_dim) noise: N(0, 1), or uniform in [-1, 1] (the CS231n and Udacity lessons);
+    with num_classes > 0 its first num_classes entries are the one-hot labels (n,)."""
     dev = generator.device
     if kind == "uniform":
-        return torch.rand(n, latent_dim, generator=generator, device=dev) * 2 - 1
-    return torch.randn(n, latent_dim, generator=generator, device=dev)
-
-
-def class_noise(labels, latent_dim, num_classes, generator, kind="normal"):
-    """Noise (B, latent_dim) whose first num_classes entries are the one-hot label."""
-    z = draw_noise(len(labels), latent_dim, generator, kind)
-    z[:, :num_classes] = torch.nn.functional.one_hot(labels, num_classes).to(z.dtype)
+        z = torch.rand(n, latent_dim, generator=generator, device=dev) * 2 - 1
+    else:
+        z = torch.randn(n, latent_dim, generator=generator, device=dev)
+    if num_classes:
+        z[:, :num_classes] = torch.nn.functional.one_hot(labels, num_classes).to(z.dtype)
     return z
 
 
 def sample_noise(n, latent_dim, num_classes, generator, kind="normal"):
     """Random classes and their noise: (z (n, latent_dim), labels (n,)); with num_classes 0
     (an unconditional generator) plain noise and labels None."""
-    if not num_classes:
-        return draw_noise(n, latent_dim, generator, kind), None
-    labels = torch.randint(0, num_classes, (n,), generator=generator, device=generator.device)
-    return class_noise(labels, latent_dim, num_classes, generator, kind), labels
+    labels = (torch.randint(0, num_classes, (n,), generator=generator, device=generator.device)
+              if num_classes else None)
+    return noise(n, latent_dim, num_classes, generator, kind, labels), labels
 
 
 def fixed_noise(num_classes, latent_dim, seed, device, per_class=10, kind="normal"):
@@ -38,9 +35,10 @@ def fixed_noise(num_classes, latent_dim, seed, device, per_class=10, kind="norma
     for an unconditional generator 100 draws (and labels None)."""
     g = make_generator("cpu", seed, "fixed_noise")
     if not num_classes:
-        return draw_noise(100, latent_dim, g, kind).to(device), None
+        return noise(100, latent_dim, 0, g, kind).to(device), None
     labels = torch.arange(num_classes).repeat(per_class)
-    return class_noise(labels, latent_dim, num_classes, g, kind).to(device), labels.to(device)
+    z = noise(len(labels), latent_dim, num_classes, g, kind, labels)
+    return z.to(device), labels.to(device)
 
 
 def conditioning(ckpt):
@@ -48,13 +46,6 @@ def conditioning(ckpt):
     settings = ckpt["settings"]
     classes = len(ckpt["classes"]) if settings.get("acgan", "on") == "on" else 0
     return classes, settings.get("noise", "normal")
-
-
-def latent(G, labels, n, num_classes, generator, kind="normal"):
-    """Noise for G: conditioned on labels (B,) when num_classes > 0, else n plain draws."""
-    if num_classes:
-        return class_noise(labels, G.latent_dim, num_classes, generator, kind)
-    return draw_noise(n, G.latent_dim, generator, kind)
 
 
 @torch.no_grad()
@@ -67,5 +58,5 @@ def sample_generator(G, n, num_classes, seed, device, kind="normal", batch_size=
     for start in progress(range(0, n, batch_size), -(-n // batch_size), "samples"):
         part = None if labels is None else labels[start:start + batch_size].to(device)
         count = min(batch_size, n - start)
-        out.append(as_uint8(G(latent(G, part, count, num_classes, g, kind))))
+        out.append(as_uint8(G(noise(count, G.latent_dim, num_classes, g, kind, part))))
     return torch.cat(out), labels

@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from utils.console import info
-from utils.figures.context import pyplot, save_plot, style_axes
+from utils.figures.context import style_axes
 from utils.figures.perturbation import LEVEL, input_gradient
+from utils.pictures import pyplot, save_plot
 
 
 def pgd(model, x, y, budget, steps=10, step_size=None):

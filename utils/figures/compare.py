@@ -8,8 +8,9 @@ from utils import runfiles
 from utils.checkpoints import RESUMABLE_CHANGES
 from utils.console import info
 from utils.errors import UserError
-from utils.figures.context import pyplot, save_plot, style_axes
+from utils.figures.context import style_axes
 from utils.files import read_json
+from utils.pictures import pyplot, save_plot
 from utils.rundir import epoch_records
 
 LOG, CONFIG = runfiles.log("baseline"), runfiles.config("baseline")

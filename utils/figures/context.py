@@ -1,5 +1,5 @@
 """What every figure of visualize.py shares: the run's model files, the device, the test batch,
-file names that carry the settings, summary.json (the figures' numbers) and saving a plot."""
+file names that carry the settings, summary.json (the figures' numbers), the plots' look."""
 import os
 import time
 
@@ -10,32 +10,13 @@ from utils.checkpoints import load_model
 from utils.console import info, tidy
 from utils.errors import UserError
 from utils.data import load_dataset, make_generator, to_float
-from utils.files import atomic_path, update_json
+from utils.files import update_json
 from utils.figures.options import FigureOptions
 from utils.runtime import Runtime
 from utils.settings import RuntimeSettings
 
 MODELS = {"baseline": (runfiles.BASELINE_MODEL, "train_baseline.py"),
           "gan": (runfiles.DISCRIMINATOR_MODEL, "train_gan.py")}
-
-
-def pyplot():
-    """matplotlib.pyplot, drawing off-screen."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_plot(fig, path, dpi=80):
-    """Write a matplotlib figure to a PNG file atomically, and close it."""
-    try:
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=dpi)
-    finally:
-        pyplot().close(fig)
 
 
 def style_axes(ax, title, xlabel, ylabel=None, legend=8, percent=False, title_size=9):

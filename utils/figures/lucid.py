@@ -49,7 +49,7 @@ class FourierImage(torch.nn.Module):
         self.spectrum = torch.nn.Parameter(spectrum * std)
 
     def forward(self):
-        n, c, h, w = self.shape
+        h, w = self.shape[2:]
         coefficients = torch.view_as_complex(self.spectrum) * self.scale
         z = torch.fft.irfft2(coefficients, s=(h, w), norm="ortho")  # decorrelated, (n, c, h, w)
         return torch.tanh(torch.einsum("ij,njhw->nihw", self.colour, z))

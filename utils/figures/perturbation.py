@@ -5,10 +5,11 @@ import torch
 import torch.nn.functional as F
 
 from utils.console import info
-from utils.figures.context import pyplot, save_plot, style_axes
-from utils.pictures import save_grid, to_unit
+from utils.figures.context import style_axes
+from utils.pictures import pyplot, save_grid, save_plot, to_unit
 
 LEVEL = 2 / 255  # one 8-bit level in the [-1, 1] range
+
 
 def input_gradient(model, x, target):
     """d CE(fc10(x), target) / dx, per image (the losses are summed, not averaged)."""

@@ -9,8 +9,8 @@ from utils.checkpoints import load_model
 from utils.console import info
 from utils.errors import UserError
 from utils.files import atomic_path, file_digest, read_json
-from utils.figures.context import MODELS, pyplot
-from utils.pictures import CURVE_PANELS, curves_figure, gan_title
+from utils.figures.context import MODELS
+from utils.pictures import CURVE_PANELS, curves_figure, gan_title, pyplot
 from utils.rundir import epoch_records
 from utils.quality import WEAK_JUDGE
 from utils.sampling import conditioning
@@ -64,12 +64,13 @@ def fresh(record, digests, run_dir="."):
     return True
 
 
-def pick(summary, prefix, exact):
+def pick(summary, exact, prefix=None):
     """The record of a figure: the one with the assignment's settings (key exact), else the
-    latest variant with other settings (keys starting with prefix)."""
+    latest variant with other settings (keys starting with prefix, by default exact)."""
     if exact in summary:
         return summary[exact]
-    variants = [v for k, v in summary.items() if k.startswith(prefix) and isinstance(v, dict)]
+    variants = [v for k, v in summary.items()
+                if k.startswith(prefix or exact) and isinstance(v, dict)]
     return max(variants, key=lambda v: v.get("time", 0), default=None)
 
 
@@ -152,10 +153,9 @@ def scale(settings, metrics, trainer):
     recipe = table.get(settings.get("recipe"), table["ie534"])
     lesson = recipe.defaults.get("epochs")
     epochs = metrics.get("epochs", settings.get("epochs"))
-    subset = settings.get("subset") or settings.get("labels_per_class")
     images = (f"{settings['subset']} training images (--subset)" if settings.get("subset") else
               f"{settings['labels_per_class']} labelled images of each class"
-              if subset else "every training image")
+              if settings.get("labels_per_class") else "every training image")
     line = (f"{settings.get('dataset', 'cifar10')}, {settings.get('arch')} width "
             f"{settings.get('width')}, {images}, {epochs} epochs")
     if isinstance(lesson, int) and isinstance(epochs, int) and epochs < lesson:
@@ -186,7 +186,7 @@ class Report:
         whole, or why not (missing, out of date, damaged), with the command that remakes it."""
         if record is None:
             self.missing.append(f"{caption} (made by {self.remake(figure)})")
-            return caption, None, f"missing: {caption} (made by {self.remake(figure)})"
+            return caption, None, f"missing: {self.missing[-1]}"
         files = record.get("files") if isinstance(record, dict) else None
         if not isinstance(files, list) or not all(isinstance(f, str) and f and
                                                   os.path.basename(f) == f for f in files):
@@ -267,7 +267,7 @@ class Report:
             self.perturb_page(name)
         if heads:
             self.page("Synthetic images maximising each class output",
-                      [self.figure(pick(self.summary, f"max_class_{name}", f"max_class_{name}"),
+                      [self.figure(pick(self.summary, f"max_class_{name}"),
                                    f"{name} discriminator", "max-class") for name in heads], 1)
         self.feature_pages()
         self.curve_pages()
@@ -355,11 +355,11 @@ class Report:
                    for f in picks], 3)
 
     def perturb_page(self, name):
-        record = pick(self.summary, f"perturb_{name}", f"perturb_{name}")
+        record = pick(self.summary, f"perturb_{name}")
         item = self.figure(record, "real, gradient and altered images, accuracy against gain",
                            "perturb")
         notes = []
-        if item[1] is not None and record:
+        if item[1] is not None:
             notes = [f"accuracy on the true labels {record['acc_before']:.1f}% before, "
                      f"{record['acc_after']:.1f}% after (gain {record['gain']:g}); label+1 "
                      f"predicted for {record['alt_after']:.1f}%"]
@@ -373,8 +373,8 @@ class Report:
             self.page("Synthetic images maximising the features of a layer",
                       [self.figure(None, "max-feature images", "max-features")])
         for layer in layers:
-            items = [self.figure(pick(self.summary, f"max_features_{name}_layer{layer}_",
-                                      f"max_features_{name}_layer{layer}"),
+            items = [self.figure(pick(self.summary, f"max_features_{name}_layer{layer}",
+                                      f"max_features_{name}_layer{layer}_"),
                                  f"{name} discriminator, layer {layer}", "max-features")
                      for name in self.disc]
             self.page(f"Synthetic images maximising layer {layer} features", items, 2)
@@ -393,7 +393,7 @@ class Report:
                            "samples")
         notes = []
         if item[1] is not None:
-            if record and "baseline_agreement" in record:
+            if "baseline_agreement" in record:
                 notes.append(f"the baseline classifies {record['baseline_agreement']:.1f}% of "
                              "the samples as the class they were generated for")
             notes.append("second image: each row interpolates between two noise vectors" +

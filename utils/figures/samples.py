@@ -10,7 +10,7 @@ from utils.console import info, progress
 from utils.errors import UserError
 from utils.data import make_generator
 from utils.pictures import save_grid, to_unit
-from utils.sampling import conditioning, latent
+from utils.sampling import conditioning, noise
 
 
 def class_indices(names, classes):
@@ -34,7 +34,8 @@ def generate(G, columns, n_per_column, num_classes, seed, device, kind="normal")
     conditional generator (labels returned), any sample for an unconditional one (None)."""
     labels = torch.tensor(columns, device=device).repeat(n_per_column) if num_classes else None
     g = make_generator(device, seed, "samples")
-    return G(latent(G, labels, n_per_column * len(columns), num_classes, g, kind)), labels
+    z = noise(n_per_column * len(columns), G.latent_dim, num_classes, g, kind, labels)
+    return G(z), labels
 
 
 @torch.no_grad()
@@ -43,7 +44,7 @@ def interpolations(G, rows, steps, num_classes, seed, device, kind="normal"):
     conditional generator)."""
     labels = torch.tensor(rows, device=device) if num_classes else None
     g = make_generator(device, seed, "interpolation")
-    z0, z1 = (latent(G, labels, len(rows), num_classes, g, kind) for _ in range(2))
+    z0, z1 = (noise(len(rows), G.latent_dim, num_classes, g, kind, labels) for _ in range(2))
     t = torch.linspace(0, 1, steps, device=device)[None, :, None]  # (1, steps, 1)
     z = (1 - t) * z0[:, None] + t * z1[:, None]  # (rows, steps, latent)
     return G(z.flatten(0, 1))
@@ -130,18 +131,16 @@ def export_samples(G, n, num_classes, seed, device, folder, kind="normal", batch
         count = min(batch, n - start)
         labels = (torch.arange(start, start + count, device=device) % num_classes
                   if num_classes else None)
-        images = to_unit(G(latent(G, labels, count, num_classes, g, kind)))  # (B, C, S, S)
+        images = to_unit(G(noise(count, G.latent_dim, num_classes, g, kind, labels)))
         pixels = (images * 255).round().byte().permute(0, 2, 3, 1).numpy()  # (B, S, S, C)
         for k, array in enumerate(pixels):
             path = os.path.join(staging, names[start + k])
             with atomic_path(path, suffix=".png", durable=False) as tmp:
                 Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(tmp)
-    mark = os.path.join(folder, EXPORT_MARK)
-    old = []
-    if earlier is not None:  # the earlier export's files, and an unfinished swap's
-        old = export_names(earlier["n"], earlier["classes"])
-        replaced = earlier.get("replacing") or {}
-        old += export_names(replaced.get("n", 0), replaced.get("classes", 0))
+    mark, earlier = os.path.join(folder, EXPORT_MARK), earlier or {}
+    # the earlier export's files, and those of a swap it left unfinished
+    old = [name for m in (earlier, earlier.get("replacing") or {})
+           for name in export_names(m.get("n", 0), m.get("classes", 0))]
     atomic_write_json(mark, dict(n=n, classes=num_classes, complete=False,
                                  replacing=dict(n=earlier["n"], classes=earlier["classes"])
                                  if earlier else None))
