@@ -205,13 +205,13 @@ def _stop_worker(rank, world, port, out):
         answers.append(stop())
         if answers[-1]:
             break
-    stop.received = None
-    stop.reason = None
+    reason, stop.received, stop.reason = stop.reason, None, None
     second = StopSignal(Dist(rank, world))
     if rank == 0:
         second.received = sig.SIGUSR1  # asked just before an epoch's end
     settled = second.settle()
-    torch.save({"answers": answers, "settled": settled}, os.path.join(out, f"stop{rank}.pt"))
+    torch.save({"answers": answers, "settled": settled, "reason": reason},
+               os.path.join(out, f"stop{rank}.pt"))
     stop.restore()
     second.restore()
     from conftest import leave_group
@@ -222,12 +222,14 @@ def _stop_worker(rank, world, port, out):
 def test_ranks_agree_to_stop_after_the_same_step(tmp_path):
     """Rank 1 alone is asked after step 3: both ranks answer 'stop' after step 4 (the
     agreement started after step 3 is read then), and neither earlier; at an epoch's end the
-    agreement is immediate."""
+    agreement is immediate. Rank 0, which speaks for the job, says that another was asked."""
     mp.spawn(_stop_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2)
     results = [torch.load(tmp_path / f"stop{r}.pt", weights_only=True) for r in range(2)]
     for res in results:
         assert res["answers"] == [False] * 4 + [True]
         assert res["settled"] is True
+    assert [r["reason"] for r in results] == ["another process was asked to stop",
+                                              "received SIGTERM"]
 
 
 @pytest.mark.parametrize("env, words", [

@@ -130,9 +130,8 @@ class StopSignal:
         self.deadline = started + time_limit if time_limit else None
         self._next_poll = 0.0  # the first call looks for the file at once
         self._pending = None  # (work, flag) of the all-reduce started after the last step
-        self._previous = {}
-        for sig in [getattr(signal, name) for name in self.SIGNALS if hasattr(signal, name)]:
-            self._previous[sig] = signal.signal(sig, self._handle)
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in
+                          [getattr(signal, n) for n in self.SIGNALS if hasattr(signal, n)]}
 
     def attach(self, dist):
         """The process group, once joined (signals are caught from the start, before it)."""
@@ -180,6 +179,17 @@ class StopSignal:
                 info(f"{self.reason}: stopping after this step")
         return self.reason is not None
 
+    def _agreed(self):
+        """Stopping because a process was asked: when it was another one, look for the stop
+        file at once (it is shared), so that rank 0 says why."""
+        if self.reason is None:
+            self._next_poll = 0.0
+            if not self.asked():
+                self.reason = "another process was asked to stop"
+                if self.dist.is_main:
+                    info(f"{self.reason}: stopping after this step")
+        return True
+
     def _collect(self):
         """The agreement started a step earlier (False when none is under way)."""
         if self._pending is None:
@@ -201,7 +211,7 @@ class StopSignal:
         if not self.dist.enabled:
             return asked
         if self._collect():
-            return True
+            return self._agreed()
         self._pending = self._reduce(asked, async_op=True)
         return False
 
@@ -212,7 +222,7 @@ class StopSignal:
             return asked
         earlier = self._collect()
         _, flag = self._reduce(asked, async_op=False)
-        return earlier or flag.item() > 0
+        return (earlier or flag.item() > 0) and self._agreed()
 
     def finish(self):
         """Wait for the agreement still under way, if any (before leaving the group)."""
