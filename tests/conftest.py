@@ -252,9 +252,25 @@ def mnist_judge(mnist_dir, tmp_path_factory):
     return model.requires_grad_(False), path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def slurm_jobs(request, tmp_path_factory):
+    """The real SLURM test's jobs (test_slurm.Jobs), started with the session when that test
+    is selected: they spend most of their two minutes waiting for SLURM's 30-second ticks,
+    which the other tests fill meanwhile (the jobs run at the lowest CPU priority)."""
+    chosen = [item for item in request.session.items
+              if getattr(item, "module", None) is not None
+              and item.module.__name__.endswith("test_slurm") and "jobs" in item.fixturenames]
+    if not chosen:
+        yield None
+        return
+    jobs = chosen[0].module.Jobs(tmp_path_factory).start()
+    yield jobs
+    jobs.close()
+
+
 # Fixtures that train a model, run a command or decode a dataset: every test using one is slow
 # (the fixture's cost lands on whichever of its tests runs first).
-HEAVY_FIXTURES = {"batch_norm_runs", "cifar_dir", "cluster", "digits_baseline", "digits_gan",
+HEAVY_FIXTURES = {"batch_norm_runs", "cifar_dir", "digits_baseline", "digits_gan",
                   "encoder", "finished_run", "jobs", "mnist_judge", "real_files",
                   "second_classifier", "smoke", "trained", "unconditional_run"}
 

@@ -13,14 +13,17 @@ check after a job starts, 0 to 30 s in; every cycle is warned, so a run needs as
 as its training takes. SLURM holds a requeued job for two minutes before it may start again;
 the test lets it start at once (scontrol update StartTime=now), as an administrator could.
 
-The packages are installed with apt-get when missing (as root); the tests skip, with the
-reason, only where that is impossible.
+The jobs spend most of their two minutes waiting for those ticks, so they start with the
+session (conftest's slurm_jobs runs Jobs in a thread) at the lowest CPU priority, and the other
+tests run meanwhile. The packages are installed with apt-get when missing (as root); the tests
+skip, with the reason, only where that is impossible.
 """
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -86,22 +89,15 @@ def _path():
                             "/usr/sbin", "/sbin"])
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """A running one-node SLURM: the environment its commands need."""
-    why = _install()
-    if why:
-        pytest.skip(why)
-    folder = tmp_path_factory.mktemp("slurm")
+def start_cluster(folder):
+    """A running one-node SLURM in folder, at the lowest CPU priority (its jobs inherit it, so
+    that they take only what the other tests leave): the environment its commands need."""
     env = dict(os.environ, PATH=_path(), OMP_NUM_THREADS="1")
-    try:
-        started = subprocess.run([CLUSTER, "start", str(folder)], env=env, capture_output=True,
-                                 text=True, timeout=120)
-        assert started.returncode == 0, started.stderr + _logs(folder)
-        env["SLURM_CONF"] = str(folder / "slurm.conf")
-        yield env
-    finally:
-        subprocess.run([CLUSTER, "stop", str(folder)], env=env, capture_output=True, timeout=60)
+    started = subprocess.run(["nice", "-n", "19", CLUSTER, "start", str(folder)], env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stderr + _logs(folder)
+    env["SLURM_CONF"] = str(folder / "slurm.conf")
+    return env
 
 
 def _logs(folder):
@@ -159,59 +155,111 @@ def _reference(name, folder, env):
     if procs > 1:
         cmd = [shutil.which("torchrun", path=env["PATH"]), "--standalone", "--nproc_per_node",
                str(procs), trainer]
-    return subprocess.Popen(cmd + flags.split() + ["--out_dir", str(folder)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(f"{folder}.err", "w"))
+    return subprocess.Popen(["nice", "-n", "19", *cmd, *flags.split(), "--out_dir", str(folder)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=open(f"{folder}.err", "w"))
+
+
+class Jobs:
+    """The cluster started and every job submitted beside its uninterrupted reference, then all
+    waited for, in a thread: conftest starts it with the session (the fixture slurm_jobs), so
+    that the two minutes the jobs spend waiting for SLURM's 30-second ticks overlap the other
+    tests. result() waits for it: {name: (the job's fields at the end, its output, run folder,
+    reference folder)}."""
+
+    def __init__(self, tmp_path_factory):
+        self.factory, self.folder, self.ids, self.refs = tmp_path_factory, None, {}, {}
+        self.outcome = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def _run(self):
+        try:
+            self.outcome = (True, self._submit_and_wait())
+        except BaseException as e:  # pytest.skip and pytest.fail too: raised in result()
+            self.outcome = (False, e)
+
+    def result(self):
+        self.thread.join()
+        done, value = self.outcome
+        if not done:
+            raise value
+        return value
+
+    def close(self):
+        """At the session's end: cancel what is left (a session cut short) and stop the
+        cluster."""
+        if self.folder is None:
+            return
+        env = dict(os.environ, PATH=_path(), SLURM_CONF=str(self.folder / "slurm.conf"))
+        if self.ids:
+            subprocess.run(["scancel", *self.ids.values()], env=env, capture_output=True)
+        for p in self.refs.values():
+            if p.poll() is None:
+                p.kill()
+        self.thread.join(timeout=60)
+        subprocess.run([CLUSTER, "stop", str(self.folder)], env=env, capture_output=True,
+                       timeout=60)
+
+    def _submit_and_wait(self):
+        why = _install()
+        if why:
+            pytest.skip(why)
+        self.folder = self.factory.mktemp("slurm")
+        cluster = start_cluster(self.folder)
+        base = self.factory.mktemp("jobs")
+        refs, ids = self.refs, self.ids
+        for name, (_, flags, procs, _) in JOBS.items():
+            script = os.path.join(ROOT, "jobs", "slurm", f"{name}.sbatch")
+            text = edit(open(script).read(), base)
+            (base / f"{name}.sbatch").write_text(text)
+            env = dict(cluster, RUN_DIR=str(run_dir(base, name)), EXTRA=flags,
+                       GPUS_PER_NODE=str(procs))
+            submitted = subprocess.run(["sbatch", "--parsable", str(base / f"{name}.sbatch")],
+                                       cwd=ROOT, env=env, capture_output=True, text=True)
+            assert submitted.returncode == 0, submitted.stderr
+            ids[name] = submitted.stdout.strip().split(";")[0]
+        # The references share the CPU with the jobs' first cycles, which end at the first
+        # warning whatever they have done by then.
+        for name in JOBS:
+            refs[name] = _reference(name, base / f"{name}-ref", cluster)
+        fields, quiet, deadline = {}, {}, time.time() + TIMEOUT_S
+        while time.time() < deadline and len(fields) < len(ids):
+            for name, job_id in ids.items():
+                job = _job(job_id, cluster)
+                if job.get("JobState") in FINAL:
+                    fields[name] = job
+                elif (job.get("JobState") == "PENDING" and job.get("Reason") == "BeginTime"
+                      and int(job.get("Restarts", 0)) > 0 and not _stepd_alive(job_id)):
+                    # Released only once the last run's slurmstepd has gone for a second: its
+                    # report of the old batch script's end must not reach the new run.
+                    quiet.setdefault(name, time.time())
+                    if time.time() - quiet[name] >= 1:
+                        subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"],
+                                       env=cluster, capture_output=True)
+                        quiet.pop(name)
+                else:
+                    quiet.pop(name, None)
+            time.sleep(1)
+        outputs = {name: "".join(p.read_text() for p in base.glob(f"*-{ids[name]}.out"))
+                   for name in ids}
+        if len(fields) < len(ids):
+            subprocess.run(["scancel", *ids.values()], env=cluster, capture_output=True)
+            pytest.fail(f"jobs unfinished after {TIMEOUT_S} s: " +
+                        "\n".join(f"{n}: {_job(i, cluster)}\n{outputs[n][-3000:]}"
+                                  for n, i in ids.items() if n not in fields))
+        for name, p in refs.items():
+            assert p.wait(timeout=TIMEOUT_S) == 0, open(f"{base / name}-ref.err").read()[-3000:]
+        return {name: (fields[name], outputs[name], run_dir(base, name), base / f"{name}-ref")
+                for name in JOBS}
 
 
 @pytest.fixture(scope="module")
-def jobs(cluster, tmp_path_factory):
-    """Every job submitted at once beside its uninterrupted reference, all waited for:
-    {name: (the job's fields at the end, its output, run folder, reference folder)}."""
-    base = tmp_path_factory.mktemp("jobs")
-    refs, ids = {}, {}
-    for name, (_, flags, procs, _) in JOBS.items():
-        script = os.path.join(ROOT, "jobs", "slurm", f"{name}.sbatch")
-        text = edit(open(script).read(), base)
-        (base / f"{name}.sbatch").write_text(text)
-        env = dict(cluster, RUN_DIR=str(run_dir(base, name)), EXTRA=flags,
-                   GPUS_PER_NODE=str(procs))
-        submitted = subprocess.run(["sbatch", "--parsable", str(base / f"{name}.sbatch")],
-                                   cwd=ROOT, env=env, capture_output=True, text=True)
-        assert submitted.returncode == 0, submitted.stderr
-        ids[name] = submitted.stdout.strip().split(";")[0]
-    # The references share the CPU with the jobs' first cycles, which end at the first
-    # warning whatever they have done by then.
-    for name in JOBS:
-        refs[name] = _reference(name, base / f"{name}-ref", cluster)
-    fields, quiet, deadline = {}, {}, time.time() + TIMEOUT_S
-    while time.time() < deadline and len(fields) < len(ids):
-        for name, job_id in ids.items():
-            job = _job(job_id, cluster)
-            if job.get("JobState") in FINAL:
-                fields[name] = job
-            elif (job.get("JobState") == "PENDING" and job.get("Reason") == "BeginTime"
-                  and int(job.get("Restarts", 0)) > 0 and not _stepd_alive(job_id)):
-                # Released only once the last run's slurmstepd has gone for a second: its
-                # report of the old batch script's end must not reach the new run.
-                quiet.setdefault(name, time.time())
-                if time.time() - quiet[name] >= 1:
-                    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"],
-                                   env=cluster, capture_output=True)
-                    quiet.pop(name)
-            else:
-                quiet.pop(name, None)
-        time.sleep(0.25)
-    outputs = {name: "".join(p.read_text() for p in base.glob(f"*-{ids[name]}.out"))
-               for name in ids}
-    if len(fields) < len(ids):
-        subprocess.run(["scancel", *ids.values()], env=cluster, capture_output=True)
-        pytest.fail(f"jobs unfinished after {TIMEOUT_S} s: " +
-                    "\n".join(f"{n}: {_job(i, cluster)}\n{outputs[n][-3000:]}"
-                              for n, i in ids.items() if n not in fields))
-    for name, p in refs.items():
-        assert p.wait(timeout=TIMEOUT_S) == 0, open(f"{base / name}-ref.err").read()[-3000:]
-    return {name: (fields[name], outputs[name], run_dir(base, name), base / f"{name}-ref")
-            for name in JOBS}
+def jobs(slurm_jobs):
+    return slurm_jobs.result()
 
 
 def run_dir(base, name):
