@@ -20,7 +20,7 @@ from flags import (POSITIVE_INT, ArgumentParser, add_shared_flags, add_speed_fla
 from models import discriminator
 from recipes import CLASSIFIER_RECIPES
 from utils import runfiles
-from utils.checkpoints import OPTIMIZER, WEIGHTS, load_model, load_state, save_model
+from utils.checkpoints import OPTIMIZER, WEIGHTS, load_model, load_state
 from utils.classifier import lr_at, train_step
 from utils.console import print_result
 from utils.errors import UserError
@@ -214,9 +214,7 @@ def run(s):
         trainer = BaselineTrainer(s, model, optimizer, rt, test,
                                   fast=rt.compiled(dist.wrap(model, rt.device)),
                                   classes=data.classes)
-        if r.ckpt:
-            trainer.load(r.ckpt, r.resume_from)
-        r.begin()
+        r.begin(trainer)
         r.say(f"{data.name}: {len(data.train_y)} training, {len(data.test_y)} test images; "
               f"{len(train)} steps per epoch on {rt.device}")
         if note := schedule_note(s):
@@ -235,9 +233,7 @@ def run(s):
                        model=os.path.join(s.loop.out_dir, MODEL_FILE))
         metrics.update({k: final[k] for k in ("test_acc_train_mode", "test_acc_per_class")
                         if k in final})  # when the run measured them
-        if dist.is_main:
-            save_model(metrics["model"], model, r.config, metrics, data.classes,
-                       "train_baseline.py")
+        r.save_model(metrics["model"], model, metrics, data.classes, "train_baseline.py")
         return metrics, model
 
 

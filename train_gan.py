@@ -340,9 +340,7 @@ def run(s):
         quality = sample_quality(s, data, rt, classes) if own.eval_every and dist.is_main else None
         trainer = GanTrainer(s, nets, opt_g, opt_d, rt, train, test, z_fixed, quality,
                              data.classes)
-        if r.ckpt:
-            trainer.load(r.ckpt, r.resume_from)
-        r.begin()
+        r.begin(trainer)
         r.say(f"{data.name}: {len(data.train_y)} training images, {len(train)} steps per epoch "
               f"on {rt.device}; samples in {trainer.grids}")
         final = r.fit(trainer, train)
@@ -356,8 +354,7 @@ def run(s):
             models.append(("generator_ema", nets.G_ema))
         for name, module in models:
             metrics[name] = os.path.join(s.loop.out_dir, f"{name}.model")
-            if dist.is_main:
-                save_model(metrics[name], module, r.config, metrics, data.classes, "train_gan.py")
+            r.save_model(metrics[name], module, metrics, data.classes, "train_gan.py")
         return metrics, nets
 
 

@@ -23,7 +23,7 @@ from losses import nt_xent
 from models import ProjectionHead, SimCLRNet, discriminator
 from utils import runfiles
 from utils.augment import ContrastiveAugment
-from utils.checkpoints import OPTIMIZER, WEIGHTS, load_state, save_model
+from utils.checkpoints import OPTIMIZER, WEIGHTS, load_state
 from utils.console import print_result
 from utils.data import make_generator
 from utils.pictures import CURVE_PANELS, plot_curves
@@ -157,18 +157,14 @@ def run(s):
                                 fast=rt.compiled(dist.wrap(net, rt.device)),
                                 augment=ContrastiveAugment(data.image_size, flip=data.flip),
                                 dist=dist, rank=train.rank)
-        if r.ckpt:
-            trainer.load(r.ckpt, r.resume_from)
-        r.begin()
+        r.begin(trainer)
         r.say(f"{data.name}: {len(data.train_y)} training images (labels unused), {len(train)} "
               f"steps per epoch on {rt.device}; encoder {s.model.arch} ({features} features)")
         final = r.fit(trainer, train)
         metrics = dict(loss=final.get("loss"), pos_acc=final.get("pos_acc"),
                        epochs=s.loop.epochs, seconds=round(r.seconds, 1),
                        model=os.path.join(s.loop.out_dir, MODEL_FILE))
-        if dist.is_main:
-            save_model(metrics["model"], net.encoder, r.config, metrics, data.classes,
-                       "train_simclr.py")
+        r.save_model(metrics["model"], net.encoder, metrics, data.classes, "train_simclr.py")
         return metrics, net
 
 

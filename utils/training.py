@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from utils.checkpoints import (PROGRESS_FIELDS, check_same_data, check_same_settings,
-                               data_identity, load_checkpoint, resolve_resume, run_id_of)
+                               data_identity, load_checkpoint, resolve_resume, run_id_of,
+                               save_model)
 from utils.console import info, progress
 from utils.distributed import Dist, StopSignal, init_distributed, leave_group
 from utils.errors import EXIT_INTERRUPTED, EXIT_STOPPED, Diverged, Stopped, UserError
@@ -104,10 +105,13 @@ class Run:
             self.jitter = train.augment.strengths
         return data, train, test
 
-    def begin(self):
-        """Once the data and models are ready: print and save the settings, open the logs.
-        Nothing is written before this (a fresh run over an earlier one writes staged files
-        until its first output: utils/rundir.py)."""
+    def begin(self, trainer):
+        """Once the data and models are ready: the trainer's state from the checkpoint when
+        resuming, then print and save the settings, open the logs. Nothing is written before
+        this (a fresh run over an earlier one writes staged files until its first output:
+        utils/rundir.py)."""
+        if self.ckpt:
+            trainer.load(self.ckpt, self.resume_from)
         if self.stop.received is not None:  # a signal came while the run was starting
             raise Stopped(f"received {self.stop.received_name()} while starting, before any "
                           "training: nothing to save; run the same command again",
@@ -147,6 +151,11 @@ class Run:
                                  "partial": None if sums is None else sums.detach().cpu(),
                                  "seconds": self.seconds, "data": self.data_id,
                                  **trainer.state()}, epoch, step)
+
+    def save_model(self, path, module, metrics, classes, made_by):
+        """A finished run's model file, with the run's settings: written by rank 0 alone."""
+        if self.dist.is_main:
+            save_model(path, module, self.config, metrics, classes, made_by)
 
     def fit(self, trainer, train):
         """The epoch loop: from where the checkpoint stands to --epochs. A stop request stops
