@@ -256,7 +256,7 @@ def mnist_judge(mnist_dir, tmp_path_factory):
 def slurm_jobs(request, tmp_path_factory):
     """The real SLURM test's jobs (test_slurm.Jobs), started with the session when that test
     is selected: they spend most of their two minutes waiting for SLURM's 30-second ticks,
-    which the other tests fill meanwhile (the jobs run at the lowest CPU priority)."""
+    which the other tests fill meanwhile (the jobs run at nice 19)."""
     chosen = [item for item in request.session.items
               if getattr(item, "module", None) is not None
               and item.module.__name__.endswith("test_slurm") and "jobs" in item.fixturenames]

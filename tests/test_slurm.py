@@ -14,7 +14,7 @@ as its training takes. SLURM holds a requeued job for two minutes before it may 
 the test lets it start at once (scontrol update StartTime=now), as an administrator could.
 
 The jobs spend most of their two minutes waiting for those ticks, so they start with the
-session (conftest's slurm_jobs runs Jobs in a thread) at the lowest CPU priority, and the other
+session (conftest's slurm_jobs runs Jobs in a thread) at nice 19, and the other
 tests run meanwhile. The packages are installed with apt-get when missing (as root); the tests
 skip, with the reason, only where that is impossible.
 """
@@ -90,8 +90,11 @@ def _path():
 
 
 def start_cluster(folder):
-    """A running one-node SLURM in folder, at the lowest CPU priority (its jobs inherit it, so
-    that they take only what the other tests leave): the environment its commands need."""
+    """A running one-node SLURM in folder, at nice 19 (its jobs inherit it): the environment
+    its commands need. Where the kernel groups processes by session (autogroup), nice weighs
+    only within a session, and each daemon and job starts its own, so the jobs still take a
+    share of the cores; giving their sessions nice 19 too starved them past SLURM's one-minute
+    limit (tried: the jobs ended in TIMEOUT)."""
     env = dict(os.environ, PATH=_path(), OMP_NUM_THREADS="1")
     started = subprocess.run(["nice", "-n", "19", CLUSTER, "start", str(folder)], env=env,
                              capture_output=True, text=True, timeout=120)
