@@ -22,6 +22,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
+from pathlib import Path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -29,7 +30,9 @@ sys.path.insert(0, ROOT)
 from flags import POSITIVE, HelpFormatter, run_main  # noqa: E402
 from utils.console import info
 from utils.errors import UserError
-from utils.files import FolderLock, atomic_write_json, check_writable_folder  # noqa: E402
+from utils.files import (FolderLock, atomic_path, atomic_write_json,  # noqa: E402
+                         atomic_write_text, check_writable_folder)
+from utils.rundir import epoch_records
 
 BASELINE_EPOCHS, GAN_EPOCHS = 100, 200  # the assignment's full runs
 GRACE_S = 15  # after a part's limit: SIGTERM (a trainer checkpoints), then SIGKILL
@@ -177,16 +180,6 @@ def bench(s, limit, log):
             for job in ("baseline_step", "gan_iteration")}
 
 
-def epochs_of(log_path):
-    """The epoch records of a trainer's JSON-lines log."""
-    try:
-        with open(log_path) as f:
-            records = [json.loads(line) for line in f if line.strip()]
-    except (OSError, ValueError):
-        return []
-    return [r for r in records if isinstance(r, dict) and r.get("event") == "epoch"]
-
-
 def train(s, limit, log, kind, epochs):
     """train_{kind}.py under --time_limit (the part's limit less a margin for starting, saving
     and finishing; SMOKE_TRAIN_S with --smoke), then, when it stopped early, its model files
@@ -197,7 +190,7 @@ def train(s, limit, log, kind, epochs):
     started, budget = time.monotonic(), SMOKE_TRAIN_S if s.smoke else max(limit - 30, 1)
     run_command([s.python, script, *flags, "--epochs", str(epochs), "--overwrite",
                  "--time_limit", str(budget)], limit, log, ok_codes=(0, 75))
-    records = epochs_of(os.path.join(s.run_dir, f"{kind}_log.jsonl"))
+    records = epoch_records(os.path.join(s.run_dir, f"{kind}_log.jsonl"))
     if not records:
         raise PartFailed(f"no epoch finished within {limit:.0f} s: {last_line(log)}")
     done = records[-1]["epoch"]
@@ -301,12 +294,10 @@ def run_check(s, parts=None):
 def collect(s, summary_path):
     """The files worth reading (8 at most, one folder): the summary, every part's log in one,
     both curves, the GAN's last grid, both JSON-lines logs and the report."""
-    os.makedirs(s.collect, exist_ok=True)
-    with open(os.path.join(s.collect, "check.log"), "w") as out:
-        for path in sorted(glob.glob(os.path.join(s.out_dir, "logs", "*.log"))):
-            out.write(f"===== {os.path.basename(path)}\n")
-            with open(path, errors="replace") as f:
-                out.write(f.read())
+    logs = sorted(glob.glob(os.path.join(s.out_dir, "logs", "*.log")))
+    atomic_write_text(os.path.join(s.collect, "check.log"), "".join(
+        f"===== {os.path.basename(path)}\n" + Path(path).read_text(errors="replace")
+        for path in logs))
     grids = sorted(glob.glob(os.path.join(s.run_dir, "output", "*.png")),
                    key=lambda p: int(os.path.basename(p).split(".")[0]))
     picks = [(summary_path, "summary.json"),
@@ -317,7 +308,8 @@ def collect(s, summary_path):
         picks.append((grids[-1], "gan_grid.png"))
     for src, name in picks:
         if os.path.isfile(src):
-            shutil.copyfile(src, os.path.join(s.collect, name))
+            with atomic_path(os.path.join(s.collect, name)) as tmp:
+                shutil.copyfile(src, tmp)
 
 
 # ----------------------------------------------------------------------------- the command
@@ -334,7 +326,7 @@ def build_parser():
     p.add_argument("--out_dir", default="runs/gpu_check",
                    help="where the runs, the logs and summary.json go (replaced)")
     p.add_argument("--smoke", action="store_true",
-                   help="the rehearsal: width 8, 512 images, seconds per part")
+                   help=f"the rehearsal: width 8, {SMOKE_SUBSET} images, seconds per part")
     p.add_argument("--scale", type=POSITIVE, default=1.0,
                    help="multiply every part's time limit (2 for a GPU half an H100's speed)")
     p.add_argument("--collect", default=None,

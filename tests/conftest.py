@@ -102,9 +102,11 @@ def pdf_text(pdf):
     import zlib
 
     out = []
-    for stream in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", pdf, re.S):
+    # up to "endstream" whole: a compressed stream may end in a byte "\r", which a pattern
+    # for the line end would take; what follows the zlib data is left unused
+    for stream in re.findall(rb"stream\r?\n(.*?)endstream", pdf, re.S):
         try:
-            content = zlib.decompress(stream)
+            content = zlib.decompressobj().decompress(stream)
         except zlib.error:
             continue  # images and fonts
         for array in re.findall(rb"\[(.*?)\]\s*TJ", content, re.S):
