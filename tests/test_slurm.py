@@ -16,7 +16,7 @@ its trainer, which starts about as fast as its reference run did, is training a 
 before a check; in those seconds its time limit is brought forward (scontrol update
 TimeLimit, as an administrator may), and that check sends the script's own warning. The edit
 lines give a 5-minute limit, whose warning would come only after 2.5 minutes. The requeued
-run is not timed: it resumes and finishes. SLURM holds a requeued job for two minutes before
+run gets that limit back and is not timed: it resumes and finishes. SLURM holds a requeued job for two minutes before
 it may start again; the test lets it start at once (scontrol update StartTime=now).
 
 The jobs spend most of their time waiting for those checks, so they start with the session
@@ -258,10 +258,12 @@ class Jobs:
                 elif (job.get("JobState") == "PENDING" and job.get("Reason") == "BeginTime"
                       and int(job.get("Restarts", 0)) > 0 and not _stepd_alive(job_id)):
                     # Released only once the last run's slurmstepd has gone for a second: its
-                    # report of the old batch script's end must not reach the new run.
+                    # report of the old batch script's end must not reach the new run. It gets
+                    # its script's limit back, so that no early warning comes on a busy machine.
                     quiet.setdefault(name, time.time())
                     if time.time() - quiet[name] >= 1:
-                        subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"],
+                        subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now",
+                                        f"TimeLimit={EDITS['--time']}"],
                                        env=cluster, capture_output=True)
                         quiet.pop(name)
                 else:
