@@ -37,6 +37,8 @@ import time
 import pytest
 import torch
 
+from utils import runfiles
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLUSTER = os.path.join(ROOT, "jobs", "slurm", "local_cluster.sh")
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
@@ -239,7 +241,7 @@ class Jobs:
             ticks.watch(run_dir(base, name) / _stop_name(name))
         for name in JOBS:
             refs[name] = _reference(name, base / f"{name}-ref", cluster)
-        cycles = {name: FirstCycle(name, ids[name], run_dir(base, name) / _log_name(name),
+        cycles = {name: FirstCycle(ids[name], run_dir(base, name) / runfiles.log(_kind(name)),
                                    cluster) for name in JOBS}
         fields, quiet, deadline = {}, {}, time.time() + TIMEOUT_S
         for n in itertools.count():
@@ -318,12 +320,13 @@ class Ticks:
         return self.last + math.floor((now - self.last) / PERIOD_S + 1) * PERIOD_S
 
 
-def _log_name(name):
-    return "baseline_log.jsonl" if name == "baseline" else "gan_log.jsonl"
+def _kind(name):
+    """The trainer a job runs, as its run files are named."""
+    return "baseline" if name == "baseline" else "gan"
 
 
 def _stop_name(name):
-    return "baseline.STOP" if name == "baseline" else "gan.STOP"  # one per trainer
+    return f"{_kind(name)}.STOP"  # the job scripts' name: one per trainer
 
 
 def _training(log):
@@ -342,8 +345,8 @@ class FirstCycle:
     trainer is training at the warning whatever the machine's speed and load. Later runs go as
     SLURM runs them."""
 
-    def __init__(self, name, job_id, log, cluster):
-        self.name, self.job_id, self.log, self.env = name, job_id, log, cluster
+    def __init__(self, job_id, log, cluster):
+        self.job_id, self.log, self.env = job_id, log, cluster
         self.stage, self.suspended, self.note = "starting", False, ""
 
     def step(self, ticks):
