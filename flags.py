@@ -143,7 +143,8 @@ def add_shared_flags(parser, *, epochs, lr, batch_size, dataset="cifar10", adam_
                    help="fetch the dataset into --data_dir (and decode it into the cache), then "
                         "exit: on a cluster's login node, whose compute nodes have no internet")
     g.add_argument("--cache_dir", default=None,
-                   help="where decoded image folders are cached (default ~/.cache/cnn_gan)")
+                   help="where decoded image folders and the digits are cached "
+                        "(default ~/.cache/cnn_gan)")
     g.add_argument("--out_dir", default=".", help="where models, checkpoints, logs and pictures go")
     g.add_argument("--epochs", type=POSITIVE_INT, default=epochs,
                    help=with_note("epochs", "training epochs"))

@@ -50,7 +50,8 @@ def add_models(p):
     g.add_argument("--dataset", default=None,
                    help="test images from this dataset (default: the one the model was trained on)")
     g.add_argument("--data_dir", default=None, help="its folder (default: the model's)")
-    g.add_argument("--cache_dir", default=None, help="cache of decoded image folders")
+    g.add_argument("--cache_dir", default=None,
+                   help="cache of decoded image folders and the digits")
     g.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
     g.add_argument("--seed", type=SEED, default=0, help="picks the test batch, noise and jitter")
     g.add_argument("--batch_size", type=POSITIVE_INT, default=100,

@@ -39,6 +39,20 @@ def cache_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("cache"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def default_cache(tmp_path_factory):
+    """The default cache (~/.cache/cnn_gan: the digits, torch-fidelity's files) in a folder of
+    the session's own, for every test and the commands they start: the suite leaves the home
+    folder alone, and no cache of an earlier session changes what a test sees."""
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg_cache"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME")
+    else:
+        os.environ["XDG_CACHE_HOME"] = old
+
+
 def leave_group(rank, world, folder):
     """End a test worker so that no rank aborts ('terminate called without an active
     exception', seen about once in 20 runs): all meet, each destroys its group, rank 0 (whose
@@ -255,7 +269,7 @@ def mnist_judge(mnist_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def slurm_jobs(request, tmp_path_factory):
+def slurm_jobs(request, tmp_path_factory, default_cache):
     """The real SLURM test's jobs (test_slurm.Jobs), started with the session when that test
     is selected: they spend most of their two minutes waiting for SLURM's 30-second ticks,
     which the other tests fill meanwhile (the jobs run at nice 19)."""

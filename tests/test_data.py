@@ -156,6 +156,25 @@ def test_digits_dataset():
         load_dataset("digits", "unused", subset=5000)
 
 
+def test_digits_are_cached_and_read_back_equal(tmp_path, monkeypatch):
+    """The second load reads the cache, without scikit-learn (about a second to import); a
+    damaged cache is rebuilt."""
+    import utils.extras
+
+    cache = tmp_path / "cache"
+    fresh = load_dataset("digits", "unused", str(cache))
+    (name,) = os.listdir(cache)
+    real = utils.extras.require
+    monkeypatch.setattr(utils.extras, "require", lambda *a: pytest.fail("scikit-learn again"))
+    cached = load_dataset("digits", "unused", str(cache))
+    for k in ("train_x", "train_y", "test_x", "test_y"):
+        assert torch.equal(getattr(cached, k), getattr(fresh, k)), k
+    assert (cached.name, cached.classes, cached.flip) == ("digits", fresh.classes, False)
+    monkeypatch.setattr(utils.extras, "require", real)
+    CACHE_DAMAGE["truncated"](str(cache / name))
+    assert torch.equal(load_dataset("digits", "unused", str(cache)).test_x, fresh.test_x)
+
+
 def _write_folder(root, classes=("cat", "dog"), per_class=3, size=32):
     rng = np.random.default_rng(0)
     for split in ("train", "test"):

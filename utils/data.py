@@ -20,6 +20,7 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 FASHION_CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
                    "sneaker", "bag", "ankle-boot")
 DIGITS = tuple(str(i) for i in range(10))
+DIGITS_VERSION = 1  # of load_digits's images: a new one is cached apart from the old
 
 
 @dataclass
@@ -82,8 +83,11 @@ def default_cache_dir():
     return os.path.join(base, "cnn_gan")
 
 
-def _read_cache(cache, name):
-    """The decoded folder from its cache, or None when it is damaged in any way (rebuilt)."""
+def _read_cache(cache, name, flip=True):
+    """The decoded dataset from its cache, or None when it is missing or damaged in any way
+    (rebuilt)."""
+    if not os.path.isfile(cache):
+        return None
     try:
         with np.load(cache, allow_pickle=False) as z:
             arrays = {k: torch.from_numpy(z[k].copy()) for k in
@@ -93,15 +97,28 @@ def _read_cache(cache, name):
         if x.dtype != torch.uint8 or x.dim() != 4 or len(x) != len(y) or not classes \
                 or arrays["test_x"].shape[1:] != x.shape[1:]:
             return None
-        return ImageData(name, classes=classes, flip=True, **arrays)
+        return ImageData(name, classes=classes, flip=flip, **arrays)
     except Exception:  # zip, EOF, value, key, anything: a damaged cache is rebuilt
         return None
+
+
+def _write_cache(cache, data):
+    """Save a decoded dataset where _read_cache finds it; a cache that cannot be written is
+    said, not fatal."""
+    from utils.files import atomic_path, remove_stale_temps
+
+    arrays = {k: getattr(data, k).numpy() for k in ("train_x", "train_y", "test_x", "test_y")}
+    try:
+        remove_stale_temps(os.path.dirname(cache))
+        with atomic_path(cache, suffix=".npz") as tmp:
+            np.savez(tmp, **arrays, classes=np.array(data.classes))
+    except UserError as e:  # a read-only home or a full disk is no reason to stop
+        print(f"warning: the decoded images were not cached ({e})", file=sys.stderr)
 
 
 def load_folder(root, cache_dir=None, name="folder"):
     """An image folder, train/<class>/ and test/<class>/ (utils/images.py), decoded once and
     cached as .npz."""
-    from utils.files import atomic_path, remove_stale_temps
     from utils.images import decode_split
 
     if not os.path.exists(root):
@@ -114,23 +131,17 @@ def load_folder(root, cache_dir=None, name="folder"):
                             "train/<class>/*.png and test/<class>/*.png")
     cache_dir = cache_dir or default_cache_dir()
     cache = os.path.join(cache_dir, f"folder-{_folder_signature(root)}.npz")
-    data = _read_cache(cache, name) if os.path.isfile(cache) else None
+    data = _read_cache(cache, name)
     if data is not None:
         return data
     print(f"decoding {root}: once, about 30 s for CIFAR-10's 60,000 files on two cores; "
           f"cached in {cache_dir}", file=sys.stderr)
     train_x, train_y, classes = decode_split(os.path.join(root, "train"))
     test_x, test_y, _ = decode_split(os.path.join(root, "test"), classes)
-    nchw = lambda a: np.ascontiguousarray(a.transpose(0, 3, 1, 2))  # noqa: E731  NHWC -> NCHW
-    arrays = dict(train_x=nchw(train_x), train_y=train_y, test_x=nchw(test_x), test_y=test_y)
-    data = ImageData(name, classes=classes, flip=True,
-                     **{k: torch.from_numpy(v) for k, v in arrays.items()})
-    try:
-        remove_stale_temps(cache_dir)
-        with atomic_path(cache, suffix=".npz") as tmp:
-            np.savez(tmp, **arrays, classes=np.array(classes))
-    except UserError as e:  # a read-only home or a full disk is no reason to stop
-        print(f"warning: the decoded images were not cached ({e})", file=sys.stderr)
+    nchw = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))  # noqa: E731
+    data = ImageData(name, nchw(train_x), torch.from_numpy(train_y), nchw(test_x),  # NHWC -> NCHW
+                     torch.from_numpy(test_y), classes, flip=True)
+    _write_cache(cache, data)
     return data
 
 
@@ -150,7 +161,13 @@ def load_cifar10(data_dir, cache_dir=None):
 
 
 def load_digits(data_dir=None, cache_dir=None):
-    """scikit-learn's 8x8 digits (values 0..16) as 32x32 RGB uint8, split 1,500 / 297 (fixed)."""
+    """scikit-learn's 8x8 digits (values 0..16) as 32x32 RGB uint8, split 1,500 / 297 (fixed);
+    cached as .npz like a folder, because importing scikit-learn takes about a second, more
+    than the rest of a small run's start."""
+    cache = os.path.join(cache_dir or default_cache_dir(), f"digits-{DIGITS_VERSION}.npz")
+    data = _read_cache(cache, "digits", flip=False)
+    if data is not None and data.classes == DIGITS and len(data.train_y) == 1500:
+        return data
     from utils.extras import require
 
     d = require("sklearn.datasets", "the digits dataset").load_digits()
@@ -160,7 +177,9 @@ def load_digits(data_dir=None, cache_dir=None):
     y = torch.from_numpy(d.target).long()
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
     tr, te = perm[:1500], perm[1500:]
-    return ImageData("digits", x[tr], y[tr], x[te], y[te], DIGITS, flip=False)
+    data = ImageData("digits", x[tr], y[tr], x[te], y[te], DIGITS, flip=False)
+    _write_cache(cache, data)
+    return data
 
 
 CIFAR10_FILES = tuple(f"cifar-10-batches-py/{f}" for f in

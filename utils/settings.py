@@ -15,7 +15,7 @@ class DataSettings:
     """Which images, how many and how they reach a step."""
     dataset: str = "cifar10"
     data_dir: str = "./data"
-    cache_dir: str = None  # decoded image folders (default ~/.cache/cnn_gan)
+    cache_dir: str = None  # decoded image folders, the digits (default ~/.cache/cnn_gan)
     download_only: bool = False  # fetch the data, train nothing (a login node)
     subset: int = None  # N training images, a seeded choice
     labels_per_class: int = None  # N labelled training images of each class
