@@ -286,7 +286,7 @@ def slurm_jobs(request, tmp_path_factory, default_cache):
 
 # Fixtures that train a model, run a command or decode a dataset: every test using one is slow
 # (the fixture's cost lands on whichever of its tests runs first).
-HEAVY_FIXTURES = {"batch_norm_runs", "cifar_dir", "digits_baseline", "digits_gan",
+HEAVY_FIXTURES = {"batch_norm_runs", "cifar_dir", "digits_baseline", "digits_gan", "pairs",
                   "encoder", "finished_run", "jobs", "mnist_judge", "real_files",
                   "second_classifier", "smoke", "trained", "unconditional_run"}
 

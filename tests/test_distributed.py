@@ -27,34 +27,48 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _worker(rank, world, port, script, argv, out):
-    """One process as torchrun would start it; it saves the weights it ends up holding."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+# script: its flags beyond TINY's. dcgan: a BatchNorm critic, which sees real and fake in two
+# passes before one backward; modern: spectral norm, DiffAugment and the EMA generator, the
+# same on every rank.
+PAIRS = {
+    "baseline": [],
+    "gan": [],
+    "dcgan": ["--recipe", "udacity-dcgan-svhn", "--dataset", "digits"],
+    "modern": ["--recipe", "cnn-gan-modern", "--dataset", "digits", "--ema", "0.9"],
+}
+
+
+def _worker(rank, world, ports, out):
+    """One process as torchrun would start it, running each script of PAIRS in turn (one pair
+    of processes for all four: each start costs seconds); it saves the weights it ends up
+    holding."""
     torch.set_num_threads(1)
-    module = train_baseline if script == "baseline" else train_gan  # gan, dcgan, modern
-    _, trained = module.run(module.resolve(argv))
-    nets = {"model": trained} if script == "baseline" else {"G": trained.G, "D": trained.D}
-    if script != "baseline" and trained.G_ema is not None:
-        nets["G_ema"] = trained.G_ema  # every rank's moving average, from the same weights
-    torch.save({k: {n: t.clone() for n, t in m.state_dict().items()} for k, m in nets.items()},
-               os.path.join(out, f"rank{rank}.pt"))
+    for (script, extra), port in zip(PAIRS.items(), ports):
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                          WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+        argv = TINY + ["--subset", "256", "--batch_size", "32", "--epochs", "2",
+                       "--out_dir", os.path.join(out, script), *extra]
+        module = train_baseline if script == "baseline" else train_gan
+        _, trained = module.run(module.resolve(argv))
+        nets = {"model": trained} if script == "baseline" else {"G": trained.G, "D": trained.D}
+        if script != "baseline" and trained.G_ema is not None:
+            nets["G_ema"] = trained.G_ema  # every rank's moving average, from the same weights
+        torch.save({k: {n: t.clone() for n, t in m.state_dict().items()} for k, m in nets.items()},
+                   os.path.join(out, f"{script}-rank{rank}.pt"))
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pairs")
+    mp.spawn(_worker, args=(2, [_free_port() for _ in PAIRS], str(out)), nprocs=2)
+    return out
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script", ["baseline", "gan", "dcgan", "modern"])
-def test_two_processes_hold_identical_weights_and_only_rank0_writes(script, tmp_path):
-    """dcgan: a BatchNorm critic, which sees real and fake in two passes before one backward;
-    modern: spectral norm, DiffAugment and the EMA generator, the same on every rank."""
-    run_dir = tmp_path / "run"
-    argv = TINY + ["--subset", "256", "--batch_size", "32", "--epochs", "2",
-                   "--out_dir", str(run_dir)]
-    if script == "dcgan":
-        argv += ["--recipe", "udacity-dcgan-svhn", "--dataset", "digits"]
-    if script == "modern":
-        argv += ["--recipe", "cnn-gan-modern", "--dataset", "digits", "--ema", "0.9"]
-    mp.spawn(_worker, args=(2, _free_port(), script, argv, str(tmp_path)), nprocs=2)
-    a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
+@pytest.mark.parametrize("script", list(PAIRS))
+def test_two_processes_hold_identical_weights_and_only_rank0_writes(script, pairs):
+    run_dir = pairs / script
+    a, b = (torch.load(pairs / f"{script}-rank{r}.pt", weights_only=True) for r in range(2))
     for net in a:
         for name, t in a[net].items():
             if "running" in name or "num_batches" in name:
