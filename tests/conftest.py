@@ -1,7 +1,5 @@
 import os
-import subprocess
 import sys
-import threading
 
 import pytest
 import torch
@@ -270,79 +268,20 @@ def mnist_judge(mnist_dir, tmp_path_factory):
     return model.requires_grad_(False), path
 
 
-# ----------------------------------------------------------------------------- beside the others
-# Two tests mostly wait: SLURM's (its jobs wait for the scheduler's 30-second ticks, at nice 19)
-# and the GPU check's CPU rehearsal (one process start after another). Their work runs beside
-# the other tests, which fill the machine meanwhile; each starts with the session when one of
-# its tests is selected.
-
-def _selected(request, module, fixture):
-    """The test module `module` when one of its tests that use `fixture` is selected."""
-    for item in request.session.items:
-        m = getattr(item, "module", None)
-        if m is not None and m.__name__.endswith(module) and fixture in item.fixturenames:
-            return m
-    return None
-
-
 @pytest.fixture(scope="session", autouse=True)
 def slurm_jobs(request, tmp_path_factory, default_cache):
-    """The real SLURM test's jobs (test_slurm.Jobs), submitted in a thread."""
-    module = _selected(request, "test_slurm", "jobs")
-    if module is None:
+    """The real SLURM test's jobs (test_slurm.Jobs), started with the session when that test
+    is selected: they spend most of their two minutes waiting for SLURM's 30-second ticks,
+    which the other tests fill meanwhile (the jobs run at nice 19)."""
+    chosen = [item for item in request.session.items
+              if getattr(item, "module", None) is not None
+              and item.module.__name__.endswith("test_slurm") and "jobs" in item.fixturenames]
+    if not chosen:
         yield None
         return
-    jobs = module.Jobs(tmp_path_factory).start()
+    jobs = chosen[0].module.Jobs(tmp_path_factory).start()
     yield jobs
     jobs.close()
-
-
-class Background:
-    """A command run beside the other tests: started `delay` seconds into the session (the
-    first minutes' tests keep both cores busy already) or at once when a test asks for it.
-    result(): its exit code."""
-
-    def __init__(self, argv, log, delay):
-        self.argv, self.log, self.proc = argv, log, None
-        self.asked, self.lock, self.closed = threading.Event(), threading.Lock(), False
-        threading.Thread(target=self._start, args=(delay,), daemon=True).start()
-
-    def _start(self, delay):
-        self.asked.wait(delay)
-        with self.lock:
-            if not self.closed and self.proc is None:
-                with open(self.log, "w") as f:
-                    self.proc = subprocess.Popen(self.argv, cwd=ROOT, stdout=f,
-                                                 stderr=subprocess.STDOUT)
-
-    def result(self, timeout=900):
-        self.asked.set()
-        self._start(0)  # here, if the thread has not yet
-        return self.proc.wait(timeout=timeout)
-
-    def close(self):
-        with self.lock:
-            self.closed = True
-            if self.proc is not None and self.proc.poll() is None:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def gpu_check_rehearsal(request, tmp_path_factory, default_cache):
-    """jobs/gpu_check.py's CPU rehearsal (test_gpu_check.rehearsal gives the command), from two
-    minutes into the session: (Background, its folder)."""
-    module = _selected(request, "test_gpu_check", "smoke")
-    if module is None:
-        yield None
-        return
-    out = tmp_path_factory.mktemp("gpu_check")
-    background = Background(module.rehearsal(out), str(out / "rehearsal.log"), delay=120)
-    yield background, out
-    background.close()
 
 
 # Fixtures that train a model, run a command or decode a dataset: every test using one is slow

@@ -11,21 +11,15 @@ sys.path.insert(0, os.path.join(ROOT, "jobs"))
 import gpu_check  # noqa: E402
 
 
-def rehearsal(out):
-    """The whole check in its CPU rehearsal, with the files a GPU machine would send back. It
-    runs beside the other tests (conftest.gpu_check_rehearsal): its limits x3 for that."""
-    return [sys.executable, os.path.join(ROOT, "jobs", "gpu_check.py"), "--device", "cpu",
-            "--smoke", "--scale", "3", "--dataset", "digits", "--out_dir", str(out / "check"),
-            "--collect", str(out / "back")]
-
-
 @pytest.fixture(scope="module")
-def smoke(gpu_check_rehearsal):
-    background, out = gpu_check_rehearsal
-    code = background.result()
-    log = open(out / "rehearsal.log").read()
-    assert os.path.isfile(out / "check" / "summary.json"), log[-3000:]
-    return code, json.load(open(out / "check" / "summary.json")), out / "back"
+def smoke(tmp_path_factory):
+    """The whole check in its CPU rehearsal, with the files a GPU machine would send back."""
+    out = tmp_path_factory.mktemp("gpu_check")
+    back = out / "back"
+    code = gpu_check.main(["--device", "cpu", "--smoke", "--dataset", "digits",
+                           "--out_dir", str(out / "check"), "--collect", str(back)])
+    summary = json.load(open(out / "check" / "summary.json"))
+    return code, summary, back
 
 
 @pytest.mark.slow
