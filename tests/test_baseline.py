@@ -152,12 +152,16 @@ def test_bad_checkpoints_are_refused_and_nothing_is_overwritten(tmp_path, capsys
 def test_command_line_end_to_end(tmp_path):
     """The real command: JSON on stdout's last line, exit 0; a bad flag: one line, exit 2."""
     cmd = [sys.executable, os.path.join(ROOT, "train_baseline.py")]
-    r = subprocess.run(cmd + FAST + ["--subset", "64", "--epochs", "1", "--out_dir", str(tmp_path)],
-                       capture_output=True, text=True, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    assert set(json.loads(r.stdout.splitlines()[-1])) >= {"test_acc", "epochs", "seconds"}
-    r = subprocess.run(cmd + ["--dataset", "mnist2"], capture_output=True, text=True, cwd=tmp_path)
+    good = subprocess.Popen(cmd + FAST + ["--subset", "64", "--epochs", "1", "--out_dir",
+                                          str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    (tmp_path / "elsewhere").mkdir()  # not the folder the first run holds
+    r = subprocess.run(cmd + ["--dataset", "mnist2"], capture_output=True, text=True,
+                       cwd=tmp_path / "elsewhere")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "unknown dataset" in r.stderr
+    out, err = good.communicate(timeout=300)
+    assert good.returncode == 0, err
+    assert set(json.loads(out.splitlines()[-1])) >= {"test_acc", "epochs", "seconds"}
 
 
 def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
