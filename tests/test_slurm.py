@@ -21,7 +21,8 @@ it may start again; the test lets it start at once (scontrol update StartTime=no
 
 The jobs spend most of their time waiting for those checks, so they start with the session
 (conftest's slurm_jobs runs Jobs in a thread) and the other tests run meanwhile; the jobs'
-sessions have nice 10 but from just before the warning until the first run ends (_renice).
+sessions have nice 10 but from just before the warning until the first run ends; the
+uninterrupted runs' too (_renice).
 The packages are installed with apt-get when missing (as root); the tests skip, with the
 reason, only where that is impossible.
 """
@@ -73,7 +74,7 @@ FINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEM
 TIMEOUT_S = 400
 PERIOD_S = 30.05  # between SLURM's time-limit checks (measured)
 WINDOW_S = 3  # a job is resumed, its limit brought forward, in the last seconds before a check
-QUIET_NICE = 10  # a job's session while its trainer starts and in its requeued run (_renice)
+QUIET_NICE = 10  # a job's sessions while its trainer starts and in its requeued run (_renice)
 
 
 def _install():
@@ -245,7 +246,7 @@ class Jobs:
             refs[name] = _reference(name, base / f"{name}-ref", cluster)
         cycles = {name: FirstCycle(ids[name], run_dir(base, name) / runfiles.log(_kind(name)),
                                    cluster) for name in JOBS}
-        fields, quiet, niced, deadline = {}, {}, {}, time.time() + TIMEOUT_S
+        fields, quiet, deadline = {}, {}, time.time() + TIMEOUT_S
         for n in itertools.count():
             if time.time() > deadline or len(fields) == len(ids):
                 break
@@ -255,15 +256,16 @@ class Jobs:
                 cycle.step(ticks)
             if n % 2:  # the jobs' states once a second
                 continue
+            for p in refs.values():
+                if p.poll() is None:
+                    _renice(_tree(p.pid), QUIET_NICE)
             for name, job_id in ids.items():
                 job = _job(job_id, cluster)
                 if job.get("JobState") in FINAL:
                     fields[name] = job
                 elif job.get("JobState") == "RUNNING":  # quiet, but while it is warned
-                    run = int(job.get("Restarts", 0))
-                    nice = 0 if run == 0 and cycles[name].stage == "warned" else QUIET_NICE
-                    if niced.get(name) != (run, nice) and _renice(job_id, cluster, nice):
-                        niced[name] = (run, nice)
+                    warned = int(job.get("Restarts", 0)) == 0 and cycles[name].stage == "warned"
+                    _renice(_job_pids(job_id, cluster), 0 if warned else QUIET_NICE)
                 elif (job.get("JobState") == "PENDING" and job.get("Reason") == "BeginTime"
                       and int(job.get("Restarts", 0)) > 0 and not _stepd_alive(job_id)):
                     # Released only once the last run's slurmstepd has gone for a second: its
@@ -366,7 +368,7 @@ class FirstCycle:
                 self._scontrol("suspend", self.job_id)
                 self.suspended = True
         if self.stage == "training" and near:
-            _renice(self.job_id, self.env, 0)  # its warning is answered at once
+            _renice(_job_pids(self.job_id, self.env), 0)  # its warning is answered at once
             if self.suspended:
                 self._scontrol("resume", self.job_id)
             limit = math.ceil((_seconds(_job(self.job_id, self.env)["RunTime"]) + 45) / 60)
@@ -380,22 +382,45 @@ class FirstCycle:
         assert done.returncode == 0, (args, done.stderr)
 
 
-def _renice(job_id, env, nice):
-    """Give a job's session the nice `nice`. This kernel schedules by session (autogroup): a
-    process's nice weighs only within its session, and each job runs in one of its own, so the
-    cluster's nice 19 does not reach the jobs, which took the cores from the other tests as
-    peers. A session's nice of 0 or more may be set by its owner (as root at once; others are
-    rate-limited). Best effort, since it only moves work to idle time: True when set."""
+def _job_pids(job_id, env):
     listed = subprocess.run(["scontrol", "listpids", job_id], env=env, capture_output=True,
                             text=True)
-    for line in listed.stdout.splitlines()[1:]:  # PID JOBID STEPID ...
+    return [line.split()[0] for line in listed.stdout.splitlines()[1:] if line.strip()]
+
+
+def _tree(pid):
+    """pid and its descendants."""
+    children = {}
+    for entry in os.listdir("/proc"):
         try:
-            with open(f"/proc/{line.split()[0]}/autogroup", "w") as f:
-                f.write(str(nice))
-            return True
+            with open(f"/proc/{entry}/stat") as f:  # pid (comm) state ppid ...
+                children.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(entry)
+        except (OSError, ValueError, IndexError):
+            continue
+    found, todo = [], [str(pid)]
+    while todo:
+        found.append(todo.pop())
+        todo += children.get(int(found[-1]), [])
+    return found
+
+
+def _renice(pids, nice):
+    """Give the sessions of pids the nice `nice`. This kernel schedules by session (autogroup):
+    a process's nice weighs only within its session, and each job, and each of torchrun's
+    workers, runs in one of its own, so the cluster's nice 19 did not reach them and they took
+    the cores from the other tests as peers. A session's nice of 0 or more is its owner's to
+    set (others than root: ten times a second). Best effort: it only moves work to idle time.
+    The session of pytest itself is left alone."""
+    with open("/proc/self/autogroup") as f:
+        ours = f.read().split()[0]
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/autogroup", "r+") as f:
+                if f.read().split()[0] != ours:
+                    f.seek(0)
+                    f.write(str(nice))
         except (OSError, IndexError):
             continue
-    return False
 
 
 def _seconds(run_time):
