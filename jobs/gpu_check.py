@@ -4,7 +4,7 @@ CIFAR-10 under time limits, Part 2 on both, and one summary JSON.
 
     python jobs/gpu_check.py --data_dir ../data/cifar10               # on a fresh GPU node
     python jobs/gpu_check.py --data_dir D --scale 2                   # a slower GPU: 2x each limit
-    python jobs/gpu_check.py --device cpu --smoke --dataset digits    # the CPU rehearsal (~30 s)
+    python jobs/gpu_check.py --device cpu --smoke --dataset digits    # the CPU rehearsal (~40 s)
 
 Each part is a process under its own time limit; one that fails or runs out of time is recorded
 and the next runs. The parts, the summary and the device tool's calls: docs/speed.md.
@@ -36,9 +36,9 @@ from utils.rundir import epoch_records
 
 BASELINE_EPOCHS, GAN_EPOCHS = 100, 200  # the assignment's full runs
 GRACE_S = 15  # after a part's limit: SIGTERM (a trainer checkpoints), then SIGKILL
-# --smoke: epochs of 8 steps and trainers stopped after 6 s, so that an epoch ends in time
+# --smoke: epochs of 8 steps and trainers stopped after 4 s, so that an epoch ends in time
 # on a busy CPU; the part's limit leaves room for starting, the resume and slow machines
-SMOKE_SUBSET, SMOKE_BATCH, SMOKE_TRAIN_S = 256, 32, 6
+SMOKE_SUBSET, SMOKE_BATCH, SMOKE_TRAIN_S = 256, 32, 4
 
 
 @dataclass(frozen=True)
