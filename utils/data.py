@@ -162,8 +162,8 @@ def load_cifar10(data_dir, cache_dir=None):
 
 def load_digits(data_dir=None, cache_dir=None):
     """scikit-learn's 8x8 digits (values 0..16) as 32x32 RGB uint8, split 1,500 / 297 (fixed);
-    cached as .npz like a folder, because importing scikit-learn takes about a second, more
-    than the rest of a small run's start."""
+    cached as .npz like a folder, because importing scikit-learn takes about a second, a
+    fifth of a small run's start."""
     cache = os.path.join(cache_dir or default_cache_dir(), f"digits-{DIGITS_VERSION}.npz")
     data = _read_cache(cache, "digits", flip=False)
     if data is not None and data.classes == DIGITS and len(data.train_y) == 1500:
