@@ -142,18 +142,24 @@ def _wait_for_steps(p):
 @pytest.mark.slow
 def test_ctrl_c_stops_with_a_checkpoint_and_a_second_one_at_once(tmp_path):
     once, twice = _popen(tmp_path / "a"), _popen(tmp_path / "b")  # started together
-    _wait_for_steps(once)
-    once.send_signal(signal.SIGINT)
-    _, err = once.communicate(timeout=60)
-    assert once.returncode == 130, err
-    assert "Ctrl-C: stopping after this step" in err and "resume with --resume" in err
-    ckpt = torch.load(tmp_path / "a" / "baseline.ckpt", weights_only=True)
-    assert ckpt["epoch"] * 100 + ckpt["step"] > 0  # the interrupted epoch's work is kept
-    _wait_for_steps(twice)
-    twice.send_signal(signal.SIGINT)
-    twice.send_signal(signal.SIGINT)
-    _, err = twice.communicate(timeout=60)
-    assert twice.returncode == 130 and "Traceback" not in err, err
+    try:
+        _wait_for_steps(once)
+        once.send_signal(signal.SIGINT)
+        _, err = once.communicate(timeout=60)
+        assert once.returncode == 130, err
+        assert "Ctrl-C: stopping after this step" in err and "resume with --resume" in err
+        ckpt = torch.load(tmp_path / "a" / "baseline.ckpt", weights_only=True)
+        assert ckpt["epoch"] * 100 + ckpt["step"] > 0  # the interrupted epoch's work is kept
+        _wait_for_steps(twice)
+        twice.send_signal(signal.SIGINT)
+        twice.send_signal(signal.SIGINT)
+        _, err = twice.communicate(timeout=60)
+        assert twice.returncode == 130 and "Traceback" not in err, err
+    finally:  # a failed assertion leaves no trainer behind
+        for p in (once, twice):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
 
 
 @pytest.mark.slow
