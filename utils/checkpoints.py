@@ -4,6 +4,7 @@ import hashlib
 import io
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -85,6 +86,14 @@ MODEL_FIELDS = {"family": TEXT, "role": TEXT, "build_args": DICT, "model": WEIGH
 MODEL_RENAMED = {"arch": "family", "arch_args": "build_args"}
 
 
+def safe_load(source):
+    """torch.load on the CPU with weights_only=True. torch's warning about a file of another
+    pickle protocol is silenced: such a file is refused in one line by the caller."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol")
+        return torch.load(source, map_location="cpu", weights_only=True)
+
+
 def load_checkpoint(path, kind=None, fields=None, data=None, renamed=None):
     """torch.load with weights_only=True, every entry of `fields` checked (data: the bytes,
     already read; renamed: {old entry name: new} of files written before a rename); a bad file
@@ -92,8 +101,7 @@ def load_checkpoint(path, kind=None, fields=None, data=None, renamed=None):
     if data is None and not os.path.isfile(path):
         raise UserError(f"no checkpoint at {path}")
     try:
-        ckpt = torch.load(io.BytesIO(data) if data is not None else path, map_location="cpu",
-                          weights_only=True)
+        ckpt = safe_load(io.BytesIO(data) if data is not None else path)
     except Exception as e:  # zip errors, EOF, unpickling refusals: all unusable files
         raise UserError(f"{path} is not a readable checkpoint (corrupt, truncated or not made "
                         f"by this project: {type(e).__name__})") from None
@@ -157,7 +165,7 @@ def resolve_resume(mode, overwrite, folder):
 def run_id_of(path):
     """The run id a checkpoint records (None for an unreadable file or one without)."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = safe_load(path)
     except Exception:  # any unreadable file: not the same run
         return None
     return ckpt.get("run_id") if isinstance(ckpt, dict) else None

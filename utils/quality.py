@@ -10,7 +10,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from utils.checkpoints import load_model
+from utils.checkpoints import load_model, safe_load
 from utils.console import progress
 from utils.errors import UserError
 from utils.files import file_digest
@@ -178,7 +178,7 @@ def load_checkpoint_plain(path):
     if not os.path.isfile(path):
         raise UserError(f"no weights file at {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = safe_load(path)
     except Exception as e:
         raise UserError(f"{path} is not a readable weights file ({type(e).__name__})") from None
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
