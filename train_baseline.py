@@ -123,7 +123,7 @@ class BaselineTrainer:
         self.settings, self.model, self.optimizer, self.runtime = (settings, model, optimizer,
                                                                    runtime)
         self.test, self.classes = test, tuple(classes)
-        self.fast = fast or model  # what the step runs through (compiled, DDP); shares weights
+        self.fast = model if fast is None else fast  # compiled, DDP: shares the weights
 
     def state(self):
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}

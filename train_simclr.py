@@ -84,7 +84,7 @@ class SimCLRTrainer:
     def __init__(self, settings, net, optimizer, runtime, *, fast=None, augment=None, dist=None,
                  rank=0):
         self.settings, self.net, self.optimizer, self.runtime = settings, net, optimizer, runtime
-        self.fast = fast or net  # what the step runs through (compiled, DDP)
+        self.fast = net if fast is None else fast  # what the step runs through (compiled, DDP)
         self.augment, self.dist, self.rank = augment, dist, rank
 
     def state(self):

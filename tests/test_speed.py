@@ -12,9 +12,10 @@ from conftest import run_cli
 import bench
 import train_baseline
 import train_gan
+import train_simclr
 import visualize
 from flags import runtime_settings
-from models import Discriminator
+from models import Discriminator, SimCLRNet
 from train_gan import resolve
 from utils.classifier import train_step
 from utils.gan import GanSpec, build_gan, gan_iteration
@@ -53,6 +54,17 @@ def test_bf16_units_are_read_from_the_cpus_flags(tmp_path):
         cpuinfo.write_text(text)
         assert cpu_has_bf16_units(str(cpuinfo)) is expected, text
     assert cpu_has_bf16_units(str(tmp_path / "absent")) is False  # no cpuinfo: no claim
+
+
+def test_trainers_take_a_compiled_module():
+    """A compiled module has no truth value (it forwards len() to its module): the trainers
+    must keep it as given, not test it (`--compile on` failed so for the classifiers)."""
+    model, net = Discriminator(width=4), SimCLRNet(Discriminator(width=4), torch.nn.Identity())
+    rt, opt = Runtime(torch.device("cpu")), torch.optim.SGD(model.parameters(), lr=0.1)
+    fast = torch.compile(model)  # compiled lazily: nothing runs here
+    assert train_baseline.BaselineTrainer(None, model, opt, rt, None, fast=fast).fast is fast
+    fast = torch.compile(net)
+    assert train_simclr.SimCLRTrainer(None, net, opt, rt, fast=fast).fast is fast
 
 
 @pytest.mark.slow
