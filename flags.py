@@ -112,6 +112,9 @@ class ArgumentParser(argparse.ArgumentParser):
         return parsed, rest
 
 
+ADAM_ONLY = ("beta1", "beta2", "adam_step_cap")  # what another optimizer would ignore
+
+
 def with_recipe(parser, recipes, argv=None):
     """Parse the flags over the defaults of the chosen --recipe (recipes: name -> Recipe), over
     the parser's own; --help shows the recipe's defaults too."""
@@ -121,7 +124,12 @@ def with_recipe(parser, recipes, argv=None):
     chosen, _ = peek.parse_known_args(argv)
     if chosen.recipe in recipes:
         parser.set_defaults(**recipes[chosen.recipe].defaults)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    adams = [k for k in ADAM_ONLY if k in vars(args) and vars(args)[k] != parser.get_default(k)]
+    if getattr(args, "optimizer", "adam") != "adam" and adams:  # else it would go unused
+        raise UserError(f"--{adams[0]} is Adam's, and --optimizer {args.optimizer} has no use "
+                        "for it: leave it out, or use --optimizer adam")
+    return args
 
 
 def add_shared_flags(parser, *, epochs, lr, batch_size, dataset="cifar10", adam_step_cap=1024,

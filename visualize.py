@@ -16,7 +16,7 @@ import os
 import time
 
 from flags import (COUNT, NONNEGATIVE, POSITIVE, POSITIVE_INT, SEED, ArgumentParser,
-                   add_speed_flags, run_main)
+                   add_speed_flags, number, run_main)
 from utils import runfiles
 from utils.console import info, tidy
 from utils.errors import UserError
@@ -60,11 +60,16 @@ def add_models(p):
     add_speed_flags(p, ("amp", "channels_last"), defaults={"amp": "off"})
 
 
+LEVELS = number(float, 0, 255)  # a change of 8-bit pixel levels
+GRID_SIDE = number(int, 1, 100)  # images along one side of a figure's grid
+
+
 def add_perturb(p):
     g = p.add_argument_group("perturb")
-    g.add_argument("--gain", type=NONNEGATIVE, default=8.0,
+    g.add_argument("--gain", type=LEVELS, default=8.0,
                    help="8-bit levels each pixel moves against the gradient's sign")
-    g.add_argument("--max_gain", type=COUNT, default=16, help="accuracy-vs-gain plot: gains 0..N")
+    g.add_argument("--max_gain", type=number(int, 0, 255), default=16,
+                   help="accuracy-vs-gain plot: gains 0..N")
 
 
 def add_ascent(p, features=False):
@@ -79,8 +84,9 @@ def add_ascent(p, features=False):
                             "6 8 for its network, which has 1..8; every layer of the others)")
         g.add_argument("--n_features", type=POSITIVE_INT, default=100,
                        help="max-features: the first N features")
-    g.add_argument("--jitter", type=COUNT, default=0,
-                   help="regulariser: shift the image by up to N pixels each step (0: off)")
+    g.add_argument("--jitter", type=number(int, 0, 16), default=0,
+                   help="regulariser: shift the image by up to N pixels each step (0: off; at "
+                        "most 16, half a 32-pixel image)")
     g.add_argument("--blur_every", type=COUNT, default=0,
                    help="regulariser: Gaussian blur every N steps (0: off)")
     g.add_argument("--blur_sigma", type=POSITIVE, default=0.5, help="the blur's sigma in pixels")
@@ -104,8 +110,8 @@ def add_samples(p):
     g = p.add_argument_group("samples")
     g.add_argument("--classes", nargs="+", default=["all"],
                    help="class names or indices (default all: one column each)")
-    g.add_argument("--n_per_class", type=POSITIVE_INT, default=10, help="samples per class")
-    g.add_argument("--interp_steps", type=POSITIVE_INT, default=10,
+    g.add_argument("--n_per_class", type=GRID_SIDE, default=10, help="samples per class")
+    g.add_argument("--interp_steps", type=GRID_SIDE, default=10,
                    help="images in each class's interpolation row")
 
 
@@ -119,14 +125,14 @@ def add_export(p):
 def add_neighbours(p):
     g = p.add_argument_group("neighbours (an encoder from train_simclr.py)")
     g.add_argument("--encoder", default=None, help="default RUN_DIR/simclr.model")
-    g.add_argument("--n_queries", type=POSITIVE_INT, default=8, help="test images, one row each")
-    g.add_argument("--k", type=POSITIVE_INT, default=8,
+    g.add_argument("--n_queries", type=GRID_SIDE, default=8, help="test images, one row each")
+    g.add_argument("--k", type=GRID_SIDE, default=8,
                    help="nearest training images shown per test image")
 
 
 def add_attribute(p):
     g = p.add_argument_group("attribute: saliency, integrated gradients, Grad-CAM")
-    g.add_argument("--n_images", type=POSITIVE_INT, default=8, help="test images, one row each")
+    g.add_argument("--n_images", type=GRID_SIDE, default=8, help="test images, one row each")
     g.add_argument("--ig_steps", type=POSITIVE_INT, default=32, help="integrated gradients' steps")
     g.add_argument("--ig_batch", type=POSITIVE_INT, default=64,
                    help="images per batch inside integrated gradients (memory)")
@@ -136,7 +142,8 @@ def add_attribute(p):
 
 def add_attack(p):
     g = p.add_argument_group("attack: PGD")
-    g.add_argument("--max_budget", type=COUNT, default=16, help="PGD budgets 0..N 8-bit levels")
+    g.add_argument("--max_budget", type=number(int, 0, 255), default=16,
+                   help="PGD budgets 0..N 8-bit levels")
     g.add_argument("--attack_steps", type=POSITIVE_INT, default=10, help="PGD's steps")
 
 

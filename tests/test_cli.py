@@ -44,14 +44,23 @@ NONSENSE = [
     ("train_gan", ["--beta1", "1"], ["--beta1", "[0, 1)"]),
     ("train_gan", ["--beta2", "-0.1"], ["--beta2", "[0, 1)"]),
     ("train_gan", ["--gen_train", "0"], ["--gen_train"]),
+    ("train_gan", ["--optimizer", "rmsprop", "--beta1", "0.5"], ["--beta1", "rmsprop"]),
+    ("train_gan", ["--recipe", "wgan-clip", "--beta2", "0.99"], ["--beta2", "rmsprop"]),
+    ("train_baseline", ["--optimizer", "sgd", "--adam_step_cap", "5"],
+     ["--adam_step_cap", "sgd"]),
     ("train_gan", ["--latent_dim", "5"], ["--latent_dim 5", "one-hot"]),
     ("visualize", ["--steps", "0"], ["--steps", ">= 1"]),
-    ("visualize", ["--gain", "-1"], ["--gain", ">= 0"]),
+    ("visualize", ["--gain", "-1"], ["--gain", "[0, 255]"]),
     ("visualize", ["--gain", "nan"], ["--gain"]),
     ("visualize", ["--lr", "inf"], ["--lr"]),
     ("visualize", ["--weight_decay", "-0.1"], ["--weight_decay"]),
     ("visualize", ["--layers", "0"], ["--layers", ">= 1"]),
     ("visualize", ["--blur_sigma", "0"], ["--blur_sigma"]),
+    ("visualize", ["--gain", "256"], ["--gain", "[0, 255]"]),
+    ("visualize", ["--jitter", "17"], ["--jitter", "[0, 16]"]),
+    ("visualize", ["--interp_steps", "101"], ["--interp_steps", "[1, 100]"]),
+    ("visualize", ["--k", "101"], ["--k", "[1, 100]"]),
+    ("visualize", ["--max_budget", "256"], ["--max_budget", "[0, 255]"]),
     ("bench", ["--steps", "0"], ["--steps"]),
     ("bench", ["--warmup", "-1"], ["--warmup"]),
 ]
@@ -66,7 +75,8 @@ def test_nonsense_numbers_get_one_line_and_exit_2(script, flags, words, tmp_path
 
     module = importlib.import_module(script)
     if script == "visualize":  # each figure has its own flags
-        figure = {"--gain": "perturb", "--layers": "max-features"}.get(flags[0], "max-class")
+        figure = {"--gain": "perturb", "--layers": "max-features", "--interp_steps": "samples",
+                  "--k": "neighbours", "--max_budget": "attack"}.get(flags[0], "max-class")
         argv = [figure, "--run_dir", str(tmp_path)] + flags
     elif script == "bench":
         argv = ["--device", "cpu"] + flags

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import torch.nn as nn
-from conftest import run_cli
+from conftest import last_line, make_folder, run_cli
 from PIL import Image
 
 import train_baseline
@@ -99,6 +99,14 @@ def test_neighbours_share_their_class(encoder, tmp_path, capsys):
     cell = 68  # 32 pixels and 2 of gap, drawn twice as large
     assert Image.open(tmp_path / "neighbours.png").size == (6 * cell + 4, 20 * cell + 4)
     assert json.loads(out.splitlines()[-1])["neighbours"]["same_class_pct"] > 60  # chance 10%
+    # more neighbours than the images searched: one line (16 training images here)
+    small = make_folder(tmp_path / "small")
+    code, _, err = run_cli(visualize.main, ["neighbours", "--run_dir", str(run), "--k", "20",
+                                            "--dataset", "folder", "--data_dir", small,
+                                            "--cache_dir", str(tmp_path / "cache"),
+                                            "--out_dir", str(tmp_path / "v")], capsys)
+    line = last_line(code, err)  # after the line that says the folder is being decoded
+    assert "--k 20" in line and "16 training images" in line
 
 
 def test_labels_per_class_picks_exactly_n_of_each():

@@ -34,7 +34,8 @@ def ascend(objective, x0, steps=200, lr=0.1, weight_decay=0.001, jitter=0, blur_
         grad = torch.roll(grad, (-dy, -dx), (2, 3))
         x = x + lr * grad - weight_decay * x * x.abs()
         if blur_every and (step + 1) % blur_every == 0:
-            k = 2 * max(1, round(3 * blur_sigma)) + 1
+            # a radius of 3 sigma, less than the image's side (reflection needs no more)
+            k = 2 * min(max(1, round(3 * blur_sigma)), min(x.shape[-2:]) - 1) + 1
             x = gaussian_blur(x, [k, k], [blur_sigma, blur_sigma])
         x = x.clamp(-1, 1)
     return x.detach()

@@ -9,6 +9,7 @@ from utils import runfiles
 from utils.checkpoints import load_model
 from utils.console import info
 from utils.data import load_dataset, make_generator, to_float
+from utils.errors import UserError
 from utils.pictures import save_grid, to_unit
 
 
@@ -35,6 +36,9 @@ def run_neighbours(ctx):
     settings = ckpt["settings"]
     data = load_dataset(opts.dataset or settings.get("dataset", "cifar10"),
                         opts.data_dir or settings.get("data_dir", "./data"), opts.cache_dir)
+    if opts.k > len(data.train_y):
+        raise UserError(f"--k {opts.k}: {data.name} has only {len(data.train_y)} training images "
+                        "to search; choose a smaller --k")
     g = make_generator("cpu", opts.seed, "neighbours")
     pick = torch.randperm(len(data.test_y), generator=g)[:opts.n_queries]
     q = embed_all(encoder, data.test_x[pick], ctx.device)
