@@ -29,6 +29,7 @@ from utils.augment import Augment, jitter_strengths
 from utils.classifier import train_step
 from utils.console import info, tidy
 from utils.data import Batches, ImageData, load_dataset
+from utils.errors import DataError, UserError
 from utils.figures.ascent import ascend, own_class_logit, own_feature
 from utils.figures.perturbation import perturb
 from utils.gan import GanSpec, build_gan, gan_iteration
@@ -306,6 +307,17 @@ def print_flags(table, device_name, args):
           "compilation included\n")
 
 
+def load_cifar10_copy(data_dir):
+    """The images bench.py times with --data_dir: CIFAR-10 alone (speed depends on shape)."""
+    try:
+        return load_dataset("cifar10", data_dir)
+    except DataError as e:
+        raise UserError(f"--data_dir {data_dir}: bench.py reads a CIFAR-10 copy there "
+                        f"(torchvision's files, or the PNG layout), and this one is not usable "
+                        f"({str(e).split(';')[0]}); leave --data_dir out to time random "
+                        "images") from None
+
+
 def main(argv=None):
     given = build_parser().parse_args(argv)
     recipe_sizes = dict(width=given.width, batch_size=given.batch_size)  # as given, or None
@@ -316,7 +328,7 @@ def main(argv=None):
     device_name = (torch.cuda.get_device_name(runtime.device) if runtime.device.type == "cuda"
                    else f"CPU ({torch.get_num_threads()} threads)")
     n = max(1024, (args.steps + args.warmup + 2) * args.batch_size)
-    data = load_dataset("cifar10", args.data_dir) if args.data_dir else random_data(n, args.seed)
+    data = load_cifar10_copy(args.data_dir) if args.data_dir else random_data(n, args.seed)
     info(f"device: {device_name}; fast path: {json.dumps(runtime.describe())}")
     results = dict(device=device_name, torch=torch.__version__, width=args.width,
                    batch_size=args.batch_size, fast_path=runtime.describe(),

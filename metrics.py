@@ -25,8 +25,9 @@ from utils.checkpoints import load_model
 from utils.console import info, tidy
 from utils.errors import UserError
 from utils.data import DATASETS, default_cache_dir, load_dataset
-from utils.figures.samples import export_complete
-from utils.files import atomic_write_json, file_digest, update_json
+from utils.figures.samples import check_foreign_images, export_complete, read_mark
+from utils.files import (NoSpace, atomic_write_json, check_writable_folder, file_digest,
+                         update_json)
 from utils.quality import (INCEPTION, INCEPTION_METRICS, METRICS, check_classifier_fits,
                            check_counts, check_request, evaluate, judge_strength, parse_metrics,
                            read_folder, real_cache_name, seeded_share)
@@ -74,6 +75,18 @@ def build_parser():
     return p
 
 
+def check_run_writable(run_dir):
+    """metrics.json goes into the run folder: a read-only one is refused before any work."""
+    try:
+        check_writable_folder(run_dir)
+    except NoSpace:
+        raise
+    except UserError:
+        raise UserError(f"cannot write metrics.json into {run_dir} (a read-only folder, or "
+                        "another user's): copy the run folder where you can write and measure "
+                        "the copy") from None
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     metrics = parse_metrics(args.metrics)
@@ -91,6 +104,7 @@ def main(argv=None):
     settings = {}
     check_counts(metrics, None, None, args.n_samples, args.n_real or args.n_samples, args.splits)
     if run_dir:  # everything checked before the samples are drawn
+        check_run_writable(run_dir)
         G, ckpt, g_digest = load_model(os.path.join(run_dir, generator_file), "generator",
                                        "train_gan.py", identity=True)
         settings = ckpt["settings"]
@@ -111,6 +125,7 @@ def main(argv=None):
             raise UserError(f"{args.fake} holds an export that did not finish (interrupted, or "
                             "still being written): run visualize.py export again and wait for "
                             "it to end")
+        check_foreign_images(args.fake, read_mark(args.fake))
         fake, fake_labels = read_folder(args.fake, args.n_samples, args.seed)
         check_request(metrics, conditional=fake_labels is not None, **check)
     elif args.fake in DATASETS:  # real images in the fakes' place: the floor of a distance

@@ -169,7 +169,8 @@ def resolve(argv=None):
                 and os.path.isfile(beside):
             values["eval_classifier"] = beside
         check_request(chosen, values["eval_classifier"], values["inception_weights"],
-                      conditional=values["acgan"] == "on", flag="--eval_classifier")
+                      conditional=values["acgan"] == "on", flag="--eval_classifier",
+                      metrics_flag="--eval_metrics")
         # the samples' count, now rather than after the first evaluated epoch
         check_counts(chosen, None, None, values["eval_samples"], values["eval_samples"],
                      flag="--eval_samples")

@@ -339,6 +339,12 @@ def main(argv=None, parts=None):
     a = build_parser().parse_args(argv)
     if a.device != "cpu" and not a.device.startswith("cuda"):
         raise UserError(f"--device {a.device}: the check is for cuda (or cpu with --smoke)")
+    if a.device.startswith("cuda"):  # said now, not by every part in turn
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {a.device}: CUDA is not available on this machine; run "
+                            "the check on a GPU node, or rehearse it with --device cpu --smoke")
     check_writable_folder(a.out_dir)
     # the parts run from the project's root: every path given is made absolute first
     absolute = lambda p: None if p is None else os.path.abspath(p)  # noqa: E731

@@ -1,4 +1,5 @@
 import os
+import subprocess
 import sys
 
 import pytest
@@ -147,6 +148,17 @@ def last_line(code, err, expected_code=2):
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == expected_code and lines and "Traceback" not in err, (code, err)
     return lines[-1]
+
+
+def bind_read_only(path):
+    """path (made if missing) mounted read-only onto itself, for root too; returns the undo."""
+    os.makedirs(path, exist_ok=True)
+    r = subprocess.run(["mount", "--bind", path, path], capture_output=True)
+    r2 = subprocess.run(["mount", "-o", "remount,bind,ro", path], capture_output=True)
+    if r.returncode or r2.returncode:
+        subprocess.run(["umount", path], capture_output=True)
+        pytest.skip("no bind mounts here (root and mount(8) needed) for a read-only folder")
+    return lambda: subprocess.run(["umount", path], capture_output=True)
 
 
 def folder_of_pngs(folder, n, channels=3, size=32):

@@ -5,6 +5,7 @@ import os
 import sys
 
 import pytest
+import torch
 from conftest import ROOT, run_cli
 
 sys.path.insert(0, os.path.join(ROOT, "jobs"))
@@ -122,6 +123,11 @@ def test_the_limits_scale_and_a_bad_device_is_one_line(tmp_path, capsys):
     code, _, err = run_cli(gpu_check.main, ["--device", "tpu", "--out_dir", str(tmp_path)],
                            capsys)
     assert code == 2 and err.count("\n") == 1 and "--device tpu" in err
+    if not torch.cuda.is_available():  # one line, before any part runs
+        code, _, err = run_cli(gpu_check.main, ["--device", "cuda", "--out_dir",
+                                                str(tmp_path / "c")], capsys)
+        assert code == 2 and err.count("\n") == 1 and "CUDA is not available" in err, err
+        assert not (tmp_path / "c").exists()
 
 
 def test_pytest_counts_reads_the_closing_line():

@@ -5,14 +5,15 @@ refused in one line (too few images, an unknown extractor, a judge of other clas
 shape, Inception weights that do not fit) with the judge's own strength shown."""
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 import scipy.linalg
 import torch
 import torch.nn.functional as F
-from conftest import (TINY_DIGITS, classifier, folder_of_pngs, last_line, one_line, run_cli,
-                      train)
+from conftest import (TINY_DIGITS, bind_read_only, classifier, folder_of_pngs, last_line,
+                      one_line, run_cli, train)
 from PIL import Image
 
 import metrics
@@ -121,6 +122,20 @@ def test_the_inception_path_with_a_stand_in_extractor(mnist_test, mnist_judge, t
     assert r["n_fake"] == r["n_real"] == 1000 and r["extractor"] == stand_in
 
 
+def test_a_read_only_run_folder_is_refused_before_any_sampling(digits_gan, tmp_path, capsys):
+    """metrics.json goes into the run folder: a read-only one is one line before the work,
+    which says what the user can do (metrics.py has no folder of its own to write to)."""
+    run, _ = digits_gan
+    copy = tmp_path / "ro" / "run"
+    shutil.copytree(run, copy)
+    undo = bind_read_only(str(tmp_path / "ro"))
+    try:
+        code, _, err = run_cli(metrics.main, [str(copy), "--metrics", "cfid"], capsys)
+    finally:
+        undo()
+    assert "cannot write metrics.json" in one_line(code, err) and "copy the run" in err, err
+
+
 def test_without_network_or_weights_it_says_what_to_do(digits_gan, tmp_path, capsys,
                                                        monkeypatch):
     from urllib.error import URLError
@@ -133,6 +148,7 @@ def test_without_network_or_weights_it_says_what_to_do(digits_gan, tmp_path, cap
     run, _ = digits_gan
     code, _, err = run_cli(metrics.main, [str(run), "--metrics", "fid"], capsys)
     assert code == 2 and err.count("\n") == 1 and "--inception_weights" in err, err
+    assert "--metrics cfid,cacc" in err
     bad = tmp_path / "weights.pth"
     bad.write_bytes(b"not a weights file")
     code, _, err = run_cli(metrics.main, [str(run), "--inception_weights", str(bad)], capsys)
@@ -140,7 +156,26 @@ def test_without_network_or_weights_it_says_what_to_do(digits_gan, tmp_path, cap
     code, _, err = run_cli(train_gan.main, ["--dataset", "digits", "--eval_every", "1",
                                             "--out_dir", str(tmp_path / "t")], capsys)
     assert code == 2 and "--inception_weights" in err  # before any training
+    assert "--eval_metrics cfid,cacc" in err  # the flag of the command that was run
     assert not (tmp_path / "t").exists()
+
+    def downloads(*a, **k):  # torch.hub announces a download on stdout
+        print("Downloading: inception")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", downloads)
+    quality.check_inception(None)
+    out, err = capsys.readouterr()
+    assert "Downloading" in err and "Downloading" not in out  # stdout ends in the JSON alone
+
+
+def test_intra_needs_of_each_class_what_the_whole_distance_needs():
+    five, ten = torch.arange(50) % 10, torch.arange(100) % 10  # 5 and 10 of each class
+    with pytest.raises(quality.UserError, match="at least 10 fake and 10 real images of each"):
+        quality.check_counts(["cfid"], five, ten, 50, 100, intra=True)
+    with pytest.raises(quality.UserError, match="at least 4 fake and 4 real images of each"):
+        quality.check_counts(["cprc"], torch.arange(30) % 10, ten, 30, 100, intra=True)
+    quality.check_counts(["cfid"], ten, ten, 100, 100, intra=True)  # enough: no error
+    quality.check_counts(["cfid"], five, ten, 50, 100)  # without --intra, 50 are enough
 
 
 @pytest.mark.slow

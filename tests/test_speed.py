@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import last_line, make_folder, run_cli
 
 import bench
 import train_baseline
@@ -164,6 +164,15 @@ def test_bench_runs_on_the_cpu_and_reports_every_figure(capsys):
         assert f["batch_size"] == 16, recipe
         assert f["images_per_s"] == pytest.approx(16 * 1000 / f["ms_per_step"], rel=0.02)
         assert f["arch"] == RECIPES[recipe].defaults["arch"]
+
+
+def test_bench_refuses_a_data_dir_that_is_not_cifar10(tmp_path, capsys):
+    """bench.py has no --dataset: its advice must not name one."""
+    data = make_folder(tmp_path / "data")  # classes a and b
+    code, _, err = run_cli(bench.main, ["--device", "cpu", "--data_dir", data, "--which",
+                                        "baseline"], capsys)
+    line = last_line(code, err)  # after the line that says the folder is being decoded
+    assert "not CIFAR-10's" in line and "--dataset" not in line and "leave --data_dir out" in line
 
 
 def test_bench_measures_each_speed_flag_against_none(capsys):

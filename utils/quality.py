@@ -1,6 +1,7 @@
 """Sample quality: torch-fidelity's FID, IS, KID and precision/recall, and the figures of this
 project's own classifier (cfid, cprc, cacc, cconf), for metrics.py and train_gan.py --eval_every.
 """
+import contextlib
 import functools
 import hashlib
 import os
@@ -140,7 +141,7 @@ def classifier_extractor(path):
     return name
 
 
-def check_inception(weights):
+def check_inception(weights, metrics_flag="--metrics"):
     """The Inception weights are there (the file given, or torch's hub cache), or can be
     downloaded now; otherwise one line saying how to get them."""
     from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
@@ -164,13 +165,14 @@ def check_inception(weights):
     cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(URL_INCEPTION_V3))
     if os.path.exists(cached):
         return
-    try:
-        torch.hub.load_state_dict_from_url(URL_INCEPTION_V3, progress=False)
+    try:  # torch's "Downloading" line to stderr: stdout ends in the result's JSON
+        with contextlib.redirect_stdout(sys.stderr):
+            torch.hub.load_state_dict_from_url(URL_INCEPTION_V3, progress=False)
     except Exception as e:  # URLError, timeouts, HTTP errors: no network, or no access
         raise UserError(f"the Inception weights are not on this machine and could not be "
                         f"downloaded ({type(e).__name__}); fetch {URL_INCEPTION_V3} once where "
                         "there is internet and pass --inception_weights FILE (or put it in "
-                        f"{os.path.dirname(cached)}), or use --metrics cfid,cacc") from None
+                        f"{os.path.dirname(cached)}), or use {metrics_flag} cfid,cacc") from None
 
 
 def load_checkpoint_plain(path):
@@ -345,7 +347,8 @@ def check_classifier_fits(classifier, channels, size):
 
 
 def check_request(metrics, classifier=None, weights=None, extractor=INCEPTION,
-                  conditional=True, classes=None, flag="--classifier"):
+                  conditional=True, classes=None, flag="--classifier",
+                  metrics_flag="--metrics"):
     """Everything the metrics asked for need is there, before any work (classes: the
     generator's class names, where known; cacc needs the classifier's to be the same)."""
     if {"prc", "cprc"} <= set(metrics):
@@ -363,7 +366,7 @@ def check_request(metrics, classifier=None, weights=None, extractor=INCEPTION,
             raise UserError(f"--feature_extractor {extractor}: torch-fidelity has no such "
                             f"feature extractor; choose one of {', '.join(known)}")
         if extractor == INCEPTION:
-            check_inception(weights)
+            check_inception(weights, metrics_flag)
     if needs_classifier(metrics):
         if not (classifier and os.path.isfile(classifier)):
             raise UserError(f"cfid, cacc and cconf need a classifier: pass a model file that "
@@ -394,11 +397,14 @@ def check_counts(metrics, fake_labels, real_labels, n_fake, n_real, splits=10, i
     if "is" in metrics and n_fake < splits:
         need.append(f"is needs at least --splits {splits} fake images (here {n_fake})")
     if intra and fake_labels is not None and real_labels is not None:
+        # each class's distance needs what the whole one does
+        each = least if {"fid", "cfid", "kid"} & set(metrics) else \
+            4 if {"prc", "cprc"} & set(metrics) else 2
         for c in sorted(set(fake_labels.tolist())):
             f, r = int((fake_labels == c).sum()), int((real_labels == c).sum())
-            if min(f, r) < 2:
-                need.append(f"--intra needs at least 2 fake and 2 real images of each class "
-                            f"(class {c}: {f} and {r})")
+            if min(f, r) < each:
+                need.append(f"--intra needs at least {each} fake and {each} real images of "
+                            f"each class (class {c}: {f} and {r}: raise {flag})")
                 break
     if need:
         raise UserError("; ".join(need))
