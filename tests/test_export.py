@@ -14,6 +14,7 @@ import visualize
 from models import generator
 from utils.figures import samples
 from utils.figures.samples import EXPORT_MARK, STAGING, export_complete, export_samples
+from utils.files import host_label
 
 
 def G():
@@ -88,6 +89,18 @@ def test_an_export_cut_short_in_the_swap_never_reads_as_complete(tmp_path, monke
     assert pngs(out) == [f"{i:05d}.png" for i in range(20)] and export_complete(out)
 
 
+def test_a_png_the_export_did_not_write_is_refused_by_export_and_metrics(tmp_path, capsys):
+    out = tmp_path / "export"
+    export_samples(G(), 3, 0, 0, "cpu", str(out))
+    (out / "99999.png").write_bytes(b"a user's picture")
+    with pytest.raises(Exception, match="99999.png"):
+        export_samples(G(), 3, 0, 0, "cpu", str(out))
+    code, _, err = run_cli(metrics.main, [str(out), "--metrics", "cacc", "--classifier", "x"],
+                           capsys)  # it would be measured as a fake
+    assert "99999.png" in last_line(code, err) and "move them out" in err
+    assert (out / "99999.png").read_bytes() == b"a user's picture" and len(pngs(out)) == 4
+
+
 def test_a_damaged_mark_deletes_nothing(tmp_path):
     out = tmp_path / "export"
     export_samples(G(), 3, 0, 0, "cpu", str(out))
@@ -101,7 +114,7 @@ def test_a_damaged_mark_deletes_nothing(tmp_path):
 def test_killed_writers_leftovers_go_at_the_next_export(tmp_path):
     out = tmp_path / "export"
     export_samples(G(), 3, 0, 0, "cpu", str(out))
-    (out / ".00001.png.999999.tmp.png").write_bytes(b"half")  # pid 999999: gone
+    (out / f".00001.png.cnn_gan.{host_label()}.999999.tmp.png").write_bytes(b"half")  # gone
     (out / STAGING).mkdir()
     (out / STAGING / "00007.png").write_bytes(b"half")
     export_samples(G(), 3, 0, 0, "cpu", str(out))
@@ -118,12 +131,13 @@ def test_visualize_removes_killed_writers_leftovers_in_its_folder(tmp_path, caps
     vis.mkdir(parents=True)
     save_model(str(run / "cifar10.model"), discriminator("mlp", 4, 10, 3, 32),
                {"dataset": "digits"}, {}, [str(i) for i in range(10)], "train_baseline.py")
-    (vis / ".summary.json.999999.tmp").write_text("{")  # a killed writer's (pid 999999: gone)
+    stale = vis / f".summary.json.cnn_gan.{host_label()}.999999.tmp"
+    stale.write_text("{")  # a killed writer's (pid 999999: gone)
     (vis / "mine.txt").write_text("a user's note")
     code, _, err = run_cli(visualize.main, ["perturb", "--run_dir", str(run), "--max_gain", "1",
                                             "--batch_size", "8", "--device", "cpu"], capsys)
     assert code == 0, err
-    assert not (vis / ".summary.json.999999.tmp").exists() and (vis / "mine.txt").exists()
+    assert not stale.exists() and (vis / "mine.txt").exists()
 
 
 @pytest.mark.slow

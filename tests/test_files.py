@@ -12,7 +12,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, last_line, run_cli, train
+from conftest import ROOT, bind_read_only, last_line, run_cli, train
 
 import train_baseline
 import train_gan
@@ -22,19 +22,10 @@ from utils.rundir import read_records
 
 # ----------------------------------------------------------------------------- the output folder
 
-def _bind_read_only(path):
-    os.makedirs(path)
-    r = subprocess.run(["mount", "--bind", path, path], capture_output=True)
-    r2 = subprocess.run(["mount", "-o", "remount,bind,ro", path], capture_output=True)
-    if r.returncode or r2.returncode:
-        subprocess.run(["umount", path], capture_output=True)
-        pytest.skip("no bind mounts here (root and mount(8) needed) for a read-only folder")
-    return lambda: subprocess.run(["umount", path], capture_output=True)
-
-
 OUT_DIRS = {  # what stands where --out_dir points: what the one line says
     "a file": (lambda p: open(p, "w").close(), "is a file, not a folder"),
-    "a read-only folder": (_bind_read_only, "read-only"),
+    "a link to nothing": (lambda p: os.symlink(p + ".gone", p), "which does not exist"),
+    "a read-only folder": (bind_read_only, "read-only"),
     "a path too long": (None, "too long"),
 }
 
@@ -191,9 +182,12 @@ def test_summary_json_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
 def test_killed_writers_temporary_files_are_removed_on_the_next_start(folder, tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
-    dead = out / f".baseline.ckpt.{_dead_pid()}.tmp"
-    live = out / f".baseline.ckpt.{os.getppid()}.tmp"  # a live writer's: kept
-    dead.write_bytes(b"half a checkpoint")
-    live.write_bytes(b"being written")
+    host, gone = files.host_label(), _dead_pid()
+    dead = out / f".baseline.ckpt.cnn_gan.{host}.{gone}.tmp"
+    kept = [out / f".baseline.ckpt.cnn_gan.{host}.{os.getppid()}.tmp",  # a live writer's
+            out / f".baseline.ckpt.cnn_gan.elsewhere.{gone}.tmp",  # another host's process
+            out / f".notes.txt.{gone}.tmp"]  # a user's file of a like name
+    for f in [dead] + kept:
+        f.write_bytes(b"half a file")
     assert train(folder, out, capsys, "--epochs", "1")[0] == 0
-    assert not dead.exists() and live.exists()
+    assert not dead.exists() and all(f.exists() for f in kept)

@@ -198,6 +198,10 @@ def test_training_longer_is_allowed_and_equals_a_longer_run(tmp_path, capsys):
     code, _, err = run_cli(train_baseline.main, argv + ["--epochs", "1", "--out_dir", b,
                                                         "--resume"], capsys)
     assert code == 2 and "has trained 2 epochs already" in err
+    # a speed flag may change on resume, and the line says what that costs
+    code, _, err = run_cli(train_baseline.main, argv + ["--epochs", "3", "--out_dir", b,
+                                                        "--resume", "--amp", "off"], capsys)
+    assert code == 0 and "--amp auto -> off: allowed" in err and "bit for bit" in err, err
 
 
 # ----------------------------------------------------------------------------- the small things
@@ -325,6 +329,21 @@ def test_the_report_names_a_damaged_file_and_the_command_that_remakes_it(run_cop
     assert code == 2 and err.count("\n") == 1, err
     assert "summary.json is damaged: it should hold an object, not list" in err
     assert f"python visualize.py all --run_dir {run}" in err
+
+
+def test_the_commands_it_suggests_can_be_pasted_into_a_shell(tmp_path):
+    import shlex
+
+    from utils.errors import UserError
+    from utils.figures.report import Report
+
+    run = tmp_path / "my run's"
+    (run / "visualization").mkdir(parents=True)
+    (run / "visualization" / "summary.json").write_text("[1, 2]")
+    with pytest.raises(UserError) as e:
+        Report(str(run), str(run / "visualization"), {})
+    command = str(e.value).split("remake the figures: ")[1]
+    assert shlex.split(command) == ["python", "visualize.py", "all", "--run_dir", str(run)]
 
 
 @pytest.mark.slow

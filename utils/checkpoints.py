@@ -205,6 +205,10 @@ RESUMABLE_CHANGES = {"epochs", "tensorboard", "keep_best", "device", "data_dir",
                      "stop_file", "time_limit", "deterministic", "eval_every", "eval_metrics",
                      "eval_samples", "eval_classifier", "inception_weights"}
 
+# Of those, how a run computes: a change is allowed, and said, for the numbers move with it.
+NUMERICS = ("device", "amp", "compile", "channels_last", "fused_adam", "data_on_device",
+            "deterministic")
+
 # Settings added after runs were saved without them, with the value those runs had.
 ADDED_SETTINGS = {"shuffle": "on", "drop_last": "on", "d_first": "off", "ema": 0.0,
                   "diffaugment": "off", "spectral_norm": "off", "real_label": 1.0,

@@ -1,7 +1,8 @@
-"""The files the project writes: each one atomically (a temporary file .NAME.PID.tmp beside
-it, then a rename, so a crash leaves the old file or the new one, whole), a folder held by one
-process at a time (an OS lock, gone with the process), and a full disk or a read-only folder
-said in one line. The PID lets the next start remove a killed writer's leftovers."""
+"""The files the project writes: each one atomically (a temporary file beside it, then a
+rename, so a crash leaves the old file or the new one, whole), a folder held by one process at
+a time (an OS lock, gone with the process), and a full disk or a read-only folder said in one
+line. The temporary file's name (.NAME.cnn_gan.HOST.PID.tmp) lets the next start on that host
+remove a killed writer's leftovers, and no file of anyone else."""
 import contextlib
 import errno
 import hashlib
@@ -16,18 +17,23 @@ from utils.errors import UserError
 
 LOCK_NAME = ".cnn_gan.lock"
 LOCKS = re.compile(r"^\.cnn_gan(\.[\w-]+)?\.lock$")  # every lock file this project makes
-TEMP = re.compile(r"^\..+\.(\d+)\.tmp(\.[A-Za-z0-9]+)?$")
+TEMP = re.compile(r"^\..+\.cnn_gan\.([A-Za-z0-9-]+)\.(\d+)\.tmp(\.[A-Za-z0-9]+)?$")
 
 
 class NoSpace(UserError):
     """The disk (or the quota) is full; what was being written was not."""
 
 
+def host_label():
+    """This machine's name as it goes into a temporary file's (a process id is per host)."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0]) or "host"
+
+
 def temp_path(path, suffix=""):
-    """Where path is written first: .NAME.PID.tmp in the same folder (a rename is atomic only
-    within one file system); suffix keeps an extension a writer needs."""
+    """Where path is written first: .NAME.cnn_gan.HOST.PID.tmp in the same folder (a rename is
+    atomic only within one file system); suffix keeps an extension a writer needs."""
     folder, name = os.path.split(os.path.abspath(path))
-    return os.path.join(folder, f".{name}.{os.getpid()}.tmp{suffix}")
+    return os.path.join(folder, f".{name}.cnn_gan.{host_label()}.{os.getpid()}.tmp{suffix}")
 
 
 def size_limit():
@@ -164,15 +170,17 @@ def _alive(pid):
 
 
 def remove_stale_temps(folder):
-    """Remove the temporary files that killed writers left in folder; returns their names."""
-    removed = []
+    """Remove the temporary files that killed writers of this host left in folder (another
+    host's process cannot be asked whether it lives); returns their names."""
+    removed, host = [], host_label()
     try:
         names = os.listdir(folder)
     except OSError:
         return removed
     for name in names:
         m = TEMP.match(name)
-        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+        pid = int(m.group(2)) if m and m.group(1) == host else None
+        if pid is not None and pid != os.getpid() and not _alive(pid):
             with contextlib.suppress(OSError):
                 os.remove(os.path.join(folder, name))
                 removed.append(name)
@@ -185,6 +193,9 @@ def check_writable_folder(folder, flag="--out_dir"):
     """The folder, created if missing, is one we can write to; or one line saying why not."""
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise UserError(f"{flag} {folder} is a file, not a folder")
+    if os.path.islink(folder) and not os.path.exists(folder):
+        raise UserError(f"{flag} {folder} is a link to {os.readlink(folder)}, which does not "
+                        "exist: make that folder, or choose another")
     try:
         os.makedirs(folder, exist_ok=True)
         probe = temp_path(os.path.join(folder, "probe"))

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from utils.checkpoints import (PROGRESS_FIELDS, check_same_data, check_same_settings,
+from utils.checkpoints import (NUMERICS, PROGRESS_FIELDS, check_same_data, check_same_settings,
                                data_identity, load_checkpoint, resolve_resume, run_id_of,
                                save_model)
 from utils.console import info, progress
@@ -136,10 +136,15 @@ class Run:
         if done >= epochs:
             return (f"{self.resume_from} is finished ({done} of {epochs} epochs): nothing left "
                     "to train (a larger --epochs trains on)")
-        before = self.ckpt["settings"].get("epochs", epochs)
+        saved, now = self.ckpt["settings"], self.settings.flat()
+        before = saved.get("epochs", epochs)
         longer = f", training longer: --epochs {before} -> {epochs}" if epochs != before else ""
+        changed = [f"--{k} {saved[k]} -> {now[k]}" for k in NUMERICS
+                   if k in saved and k in now and saved[k] != now[k]]
+        numerics = (f"; {', '.join(changed)}: allowed, but the numbers will not be bit for bit "
+                    "those of a run that never stopped") if changed else ""
         return (f"resuming {self.resume_from} at epoch {done + 1}, step {self.ckpt['step']}"
-                f"{longer}")
+                f"{longer}{numerics}")
 
     def say(self, message):
         if self.dist.is_main:

@@ -3,6 +3,7 @@ logs, grids and figures into one PDF. A figure is shown only when the model file
 names (by content hash) are those in the run now; docs/visualize.md says what the pages hold.
 """
 import os
+import shlex
 
 from utils import runfiles
 from utils.checkpoints import load_model
@@ -179,7 +180,7 @@ class Report:
         self.conditional = bool(self.gen and conditioning(self.gen)[0])
 
     def remake(self, figure):
-        return f"python visualize.py {figure} --run_dir {self.run_dir}"
+        return f"python visualize.py {figure} --run_dir {shlex.quote(self.run_dir)}"
 
     def figure(self, record, caption, figure):
         """(caption, png paths or None, a note): a recorded, fresh figure whose pictures are
@@ -407,13 +408,13 @@ class Report:
         notes = []
         if metrics and not fresh(metrics, self.digests, self.run_dir):
             notes.append("out of date: metrics.py's figures were made from an earlier model "
-                         f"file; remake them with python metrics.py {self.run_dir}")
+                         f"file; remake them with python metrics.py {shlex.quote(self.run_dir)}")
             self.stale.append("metrics.py's figures")
             metrics = None
         notes = quality_notes(metrics, os.path.join(self.run_dir, runfiles.log("gan"))) + notes
         if not notes:
             judged = "cfid,cacc,cconf" if self.conditional else "cfid,cconf"
-            command = (f"python metrics.py {self.run_dir} --metrics "
+            command = (f"python metrics.py {shlex.quote(self.run_dir)} --metrics "
                        + (judged if "baseline" in self.disc else "fid,is"))
             self.missing.append(f"sample-quality figures (made by {command})")
             notes = [f"missing: sample-quality figures; make them with {command}"]

@@ -82,6 +82,22 @@ def read_mark(folder):
     return mark
 
 
+def check_foreign_images(folder, mark):
+    """An export's folder holds no PNG file that the export (or one it was replacing) did not
+    write: metrics.py would measure it with the export's images."""
+    if mark is None:
+        return
+    ours = {name for m in (mark, mark.get("replacing") or {})
+            for name in export_names(m.get("n", 0), m.get("classes", 0))}
+    foreign = sorted(f for f in os.listdir(folder) if f.lower().endswith(".png")
+                     and not f.startswith(".") and f not in ours)
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise UserError(f"{folder} is an export of this project, but holds PNG files it did "
+                        f"not write ({foreign[0]}{more}): they would be measured with it; "
+                        "move them out (nothing was deleted)")
+
+
 def export_complete(folder):
     """Whether folder holds a whole export: its mark says so and every file it names is there
     (a mark without 'complete', from before marks said so, counts)."""
@@ -102,6 +118,7 @@ def claim_export_folder(folder):
             f for f in os.listdir(folder) if f != STAGING and not LOCKS.match(f)]:
         raise UserError(f"{folder} holds files this project did not write: export into a new "
                         "or empty folder (nothing was deleted)")
+    check_foreign_images(folder, mark)
     check_writable_folder(folder)
     remove_stale_temps(folder)
     staging = os.path.join(folder, STAGING)
