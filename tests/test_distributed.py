@@ -291,6 +291,25 @@ def test_a_trainer_with_a_partial_torchrun_environment_is_one_line(tmp_path, cap
 
 
 @pytest.mark.slow
+def test_sigterm_ends_a_wait_for_processes_that_never_come(tmp_path):
+    """Rank 0 of 2 alone waits in the rendezvous, inside C++ where Python's handlers cannot
+    run: the stop signals keep their default there, so a scheduler's SIGTERM ends it."""
+    env = dict(os.environ, WORLD_SIZE="2", RANK="0", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+               MASTER_PORT=str(_free_port()))
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "train_gan.py"), "--dataset",
+                             "digits", "--width", "8", "--epochs", "1", "--out_dir",
+                             str(tmp_path / "run")], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(6)  # started, and waiting for rank 1
+        assert proc.poll() is None, proc.stderr.read()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        proc.kill()
+    assert not (tmp_path / "run").exists()  # nothing was written before the group was whole
+
+
+@pytest.mark.slow
 def test_a_peer_killed_mid_run_is_one_line_in_the_survivor(tmp_path):
     """kill -9 of one of two processes while they train: the other says so in one line and
     exits 4 (not gloo's traceback); the run's last checkpoint stays for --resume."""

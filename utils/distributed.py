@@ -2,6 +2,7 @@
 the ranks, and the stop signal (SIGTERM/SIGUSR1, a stop file, a time limit)."""
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 
@@ -99,9 +100,33 @@ def init_distributed(device_arg):
     if use_cuda:
         torch.cuda.set_device(local)
     if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
+        join_group("nccl" if use_cuda else "gloo", world)
     gloo = torch.distributed.get_backend() == "gloo"
     return Dist(rank, world, local, None if gloo else torch.distributed.new_group(backend="gloo"))
+
+
+WAIT_NOTE_S = 15  # a rendezvous slower than this is said: the others may never come
+
+
+def join_group(backend, world):
+    """init_process_group, which blocks in C++ until every process has come: Python's signal
+    handlers cannot run there, so the stop signals keep their default (ending the process;
+    nothing is written before this) until it returns; a line if the wait is long."""
+    signals = [getattr(signal, n) for n in StopSignal.SIGNALS if hasattr(signal, n)
+               and threading.current_thread() is threading.main_thread()]
+    previous = {sig: signal.signal(sig, signal.SIG_DFL) for sig in signals}
+    where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+    note = threading.Timer(WAIT_NOTE_S, info, [
+        f"waiting for the {world} processes of this torchrun job at {where} (are they all "
+        "started? Ctrl-C or SIGTERM ends the wait)"])
+    note.daemon = True
+    note.start()
+    try:
+        torch.distributed.init_process_group(backend)
+    finally:
+        note.cancel()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class StopSignal:
