@@ -295,15 +295,17 @@ def peer_lost(e):
                         any(w in str(e).lower() for w in PEER_WORDS))
 
 
-def run_main(main, argv=None):
-    """Run a script's main; a user's mistake becomes one line on stderr and exit code 2."""
+def run_main(main, argv=None, resumable=False):
+    """Run a script's main; a user's mistake becomes one line on stderr and exit code 2.
+    resumable: a trainer, whose Ctrl-C keeps a checkpoint to --resume from."""
     try:
         return main(argv)
     except (UserError, Diverged) as e:  # DataError is a UserError
         print(f"error: {e}", file=sys.stderr)
         sys.exit(EXIT_DIVERGED if isinstance(e, Diverged) else EXIT_USER_ERROR)
-    except Stopped as e:
-        print(str(e), file=sys.stderr)
+    except Stopped as e:  # every rank stops together: rank 0 says so for them all
+        if os.environ.get("RANK", "0").strip() in ("", "0"):
+            print(str(e), file=sys.stderr)
         sys.exit(e.code)
     except RuntimeError as e:
         if not peer_lost(e):
@@ -313,6 +315,8 @@ def run_main(main, argv=None):
               "with --resume", file=sys.stderr)
         sys.exit(EXIT_PEER_LOST)
     except KeyboardInterrupt:  # a second Ctrl-C, or one before a trainer listened for it
-        print("interrupted (Ctrl-C): the last checkpoint is kept (if one was written); resume "
-              "with --resume", file=sys.stderr)
+        print("interrupted (Ctrl-C): " + (
+            "the last checkpoint is kept (if one was written); resume with --resume" if resumable
+            else "what was finished is kept, nothing half written; run the command again"),
+            file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)

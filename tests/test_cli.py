@@ -125,3 +125,20 @@ def test_an_empty_path_is_refused(flag, tmp_path, capsys):
         assert flag in err and "empty" in err
     err = one_line(*run_cli(visualize.main, ["all", "--run_dir", ""], capsys)[::2])
     assert "--run_dir" in err
+
+
+def test_a_ctrl_c_before_a_trainer_listens_says_what_to_do(capsys):
+    """run_main's line for an interrupt: --resume for a trainer alone (visualize.py has none)."""
+    from flags import run_main
+    from utils.errors import EXIT_INTERRUPTED
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    for resumable, words in ((True, "resume with --resume"), (False, "run the command again")):
+        with pytest.raises(SystemExit) as e:
+            run_main(interrupted, [], resumable=resumable)
+        err = capsys.readouterr().err
+        assert e.value.code == EXIT_INTERRUPTED and err.count("\n") == 1 and words in err, err
+        assert resumable or "--resume" not in err
+

@@ -138,13 +138,14 @@ class Run:
                     "to train (a larger --epochs trains on)")
         saved, now = self.ckpt["settings"], self.settings.flat()
         before = saved.get("epochs", epochs)
-        longer = f", training longer: --epochs {before} -> {epochs}" if epochs != before else ""
+        how = "training longer" if epochs > before else "ending sooner"
+        length = f", {how}: --epochs {before} -> {epochs}" if epochs != before else ""
         changed = [f"--{k} {saved[k]} -> {now[k]}" for k in NUMERICS
                    if k in saved and k in now and saved[k] != now[k]]
         numerics = (f"; {', '.join(changed)}: allowed, but the numbers will not be bit for bit "
                     "those of a run that never stopped") if changed else ""
         return (f"resuming {self.resume_from} at epoch {done + 1}, step {self.ckpt['step']}"
-                f"{longer}{numerics}")
+                f"{length}{numerics}")
 
     def say(self, message):
         if self.dist.is_main:
