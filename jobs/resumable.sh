@@ -10,6 +10,10 @@
 # started again with --resume auto, carries on where it stopped. Any other exit code (0 done,
 # 2 bad input, 3 diverged, ...) is the job's, with no requeue.
 set -u
+if [ $# -lt 3 ]; then
+  echo "usage: jobs/resumable.sh STOP_FILE 'REQUEUE COMMAND' -- TRAINER COMMAND ..." >&2
+  exit 2
+fi
 stop_file=$1
 requeue=$2
 shift 2

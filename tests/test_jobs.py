@@ -207,6 +207,20 @@ def test_requeue_only_on_75_and_with_the_same_settings(script, trainer_exit, tmp
     assert [r["args"] for r in again if r["cmd"] in ("python", "torchrun")] == [args]
 
 
+def test_a_job_script_run_the_wrong_way_says_so_in_one_line(tmp_path):
+    bare = subprocess.run(["bash", os.path.join(ROOT, "jobs", "resumable.sh")],
+                          capture_output=True, text=True)
+    assert bare.returncode == 2 and bare.stderr.startswith("usage: jobs/resumable.sh STOP_FILE")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    for name in ("baseline", "gan", "gan_multi"):  # outside SLURM: no job to requeue
+        r = subprocess.run(["bash", os.path.join(ROOT, "jobs", "slurm", f"{name}.sbatch")],
+                           capture_output=True, text=True, cwd=tmp_path,
+                           env=dict(env, RUN_DIR=str(tmp_path / "run")))
+        assert r.returncode != 0 and r.stderr.count("\n") == 1, r.stderr
+        assert "submit this script with sbatch" in r.stderr
+    assert not os.listdir(tmp_path)
+
+
 def test_a_failed_requeue_is_not_reported_as_success(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

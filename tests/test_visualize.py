@@ -324,9 +324,13 @@ def test_judges_are_checked_before_any_figure(digits_baseline, tmp_path, capsys)
     shutil.copy(digits_baseline[0], run / "cifar10.model")
     classes = [str(i) for i in range(10)]
     no_head, other_shape = tmp_path / "no_head.model", tmp_path / "mnist.model"
+    encoder = tmp_path / "simclr.model"
     save_model(no_head, discriminator("ie534", 8, 0, 3, 32), {})
+    save_model(encoder, discriminator("ie534", 8, 0, 3, 32), {}, made_by="train_simclr.py")
     save_model(other_shape, discriminator("ie534", 8, 10, 1, 28), {}, classes=classes)
-    for judge, words in ((no_head, "has no class head"), (other_shape, "reads 1-channel 28x28"),
+    for judge, words in ((no_head, "trained with --acgan off"),
+                         (encoder, "a SimCLR encoder from train_simclr.py"),
+                         (other_shape, "reads 1-channel 28x28"),
                          (tmp_path / "missing.model", "not found")):
         code, _, err = run_cli(visualize.main, ["transfer", "--run_dir", str(run), "--judges",
                                                 str(judge), "--steps", "2"], capsys)

@@ -110,7 +110,7 @@ class Context:
             if self.model(name)[0].num_classes:
                 continue
             why = (f"{figure} needs a class head, and the {name} discriminator "
-                   f"({self.paths[name]}) has none (trained with --acgan off)")
+                   f"({self.paths[name]}) has none ({self.headless(name)})")
             if self.options.figure != "all":
                 raise UserError(why + ": try max-features or samples")
             info(f"{figure}: skipped: {why}")
@@ -131,13 +131,20 @@ class Context:
                            y.to(self.device))
         return self._batch
 
+    def headless(self, name):
+        """Why a model file has no class head, in the words of the command that wrote it."""
+        if self.model(name)[1].get("made_by") == "train_simclr.py":
+            return "a SimCLR encoder from train_simclr.py"
+        return "a GAN critic trained with --acgan off"
+
     def check_judges(self):
         """transfer's --judges: each has a class head and reads the images shown."""
         self.batch()
         for name in self.judges:
             if not self.model(name)[0].num_classes:
-                raise UserError(f"--judges {self.paths[name]}: this discriminator has no class "
-                                "head (trained with --acgan off), so it cannot judge a class")
+                raise UserError(f"--judges {self.paths[name]}: it has no class head "
+                                f"({self.headless(name)}), so it cannot judge a class; judge "
+                                "with a classifier from train_baseline.py")
             self.check_fits(name, self.data)
 
     def colour(self):
