@@ -153,6 +153,8 @@ def main(argv=None):
         real_name = real_cache_name(real_arg, data_dir, args.split, len(real), chosen)
     else:
         raise UserError(f"--real {real_arg}: not a folder, nor one of {', '.join(DATASETS)}")
+    if args.n_real and args.n_real > len(real):
+        info(f"--n_real {args.n_real}: {real_arg} has {len(real)} images here; all are used")
     if runfiles.needs_classifier(metrics):  # the judge reads images of the fakes' shape
         check_classifier_fits(classifier, fake.shape[1], fake.shape[-1])
     check_counts(metrics, fake_labels, real_labels, len(fake), len(real), args.splits, args.intra)

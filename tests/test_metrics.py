@@ -268,6 +268,9 @@ def test_a_datasets_images_are_a_seeded_draw_not_its_first_ones(digits_baseline,
     assert not torch.equal(seen["fake"], first["fake"]) and seen["name"].endswith("-seed1")
     assert run_cli(metrics.main, argv[:-2], capsys)[0] == 0  # every real image: no seed in
     assert len(seen["real"]) == 297 and seen["name"].endswith("-test-297")  # the name
+    code, _, err = run_cli(metrics.main, argv[:-1] + ["100000"], capsys)  # more than there are
+    assert code == 0 and "--n_real 100000: digits has 297 images here; all are used" in err, err
+    assert len(seen["real"]) == 297
     folder = tmp_path / "by_class"  # a folder of PNG files stored class by class
     folder.mkdir()
     for i in range(100):

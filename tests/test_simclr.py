@@ -107,6 +107,10 @@ def test_neighbours_share_their_class(encoder, tmp_path, capsys):
                                             "--out_dir", str(tmp_path / "v")], capsys)
     line = last_line(code, err)  # after the line that says the folder is being decoded
     assert "--k 20" in line and "16 training images" in line
+    # the other figures, asked of a SimCLR run, point at the one that shows it
+    code, _, err = run_cli(visualize.main, ["all", "--run_dir", str(run), "--out_dir",
+                                            str(tmp_path / "all")], capsys)
+    assert "shown by visualize.py neighbours" in last_line(code, err)
 
 
 def test_labels_per_class_picks_exactly_n_of_each():

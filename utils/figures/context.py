@@ -67,9 +67,12 @@ class Context:
             raise UserError(f"--run_dir {self.run_dir} does not exist: point it at the --out_dir "
                             "of train_baseline.py or train_gan.py")
         if not self.names and not os.path.isfile(self.paths["generator"]):
-            raise UserError(f"{self.run_dir} holds no model file (cifar10.model from "
-                            "train_baseline.py, discriminator.model and generator.model from "
-                            "train_gan.py): nothing to show")
+            simclr = os.path.isfile(os.path.join(self.run_dir, runfiles.SIMCLR_MODEL))
+            then = (": its simclr.model is shown by visualize.py neighbours" if simclr
+                    else ": nothing to show")
+            raise UserError(f"{self.run_dir} holds no model file of these figures (cifar10.model "
+                            "from train_baseline.py, discriminator.model and generator.model "
+                            f"from train_gan.py){then}")
 
     def digest(self, name):
         """The content hash of the model file's bytes as loaded (a model replaced while a figure
