@@ -295,9 +295,8 @@ def peer_lost(e):
                         any(w in str(e).lower() for w in PEER_WORDS))
 
 
-def run_main(main, argv=None, resumable=False):
-    """Run a script's main; a user's mistake becomes one line on stderr and exit code 2.
-    resumable: a trainer, whose Ctrl-C keeps a checkpoint to --resume from."""
+def run_main(main, argv=None):
+    """Run a script's main; a user's mistake becomes one line on stderr and exit code 2."""
     try:
         return main(argv)
     except (UserError, Diverged) as e:  # DataError is a UserError
@@ -314,9 +313,7 @@ def run_main(main, argv=None, resumable=False):
               "last checkpoint is kept; find why in that process's output, then resume the job "
               "with --resume", file=sys.stderr)
         sys.exit(EXIT_PEER_LOST)
-    except KeyboardInterrupt:  # a second Ctrl-C, or one before a trainer listened for it
-        print("interrupted (Ctrl-C): " + (
-            "the last checkpoint is kept (if one was written); resume with --resume" if resumable
-            else "what was finished is kept, nothing half written; run the command again"),
-            file=sys.stderr)
+    except KeyboardInterrupt:  # a trainer's run says so itself (Run: --resume)
+        print("interrupted (Ctrl-C): what was finished is kept, nothing half written; run the "
+              "command again", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)

@@ -369,4 +369,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_main(main, resumable=True)
+    run_main(main)

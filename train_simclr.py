@@ -178,4 +178,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_main(main, resumable=True)
+    run_main(main)

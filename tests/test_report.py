@@ -155,6 +155,7 @@ def test_ctrl_c_stops_with_a_checkpoint_and_a_second_one_at_once(tmp_path):
         twice.send_signal(signal.SIGINT)
         _, err = twice.communicate(timeout=60)
         assert twice.returncode == 130 and "Traceback" not in err, err
+        assert "resume with --resume" in err.strip().splitlines()[-1], err
     finally:  # a failed assertion leaves no trainer behind
         for p in (once, twice):
             if p.poll() is None:

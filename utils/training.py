@@ -251,6 +251,9 @@ class Run:
                         together=exc_type is None or issubclass(exc_type, (Stopped, Diverged)))
         finally:
             self.records.folder.release(failed_early=exc_type is not None and not self.begun)
+        if exc_type is KeyboardInterrupt and self.begun:  # a second Ctrl-C, mid-step
+            raise Stopped("interrupted (Ctrl-C): the last checkpoint is kept (if one was "
+                          "written); resume with --resume", EXIT_INTERRUPTED) from None
 
 
 def open_run(settings, trainer):
