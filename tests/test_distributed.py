@@ -295,13 +295,20 @@ def test_a_trainer_with_a_partial_torchrun_environment_is_one_line(tmp_path, cap
 def test_sigterm_ends_a_wait_for_processes_that_never_come(tmp_path):
     """Rank 0 of 2 alone waits in the rendezvous, inside C++ where Python's handlers cannot
     run: the stop signals keep their default there, so a scheduler's SIGTERM ends it."""
+    port = _free_port()
     env = dict(os.environ, WORLD_SIZE="2", RANK="0", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
-               MASTER_PORT=str(_free_port()))
+               MASTER_PORT=str(port))
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "train_gan.py"), "--dataset",
                              "digits", "--width", "8", "--epochs", "1", "--out_dir",
                              str(tmp_path / "run")], env=env, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(6)  # started, and waiting for rank 1
+        deadline = time.time() + 60
+        while time.time() < deadline and proc.poll() is None:  # rank 0 opens the rendezvous
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        time.sleep(0.5)  # inside init_process_group, waiting for rank 1
         assert proc.poll() is None, proc.stderr.read()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == -signal.SIGTERM
