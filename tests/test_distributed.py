@@ -376,3 +376,28 @@ def test_a_dead_torchrun_peer_is_one_line(monkeypatch, capsys):
     monkeypatch.setenv("WORLD_SIZE", "1")  # alone, the same error is no peer's: raised
     with pytest.raises(RuntimeError):
         run_main(main, [])
+
+
+def test_the_rendezvous_says_what_it_waits_for_and_restores_the_handlers(monkeypatch, capsys):
+    """join_group: the stop signals at their default during the wait, a line once it is long,
+    the handlers as they were afterwards (init_process_group stands in: it sleeps)."""
+    from utils import distributed
+
+    seen = {}
+
+    def slow_init(backend):
+        seen["during"] = signal.getsignal(signal.SIGTERM)
+        time.sleep(0.5)
+
+    def mine(signum, frame):
+        pass
+
+    monkeypatch.setattr(distributed, "WAIT_NOTE_S", 0.1)
+    monkeypatch.setattr(torch.distributed, "init_process_group", slow_init)
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        distributed.join_group("gloo", 2)
+        assert seen["during"] == signal.SIG_DFL and signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert "waiting for the 2 processes of this torchrun job" in capsys.readouterr().err

@@ -177,3 +177,25 @@ def test_a_signal_while_starting_is_said(folder, tmp_path, capsys, monkeypatch):
     code, _, err = train(folder, tmp_path / "run", capsys, "--epochs", "1")
     assert "received SIGTERM while starting" in last_line(code, err, 75)
     assert not os.path.exists(tmp_path / "run")
+
+
+def test_the_resumption_line_says_how_the_run_changed():
+    """Run.resuming's words for a longer or a shorter run and a changed speed flag."""
+    from types import SimpleNamespace
+
+    from utils.training import Run
+
+    def said(saved, now, done=1):
+        settings = SimpleNamespace(loop=SimpleNamespace(epochs=now["epochs"]),
+                                   flat=lambda: now)
+        run = SimpleNamespace(settings=settings, resume_from="r.ckpt",
+                              ckpt={"epoch": done, "step": 4, "settings": saved})
+        return Run.resuming(run)
+
+    base = {"epochs": 30, "amp": "auto"}
+    assert said(base, base) == "resuming r.ckpt at epoch 2, step 4"
+    assert "ending sooner: --epochs 30 -> 3" in said(base, {**base, "epochs": 3})
+    assert "training longer: --epochs 30 -> 40" in said(base, {**base, "epochs": 40})
+    line = said(base, {**base, "amp": "off"})
+    assert "--amp auto -> off: allowed" in line and "bit for bit" in line
+    assert "is finished (30 of 30 epochs)" in said(base, base, done=30)
